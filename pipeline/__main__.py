@@ -1,0 +1,3 @@
+from qsopipe.cli import main
+
+main()

@@ -1,0 +1,108 @@
+"""Reader for spec-PPPP-MMMMM-FFFF.fits files (full and lite; BOSS/eBOSS and SDSS-I/II).
+
+HDU1 is the COADD table (loglam, flux, ivar, and_mask; column names in
+either case; some files carry no EXTNAME); HDU2 holds the fiber's spAll or
+specObj row. Spec files of one plate-MJD are grouped into one Plate so that
+they feed the same stages as an spPlate.
+"""
+
+import os
+import re
+
+import numpy as np
+
+from qsopipe.errors import InputError
+from qsopipe.grids import NATIVE_DLOGLAM
+from qsopipe.plate import FIBER_COLUMNS, TARGET_COLUMNS, Plate, empty_fibers
+from qsopipe.sdss.fitsfile import open_fits, read_columns
+
+NAME_PATTERN = re.compile(r"spec-(\d{4,})-(\d{5})-(\d{4})\.fits(\.gz)?$")
+COADD_COLUMNS = ("LOGLAM", "FLUX", "IVAR", "AND_MASK")
+_META_WANTED = ("PLATE", "MJD", "FIBERID", "THING_ID", "PLUG_RA", "PLUG_DEC", "OBJTYPE", *TARGET_COLUMNS)
+#: Largest misalignment, in native pixels, still treated as the same 1e-4 grid.
+_GRID_TOLERANCE = 0.05
+
+
+def read_spec(path):
+    """Read one spec file into a one-fiber Plate (loglam of shape (npix,))."""
+    path = os.fspath(path)
+    with open_fits(path) as fits:
+        if len(fits) < 2 or fits[1].get_exttype() != "BINARY_TBL":
+            raise InputError(path, "no COADD binary table in HDU1")
+        coadd = read_columns(fits[1], COADD_COLUMNS)
+        missing = [name for name in COADD_COLUMNS if name not in coadd]
+        if missing:
+            raise InputError(path, f"HDU1 COADD table lacks column(s) {', '.join(missing)}")
+        header = fits[0].read_header()
+        meta = {}
+        if len(fits) > 2 and fits[2].get_exttype() == "BINARY_TBL" and fits[2].get_nrows() > 0:
+            meta = {name: values[0] for name, values in read_columns(fits[2], _META_WANTED, rows=[0]).items()}
+    fibers = empty_fibers(1)
+    fibers["PLATE"], fibers["MJD"], fibers["FIBERID"] = _ids(path, header, meta)
+    fibers["RA"] = meta.get("PLUG_RA", header.get("PLUG_RA", np.nan))
+    fibers["DEC"] = meta.get("PLUG_DEC", header.get("PLUG_DEC", np.nan))
+    for name in ("OBJTYPE", "THING_ID", *TARGET_COLUMNS):
+        if name in meta:
+            value = meta[name]
+            fibers[name] = str(value).strip() if FIBER_COLUMNS[name].startswith("U") else value
+    loglam = coadd["LOGLAM"].astype(np.float64)
+    if loglam.size == 0:
+        raise InputError(path, "COADD table has no pixels")
+    if "COEFF0" in header and abs(header["COEFF0"] - loglam[0]) < 1e-5:
+        loglam = float(header["COEFF0"]) + (loglam - loglam[0])
+    return Plate(
+        plate=int(fibers["PLATE"][0]), mjd=int(fibers["MJD"][0]), fibers=fibers, loglam=loglam,
+        flux=coadd["FLUX"].astype(np.float32)[None, :],
+        ivar=coadd["IVAR"].astype(np.float32)[None, :],
+        and_mask=coadd["AND_MASK"].astype(np.int32)[None, :],
+        sources=[path],
+    )
+
+
+def _ids(path, header, meta):
+    match = NAME_PATTERN.search(os.path.basename(path))
+    from_name = tuple(int(g) for g in match.groups()[:3]) if match else (None, None, None)
+    plate = meta.get("PLATE", header.get("PLATEID", from_name[0]))
+    mjd = meta.get("MJD", header.get("MJD", from_name[1]))
+    fiber = meta.get("FIBERID", header.get("FIBERID", from_name[2]))
+    if plate is None or mjd is None or fiber is None:
+        raise InputError(path, "no PLATE/MJD/FIBERID in HDU2, the HDU0 header or the file name")
+    return int(plate), int(mjd), int(fiber)
+
+
+def read_spec_plate(paths):
+    """Read the spec files of one plate-MJD into one Plate, fibers sorted by FIBERID.
+
+    Spectra whose first pixels sit on one 1e-4 log-lambda grid share a single
+    loglam row (padded with ivar = 0); otherwise each fiber keeps its own row.
+    Raises InputError for the first unreadable file or mixed plate-MJDs.
+    """
+    spectra = [read_spec(path) for path in paths]
+    if not spectra:
+        raise ValueError("read_spec_plate needs at least one file")
+    names = {spec.name for spec in spectra}
+    if len(names) > 1:
+        raise InputError(paths[0], f"spec files of different plate-MJDs grouped together: {sorted(names)}")
+    spectra.sort(key=lambda spec: int(spec.fibers["FIBERID"][0]))
+    starts = np.array([spec.loglam[0] for spec in spectra])
+    offsets = (starts - starts.min()) / NATIVE_DLOGLAM
+    steps_native = all(np.allclose(np.diff(spec.loglam), NATIVE_DLOGLAM, atol=1e-7) for spec in spectra)
+    aligned = steps_native and np.all(np.abs(offsets - np.round(offsets)) < _GRID_TOLERANCE)
+    offsets = np.round(offsets).astype(int) if aligned else np.zeros(len(spectra), int)
+    npix = max(off + spec.loglam.size for off, spec in zip(offsets, spectra))
+    flux = np.zeros((len(spectra), npix), np.float32)
+    ivar = np.zeros_like(flux)
+    and_mask = np.zeros((len(spectra), npix), np.int32)
+    loglam = starts.min() + NATIVE_DLOGLAM * np.arange(npix) if aligned else np.empty((len(spectra), npix))
+    for row, (off, spec) in enumerate(zip(offsets, spectra)):
+        cut = slice(off, off + spec.loglam.size)
+        flux[row, cut], ivar[row, cut], and_mask[row, cut] = spec.flux[0], spec.ivar[0], spec.and_mask[0]
+        if not aligned:
+            loglam[row] = spec.loglam[0] + NATIVE_DLOGLAM * np.arange(npix)
+            loglam[row, : spec.loglam.size] = spec.loglam
+    return Plate(
+        plate=spectra[0].plate, mjd=spectra[0].mjd,
+        fibers=np.concatenate([spec.fibers for spec in spectra]),
+        loglam=loglam, flux=flux, ivar=ivar, and_mask=and_mask,
+        sources=[spec.sources[0] for spec in spectra],
+    )

@@ -1,0 +1,1 @@
+"""Pipeline stages: science functions on arrays, each with a thin click command."""

@@ -1,0 +1,1 @@
+"""Survey simulator: BOSS-like spPlate files with a truth table."""
