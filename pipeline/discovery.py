@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SPPLATE_RE = re.compile(r"^spPlate-(\d{4,})-(\d{5})\.fits(\.gz)?$")
+SPPLATE_RE = re.compile(r"^spPlate-(\d{4,})-(\d{5})(-[^.]*)?\.fits(\.gz)?$")
 SPEC_RE = re.compile(r"^spec-(\d{4,})-(\d{5})-(\d{4})\.fits(\.gz)?$")
 
 

@@ -48,8 +48,7 @@ def read_spec(path):
     loglam = coadd["LOGLAM"].astype(np.float64)
     if loglam.size == 0:
         raise InputError(path, "COADD table has no pixels")
-    if "COEFF0" in header and abs(header["COEFF0"] - loglam[0]) < 1e-5:
-        loglam = float(header["COEFF0"]) + (loglam - loglam[0])
+    loglam = _exact_grid(header, loglam)
     return Plate(
         plate=int(fibers["PLATE"][0]), mjd=int(fibers["MJD"][0]), fibers=fibers, loglam=loglam,
         flux=coadd["FLUX"].astype(np.float32)[None, :],
@@ -57,6 +56,14 @@ def read_spec(path):
         and_mask=coadd["AND_MASK"].astype(np.int32)[None, :],
         sources=[path],
     )
+
+
+def _exact_grid(header, loglam):
+    """COEFF0 + COEFF1 * i in float64 when the header grid matches the (float32) column, else the column."""
+    if "COEFF0" not in header or "COEFF1" not in header:
+        return loglam
+    exact = float(header["COEFF0"]) + float(header["COEFF1"]) * np.arange(loglam.size)
+    return exact if np.all(np.abs(exact - loglam) < 1e-5) else loglam
 
 
 def _ids(path, header, meta):

@@ -15,7 +15,7 @@ from qsopipe.sdss.fitsfile import open_fits, read_columns
 
 SPPLATE_HDUS = ("FLUX", "IVAR", "ANDMASK", "ORMASK", "WAVEDISP", "PLUGMAP", "SKY")
 REQUIRED_HDUS = (0, 1, 2, 5)
-NAME_PATTERN = re.compile(r"spPlate-(\d{4,})-(\d{5})\.fits(\.gz)?$")
+NAME_PATTERN = re.compile(r"spPlate-(\d{4,})-(\d{5})(-[^.]*)?\.fits(\.gz)?$")
 
 #: Wavelength range the SDSS/BOSS spectrographs cover, Angstrom.
 SPECTROGRAPH_RANGE = (3600.0, 10400.0)
