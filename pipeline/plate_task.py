@@ -1,0 +1,105 @@
+"""One plate through every stage: the unit of work and of failure of `qsopipe run`.
+
+`process_plate` runs on a Dask worker: preprocess -> quasarnet -> mgii, each
+stage skipped when its output is already up to date, then a done-marker is
+written last. A plate whose marker exists is complete; anything short of it
+is redone from the last finished stage, so a killed run resumes cleanly.
+"""
+
+import json
+import logging
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from qsopipe.atomic import atomic_path, is_up_to_date
+from qsopipe.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def layout(outdir):
+    """The directories of a run's output tree, as a dict of Paths."""
+    outdir = Path(outdir)
+    return {"shards": outdir / "shards", "results": outdir / "results", "done": outdir / "done",
+            "catalog": outdir / "catalog.fits", "report": outdir / "run_report.json"}
+
+
+def marker_path(outdir, plate_input):
+    return layout(outdir)["done"] / f"{plate_input.name}.json"
+
+
+def read_marker(outdir, plate_input):
+    """The summary of a plate finished by an earlier run, or None if it must be (re)done."""
+    path = marker_path(outdir, plate_input)
+    if not is_up_to_date(path, plate_input.files):
+        return None
+    with open(path) as handle:
+        summary = json.load(handle)
+    summary["status"] = "resumed"
+    return summary
+
+
+def process_plate(plate_input, outdir, config):
+    """Run every stage on one plate; never raises for a bad plate.
+
+    Returns a summary dict: plate, mjd, name, files, status ('done',
+    'resumed' or 'failed'), reason, nfiber, nqso, nabs, seconds.
+    """
+    start = time.perf_counter()
+    summary = {"plate": plate_input.plate, "mjd": plate_input.mjd, "name": plate_input.name,
+               "files": plate_input.files, "status": "failed", "reason": "", "nfiber": 0, "nqso": 0, "nabs": 0}
+    try:
+        previous = read_marker(outdir, plate_input)
+        if previous is not None:
+            return previous
+        summary.update(_run_stages(plate_input, outdir, config))
+        summary["status"] = "done"
+    except InputError as err:
+        summary["reason"] = str(err)
+    except Exception as err:  # a bug or a surprise in one plate must not stop the run
+        summary["reason"] = f"{type(err).__name__}: {err}"
+        log.error("plate %s: unexpected error\n%s", plate_input.name, traceback.format_exc())
+    summary["seconds"] = time.perf_counter() - start
+    if summary["status"] == "done":
+        with atomic_path(marker_path(outdir, plate_input)) as tmp, open(tmp, "w") as handle:
+            json.dump(summary, handle)
+    return summary
+
+
+def _run_stages(plate_input, outdir, config):
+    from qsopipe.models.store import default_weights, file_sha256, load_model
+    from qsopipe.parquet_io import write_parquet
+    from qsopipe.stages import mgii, quasarnet
+    from qsopipe.stages.preprocess import preprocess_input
+
+    paths = layout(outdir)
+    shard_file, _ = preprocess_input(plate_input, paths["shards"])
+    shard = pq.read_table(shard_file)
+
+    qn_model = Path(config["qn_model"] or default_weights("quasarnet"))
+    qn_file = quasarnet.result_path(paths["results"], plate_input.plate, plate_input.mjd)
+    if is_up_to_date(qn_file, [shard_file, qn_model]):
+        qn_table = pq.read_table(qn_file)
+    else:
+        forward = quasarnet.make_forward(qn_model, config["batch_size"])
+        qn_table = quasarnet.process_shard(shard, forward, qn_model, file_sha256(str(qn_model)),
+                                           config["c_th"], config["n_th"])
+        write_parquet(qn_table, qn_file)
+
+    mgii_model = Path(config["mgii_model"] or default_weights("mgii"))
+    mgii_file, absorbers_file = mgii.result_paths(paths["results"], plate_input.plate, plate_input.mjd)
+    if is_up_to_date(absorbers_file, [qn_file, mgii_model]) and mgii_file.exists():
+        absorbers = pq.read_table(absorbers_file)
+    else:
+        mgii_table, absorbers = mgii.process_plate(
+            shard, qn_table, load_model(str(mgii_model)), model_path=mgii_model,
+            threshold=config["mgii_threshold"], batch_size=config["batch_size"])
+        write_parquet(mgii_table, mgii_file)
+        write_parquet(absorbers, absorbers_file)
+    return {"nfiber": qn_table.num_rows,
+            "nqso": int(np.sum(qn_table.column("IS_QSO_QN").to_numpy())),
+            "nabs": absorbers.num_rows}

@@ -1,0 +1,127 @@
+"""`qsopipe run`: every stage plate by plate on Dask, then the catalog.
+
+A plate is the unit of work and of failure: each is one Dask task
+(`plate_task.process_plate`), a bad plate is reported and the others go on.
+Outputs live under OUTDIR (see `plate_task.layout`); a rerun into the same
+OUTDIR skips finished plates. Exit status: 0 when every input was processed,
+1 when any input failed or was rejected.
+"""
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+
+import click
+
+from qsopipe.atomic import atomic_path
+from qsopipe.config import load_config
+from qsopipe.discovery import discover
+from qsopipe.plate_task import layout, process_plate
+from qsopipe.progress import PlateProgress
+
+log = logging.getLogger("qsopipe.run")
+
+#: Environment every worker process inherits: one thread per worker for BLAS and TensorFlow.
+_WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+               "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def start_cluster(cluster, workers, config):
+    """A dask.distributed Client for 'local', 'slurm' or a scheduler ADDRESS."""
+    from distributed import Client, LocalCluster
+
+    os.environ.update(_WORKER_ENV)
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(config["tf_threads"])
+    if cluster == "local":
+        nworkers = workers or max(1, len(os.sched_getaffinity(0)))
+        log.info("starting a local Dask cluster: %d worker process(es), 1 thread each", nworkers)
+        return Client(LocalCluster(n_workers=nworkers, threads_per_worker=1, processes=True,
+                                   memory_limit=config["memory_limit"], dashboard_address=None))
+    if cluster == "slurm":
+        from qsopipe.slurm_cluster import make_cluster
+
+        return Client(make_cluster("slurm", workers or 2, memory=config["memory_limit"]))
+    log.info("joining the Dask scheduler at %s", cluster)
+    return Client(cluster)
+
+
+def run_plates(client, plates, outdir, config):
+    """Submit one task per plate; log each as it finishes; return the summaries in plate order."""
+    from distributed import as_completed
+
+    progress = PlateProgress(len(plates))
+    futures = {client.submit(process_plate, plate, str(outdir), config, key=f"plate-{plate.name}", pure=False): plate
+               for plate in plates}
+    summaries = {}
+    for future in as_completed(futures):
+        plate = futures[future]
+        try:
+            summary = future.result()
+        except Exception as err:  # the worker died (memory, kill): the plate failed, the run goes on
+            summary = {"plate": plate.plate, "mjd": plate.mjd, "name": plate.name, "files": plate.files,
+                       "status": "failed", "reason": f"worker lost: {type(err).__name__}: {err}",
+                       "nfiber": 0, "nqso": 0, "nabs": 0, "seconds": 0.0}
+        summaries[plate.name] = summary
+        progress.update(summary)
+    ordered = [summaries[plate.name] for plate in plates]
+    log.info(progress.summary_line(Counter(s["status"] for s in ordered)))
+    return ordered
+
+
+def write_report(path, summaries, rejects, config, catalog):
+    """run_report.json: every input with its status, the configuration and the catalog path."""
+    report = {
+        "catalog": str(catalog) if catalog else None,
+        "config": config,
+        "plates": summaries,
+        "rejected": [{"path": r.path, "reason": r.reason} for r in rejects],
+        "counts": dict(Counter(s["status"] for s in summaries)),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    with atomic_path(path) as tmp, open(tmp, "w") as handle:
+        json.dump(report, handle, indent=1, default=str)
+    return report
+
+
+def write_run_catalog(outdir, summaries, rejects, config):
+    """Assemble the catalog from the results of the plates that finished."""
+    from qsopipe.stages.catalog import catalog_from_results
+
+    paths = layout(outdir)
+    finished = [(s["plate"], s["mjd"]) for s in summaries if s["status"] in ("done", "resumed")]
+    inputs = [{"path": f, "plate": s["plate"], "mjd": s["mjd"], "status": s["status"], "reason": s["reason"]}
+              for s in summaries for f in s["files"]]
+    inputs += [{"path": r.path, "plate": -1, "mjd": -1, "status": "rejected", "reason": r.reason} for r in rejects]
+    return catalog_from_results(paths["results"], paths["catalog"], plates=finished, inputs=inputs, config=config)
+
+
+@click.command(name="run")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "outdir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--cluster", default="local", show_default=True, help="'local', 'slurm' or a scheduler ADDRESS.")
+@click.option("--workers", type=int, help="Dask workers [default: one per core].")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="YAML overrides.")
+@click.option("--qn-model", type=click.Path(exists=True, dir_okay=False), help="QuasarNET .keras file.")
+@click.option("--mgii-model", type=click.Path(exists=True, dir_okay=False), help="MgII CNN .keras file.")
+@click.option("--c-th", type=float, help="QuasarNET confidence threshold [0.4].")
+@click.option("--n-th", type=int, help="Lines above c_th for a quasar [1].")
+@click.option("--mgii-threshold", type=float, help="MgII probability threshold [0.5].")
+def command(inputs, outdir, cluster, workers, config_file, qn_model, mgii_model, c_th, n_th, mgii_threshold):
+    """Run preprocess, quasarnet and mgii on every plate under INPUTS, then write OUTDIR/catalog.fits."""
+    config = load_config(config_file, {"qn_model": qn_model, "mgii_model": mgii_model, "c_th": c_th,
+                                       "n_th": n_th, "mgii_threshold": mgii_threshold, "workers": workers})
+    plates, rejects = discover(inputs)
+    for reject in rejects:
+        log.warning("not processed: %s: %s", reject.path, reject.reason)
+    log.info("%d plate(s) to process into %s", len(plates), outdir)
+    os.makedirs(outdir, exist_ok=True)
+    with start_cluster(cluster, config["workers"], config) as client:
+        summaries = run_plates(client, plates, outdir, config)
+    catalog = write_run_catalog(outdir, summaries, rejects, config) if plates else None
+    write_report(layout(outdir)["report"], summaries, rejects, config, catalog)
+    if catalog:
+        click.echo(str(catalog))
+    if rejects or any(s["status"] == "failed" for s in summaries):
+        raise SystemExit(1)
