@@ -1,0 +1,137 @@
+"""Provenance for output headers: software versions, file hashes, date, run parameters.
+
+Header cards are (keyword, value, comment) tuples with keywords of at most
+8 characters, ready for astropy or fitsio headers. Versions come from
+importlib.metadata, so nothing heavy (TensorFlow) is imported.
+"""
+
+import hashlib
+import importlib.metadata
+import os
+import platform
+from datetime import datetime, timezone
+
+from qsopipe import __version__, grids
+
+#: Distributions whose versions go into the header when installed, in order.
+DEPENDENCIES = (
+    "numpy", "scipy", "fitsio", "astropy", "pyarrow", "dask", "distributed",
+    "tensorflow", "tensorflow-cpu", "keras", "h5py", "matplotlib", "click",
+)
+
+#: The QuasarNET line finders as written to the header: emission lines, then BAL.
+HEADER_LINES = (*grids.QN_LINES, ("BAL_CIV", grids.QN_BAL_LINE[1]))
+
+#: Input grids as written to the header: prefix -> (log10 lambda_0, dlog10 lambda, npix).
+HEADER_GRIDS = {
+    "QN": (grids.QN_LOGLAM_MIN, grids.QN_DLOGLAM, grids.QN_NBINS),
+    "MG": (grids.MGII_LOGLAM_MIN, grids.MGII_DLOGLAM, grids.MGII_NPIX),
+}
+
+
+def dependency_versions(names=DEPENDENCIES):
+    """{distribution name: version} for those of `names` that are installed."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def file_sha256(path, chunk_bytes=1 << 20):
+    """Hex SHA-256 digest of the file at `path`."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk_bytes), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def utc_date():
+    """The current UTC time as FITS DATE, 'YYYY-MM-DDThh:mm:ss'."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def software_cards(date=None):
+    """Cards QSOPIPE, DATE, DEPNAMnn/DEPVERnn (python first, then DEPENDENCIES)."""
+    cards = [
+        ("QSOPIPE", __version__, "qsopipe version"),
+        ("DATE", date or utc_date(), "UTC date this file was written"),
+    ]
+    versions = {"python": platform.python_version(), **dependency_versions()}
+    for number, (name, version) in enumerate(versions.items()):
+        cards.append((f"DEPNAM{number:02d}", name, "software dependency"))
+        cards.append((f"DEPVER{number:02d}", version, f"{name} version"))
+    return cards
+
+
+def model_cards(models):
+    """Cards <P>MODEL (file name) and <P>SHA256 for each (prefix, path, sha256) in `models`.
+
+    Prefixes are 2 characters ('QN', 'MG') so keywords stay within 8. The
+    64-character digest leaves no room for a comment. An empty sha256 is left out.
+    """
+    cards = []
+    for prefix, path, sha256 in models:
+        cards.append((f"{prefix}MODEL", os.path.basename(str(path)), f"{prefix} model file"))
+        if sha256:
+            cards.append((f"{prefix}SHA256", sha256, ""))
+    return cards
+
+
+def threshold_cards(c_th=None, n_th=None, mgii_threshold=None):
+    """Cards C_TH, N_TH and MGII_TH; thresholds that are None are left out."""
+    cards = [
+        ("C_TH", c_th, "QuasarNET line confidence threshold"),
+        ("N_TH", n_th, "IS_QSO_QN: lines needed with C > C_TH"),
+        ("MGII_TH", mgii_threshold, "IS_MGII_ABS: MGII_PROB > MGII_TH"),
+    ]
+    return [card for card in cards if card[1] is not None]
+
+
+def line_cards(lines=HEADER_LINES):
+    """Cards LINEn (name) and LINEWAVn (rest wavelength, Angstrom), n from 1."""
+    cards = []
+    for number, (name, wavelength) in enumerate(lines, start=1):
+        cards.append((f"LINE{number}", name, "QuasarNET line finder"))
+        cards.append((f"LINEWAV{number}", float(wavelength), f"{name} rest wavelength [Angstrom]"))
+    return cards
+
+
+def grid_cards(grid_specs=None):
+    """Cards <P>LOGL0, <P>DLOGL, <P>NPIX per grid: log10(lambda/Angstrom) = LOGL0 + DLOGL*i."""
+    cards = []
+    for prefix, (loglam_min, dloglam, npix) in (grid_specs or HEADER_GRIDS).items():
+        cards.append((f"{prefix}LOGL0", float(loglam_min), f"{prefix} grid log10(lambda/A) of pixel 0"))
+        cards.append((f"{prefix}DLOGL", float(dloglam), f"{prefix} grid log10 pixel width"))
+        cards.append((f"{prefix}NPIX", int(npix), f"{prefix} grid number of pixels"))
+    return cards
+
+
+def header_cards(*, c_th=None, n_th=None, mgii_threshold=None, models=(), ninputs=None,
+                 lines=HEADER_LINES, grid_specs=None, date=None):
+    """Every provenance card of a catalog header, in a stable order.
+
+    Parameters
+    ----------
+    c_th, n_th, mgii_threshold : float, int, float or None
+        Classification thresholds (None: not known, card left out).
+    models : iterable of (prefix, path, sha256)
+        Model files, e.g. ('QN', 'qn.keras', '<hex>'), ('MG', ...).
+    ninputs : int or None
+        Number of input spectra files (card NINPUTS).
+    lines : sequence of (name, rest wavelength in Angstrom)
+    grid_specs : {prefix: (log10 lambda_0, dlog10 lambda, npix)} or None for HEADER_GRIDS
+    date : str or None
+        FITS DATE; now (UTC) when None.
+    """
+    cards = software_cards(date)
+    cards += model_cards(models)
+    cards += threshold_cards(c_th, n_th, mgii_threshold)
+    cards += grid_cards(grid_specs)
+    cards += line_cards(lines)
+    if ninputs is not None:
+        cards.append(("NINPUTS", int(ninputs), "number of input files"))
+    return cards

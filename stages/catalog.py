@@ -1,0 +1,366 @@
+"""Catalog stage: the per-plate QuasarNET and MgII results in, one FITS catalog out.
+
+`assemble_catalog` joins result tables into catalog and absorber columns
+(dicts of numpy arrays, columns as in `qsopipe.stages.catalog_columns`);
+`write_catalog` writes them with units, descriptions, provenance and
+checksums, atomically. `command` is the thin `qsopipe catalog` CLI.
+
+Every fiber of every plate in the QuasarNET results is a row. A fiber that
+QuasarNET did not classify (QN_FLAG != 0) has C_* = 0, Z_* = Z_QN = -1,
+IS_QSO_QN = BAL_FLAG_QN = 0. A fiber of a plate without MgII results has
+MGII_PROB = -1, IS_MGII_ABS = N_MGII_ABS = 0 and MGII_FLAG bit
+MGII_FLAG_NO_RESULTS.
+"""
+
+import json
+import logging
+from pathlib import Path
+from typing import NamedTuple
+
+import click
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from astropy.io import fits
+
+from qsopipe import provenance
+from qsopipe.atomic import atomic_path
+from qsopipe.errors import InputError
+from qsopipe.parquet_io import read_metadata
+from qsopipe.plate import TARGET_COLUMNS
+from qsopipe.stages.catalog_columns import (
+    ABSORBER_COLUMNS, CATALOG_COLUMNS, CONFIDENCE_COLUMNS, INPUT_COLUMNS, LINE_REDSHIFT_COLUMNS,
+    MGII_FLAG_NO_RESULTS,
+)
+
+log = logging.getLogger(__name__)
+
+#: Columns every QuasarNET results table must have.
+QN_REQUIRED = (
+    "PLATE", "MJD", "FIBERID", *CONFIDENCE_COLUMNS, *LINE_REDSHIFT_COLUMNS,
+    "C_BAL_CIV", "Z_BAL_CIV", "Z_QN", "IS_QSO_QN", "BAL_FLAG_QN", "QN_FLAG",
+)
+#: Defaults of the fiber columns a results table may lack.
+FIBER_DEFAULTS = {"THING_ID": -1, "RA": np.nan, "DEC": np.nan, "OBJTYPE": "", "PREP_FLAG": 0}
+#: Columns of a MgII results table and their values where a plate has none.
+MGII_DEFAULTS = {"MGII_PROB": -1.0, "IS_MGII_ABS": 0, "N_MGII_ABS": 0, "MGII_FLAG": MGII_FLAG_NO_RESULTS}
+#: Confidence columns (0 when unclassified) and redshift columns (-1).
+_CONFIDENCES = (*CONFIDENCE_COLUMNS, "C_BAL_CIV")
+_REDSHIFTS = (*LINE_REDSHIFT_COLUMNS, "Z_BAL_CIV", "Z_QN")
+
+
+def target_id(plate, mjd, fiberid):
+    """TARGETID = PLATE*10^9 + MJD*10^4 + FIBERID, int64 array."""
+    return (np.asarray(plate, dtype=np.int64) * 10**9 + np.asarray(mjd, dtype=np.int64) * 10**4
+            + np.asarray(fiberid, dtype=np.int64))
+
+
+def sdss_name(ra, dec):
+    """SDSS designations 'Jhhmmss.ss+ddmmss.s' (truncated, as DR16Q), '' where RA/DEC is NaN.
+
+    ra, dec : arrays of float, degrees. Returns an array of str, same shape.
+    """
+    ra = np.atleast_1d(np.asarray(ra, dtype=np.float64))
+    dec = np.atleast_1d(np.asarray(dec, dtype=np.float64))
+    known = np.isfinite(ra) & np.isfinite(dec)
+    ra_centisec = np.floor(np.where(known, np.mod(ra, 360.0), 0.0) * 24000.0 + 1e-6).astype(np.int64)
+    dec_decisec = np.floor(np.where(known, np.abs(dec), 0.0) * 36000.0 + 1e-6).astype(np.int64)
+    names = [
+        f"J{r // 360000:02d}{r // 6000 % 60:02d}{r // 100 % 60:02d}.{r % 100:02d}"
+        f"{'-' if d < 0 else '+'}{a // 36000:02d}{a // 600 % 60:02d}{a // 10 % 60:02d}.{a % 10:01d}"
+        if ok else ""
+        for r, a, d, ok in zip(ra_centisec.tolist(), dec_decisec.tolist(), dec.tolist(), known.tolist())
+    ]
+    return np.array(names, dtype="U19")
+
+
+def table_arrays(table):
+    """A results table (pyarrow Table or mapping of columns) as {name: numpy array}."""
+    if isinstance(table, pa.Table):
+        return {name: _arrow_to_numpy(table.column(name)) for name in table.column_names}
+    return {name: np.asarray(values) for name, values in table.items()}
+
+
+def _arrow_to_numpy(column):
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return np.array(column.to_pylist(), dtype=str)
+    return column.to_numpy()
+
+
+def _stack(tables, name, dtype, default=None):
+    """Column `name` of every table, concatenated; `default` fills tables lacking it.
+
+    tables : list of {name: array}. A missing column with default None raises ValueError.
+    """
+    parts = []
+    for table in tables:
+        if name in table:
+            parts.append(np.asarray(table[name]).astype(dtype))
+        elif default is None:
+            raise ValueError(f"results table lacks required column {name}")
+        else:
+            parts.append(np.full(_nrows(table), default, dtype=dtype))
+    if not parts:
+        return np.zeros(0, dtype=dtype)
+    return np.concatenate(parts)
+
+
+def _nrows(table):
+    return len(next(iter(table.values()))) if table else 0
+
+
+def _lookup(keys, table_keys):
+    """Row of `table_keys` holding each of `keys`: (index array, found mask)."""
+    order = np.argsort(table_keys, kind="stable")
+    position = np.searchsorted(table_keys[order], keys)
+    position = np.clip(position, 0, max(len(order) - 1, 0))
+    if len(order) == 0:
+        return np.zeros(len(keys), dtype=np.int64), np.zeros(len(keys), dtype=bool)
+    index = order[position]
+    return index, table_keys[index] == keys
+
+
+def assemble_catalog(qn_tables, mgii_tables=(), absorber_tables=()):
+    """Join per-plate results into catalog and absorber columns.
+
+    Parameters
+    ----------
+    qn_tables : iterable of pyarrow Table or {name: array}
+        QuasarNET results (docs/FORMATS.md), one row per fiber.
+    mgii_tables : iterable of the same
+        MgII results: PLATE, MJD, FIBERID, MGII_PROB, IS_MGII_ABS, N_MGII_ABS,
+        MGII_FLAG; joined on (PLATE, MJD, FIBERID). Fibers without a row
+        get MGII_DEFAULTS.
+    absorber_tables : iterable of the same
+        One row per absorber (ABSORBER_COLUMNS; TARGETID computed if absent).
+
+    Returns
+    -------
+    catalog : {name: array} in CATALOG_COLUMNS order, one row per fiber,
+        sorted by PLATE, MJD, FIBERID.
+    absorbers : {name: array} in ABSORBER_COLUMNS order, sorted by TARGETID, Z_ABS.
+    """
+    qn = [table_arrays(table) for table in qn_tables]
+    mgii = [table_arrays(table) for table in mgii_tables]
+    absorbers = [table_arrays(table) for table in absorber_tables]
+    dtypes = {column.name: column.dtype for column in CATALOG_COLUMNS}
+
+    columns = {}
+    for name in QN_REQUIRED:
+        columns[name] = _stack(qn, name, dtypes[name])
+    for name, default in FIBER_DEFAULTS.items():
+        columns[name] = _stack(qn, name, dtypes[name], default)
+    for name in TARGET_COLUMNS:
+        columns[name] = _stack(qn, name, dtypes[name], 0)
+    columns["TARGETID"] = target_id(columns["PLATE"], columns["MJD"], columns["FIBERID"])
+    if len(np.unique(columns["TARGETID"])) != len(columns["TARGETID"]):
+        raise ValueError("results hold the same (PLATE, MJD, FIBERID) more than once")
+    columns["SDSS_NAME"] = sdss_name(columns["RA"], columns["DEC"])
+    _blank_unclassified(columns)
+    columns.update(_join_mgii(columns["TARGETID"], mgii, dtypes))
+
+    order = np.lexsort((columns["FIBERID"], columns["MJD"], columns["PLATE"]))
+    catalog = {column.name: columns[column.name][order] for column in CATALOG_COLUMNS}
+    return catalog, _absorber_columns(absorbers)
+
+
+def _blank_unclassified(columns):
+    """Sentinels in place: C = 0, Z = -1, flags 0 where QN_FLAG != 0 or a value is NaN."""
+    classified = columns["QN_FLAG"] == 0
+    for name in _CONFIDENCES:
+        values = columns[name]
+        columns[name] = np.where(classified & np.isfinite(values), values, 0).astype(values.dtype)
+    for name in _REDSHIFTS:
+        values = columns[name]
+        columns[name] = np.where(classified & np.isfinite(values), values, -1).astype(values.dtype)
+    for name in ("IS_QSO_QN", "BAL_FLAG_QN"):
+        columns[name] = np.where(classified, columns[name], 0).astype(columns[name].dtype)
+
+
+def _join_mgii(targetid, mgii, dtypes):
+    """MgII columns for the fibers `targetid`, from the MgII results tables `mgii`."""
+    if not mgii:
+        return {name: np.full(len(targetid), default, dtype=dtypes[name]) for name, default in MGII_DEFAULTS.items()}
+    keys = target_id(*(_stack(mgii, name, "i8") for name in ("PLATE", "MJD", "FIBERID")))
+    index, found = _lookup(targetid, keys)
+    out = {}
+    for name, default in MGII_DEFAULTS.items():
+        values = _stack(mgii, name, dtypes[name])[index] if len(keys) else np.zeros(len(targetid), dtypes[name])
+        out[name] = np.where(found, values, default).astype(dtypes[name])
+    out["MGII_PROB"] = np.where(np.isfinite(out["MGII_PROB"]), out["MGII_PROB"], -1).astype(np.float32)
+    return out
+
+
+def _absorber_columns(absorbers):
+    columns = {}
+    for column in ABSORBER_COLUMNS:
+        if column.name != "TARGETID":
+            columns[column.name] = _stack(absorbers, column.name, column.dtype)
+    columns["TARGETID"] = target_id(columns["PLATE"], columns["MJD"], columns["FIBERID"])
+    order = np.lexsort((columns["Z_ABS"], columns["TARGETID"]))
+    return {column.name: columns[column.name][order] for column in ABSORBER_COLUMNS}
+
+
+def select_quasars(catalog, absorbers):
+    """The quasars-only view (rows with IS_QSO_QN == 1) of catalog and absorber columns."""
+    keep = catalog["IS_QSO_QN"] == 1
+    quasars = {name: values[keep] for name, values in catalog.items()}
+    on_quasar = np.isin(absorbers["TARGETID"], quasars["TARGETID"])
+    return quasars, {name: values[on_quasar] for name, values in absorbers.items()}
+
+
+def table_hdu(extname, columns, data, header_cards=()):
+    """A binary-table HDU of `data` ({name: array}) described by `columns` (Column list).
+
+    Each column gets TUNITn when it has a unit, its description as the TTYPEn
+    comment and a TCOMMn card; `header_cards` ((key, value, comment)) follow.
+    """
+    fits_columns = []
+    for column in columns:
+        values = np.asarray(data[column.name])
+        width = None
+        if column.dtype.startswith("U"):
+            values = values.astype(str)
+            width = int(max(np.char.str_len(values).max(initial=0), 1))
+        else:
+            values = values.astype(column.dtype)
+        fits_columns.append(fits.Column(name=column.name, format=column.tform(width),
+                                        unit=column.unit or None, array=values))
+    hdu = fits.BinTableHDU.from_columns(fits_columns, name=extname)
+    for number, column in enumerate(columns, start=1):
+        hdu.header.comments[f"TTYPE{number}"] = column.description
+        hdu.header[f"TCOMM{number}"] = column.description
+    for key, value, comment in header_cards:
+        hdu.header[key] = (value, comment)
+    return hdu
+
+
+def inputs_columns(records):
+    """INPUTS columns from records (dicts with PATH and optionally PLATE, MJD, STATUS)."""
+    records = list(records)
+    return {
+        "PATH": np.array([str(r["PATH"]) for r in records], dtype=str),
+        "PLATE": np.array([r.get("PLATE", -1) for r in records], dtype=np.int32),
+        "MJD": np.array([r.get("MJD", -1) for r in records], dtype=np.int32),
+        "STATUS": np.array([r.get("STATUS", "") for r in records], dtype=str),
+    }
+
+
+def write_catalog(path, catalog, absorbers, inputs, header_cards):
+    """Write the catalog FITS file atomically (temporary name beside `path`, then rename).
+
+    Parameters
+    ----------
+    path : str or Path
+    catalog : {name: array}, CATALOG_COLUMNS
+    absorbers : {name: array}, ABSORBER_COLUMNS
+    inputs : {name: array}, INPUT_COLUMNS (see `inputs_columns`)
+    header_cards : list of (key, value, comment)
+        Provenance (`qsopipe.provenance.header_cards`); written to the
+        primary and CATALOG headers. Every HDU gets CHECKSUM and DATASUM.
+    """
+    primary = fits.PrimaryHDU()
+    for key, value, comment in header_cards:
+        primary.header[key] = (value, comment)
+    hdus = fits.HDUList([
+        primary,
+        table_hdu("CATALOG", CATALOG_COLUMNS, catalog, header_cards),
+        table_hdu("MGII_ABSORBERS", ABSORBER_COLUMNS, absorbers),
+        table_hdu("INPUTS", INPUT_COLUMNS, inputs),
+    ])
+    with atomic_path(path) as tmp:
+        hdus.writeto(tmp, overwrite=True, checksum=True)
+
+
+class Results(NamedTuple):
+    """The result files of a RESULTS directory, read."""
+
+    qn_tables: list
+    mgii_tables: list
+    absorber_tables: list
+    inputs: dict
+    parameters: dict
+
+
+def read_results(directory):
+    """Read RESULTS/quasarnet/qn-*.parquet and the matching RESULTS/mgii files.
+
+    Returns Results: tables per plate, the INPUTS columns (from the files'
+    `qsopipe.sources` metadata, status 'ok') and the run parameters (c_th,
+    n_th, models, MgII threshold) found in the metadata, which must agree
+    between plates.
+    """
+    directory = Path(directory)
+    qn_paths = sorted((directory / "quasarnet").glob("qn-*.parquet"))
+    if not qn_paths:
+        raise InputError(directory, "no quasarnet/qn-*.parquet results")
+    qn_tables, mgii_tables, absorber_tables, records = [], [], [], []
+    metadata = {}
+    for qn_path in qn_paths:
+        name = qn_path.name[len("qn-"):-len(".parquet")]
+        table = _read_parquet(qn_path)
+        qn_tables.append(table)
+        meta = read_metadata(table.schema)
+        _merge_parameters(metadata, meta, qn_path, ("c_th", "n_th", "qn_model", "qn_model_sha256"))
+        sources = list(meta.get("sources", []))
+        for path, tables, keys in (
+            (directory / "mgii" / f"mgii-{name}.parquet", mgii_tables, ("mgii_threshold", "mgii_model", "mgii_model_sha256")),
+            (directory / "mgii" / f"absorbers-{name}.parquet", absorber_tables, ("mgii_model", "mgii_model_sha256")),
+        ):
+            if path.is_file():
+                extra = _read_parquet(path)
+                tables.append(extra)
+                extra_meta = read_metadata(extra.schema)
+                _merge_parameters(metadata, extra_meta, path, keys)
+                sources += [s for s in extra_meta.get("sources", []) if s not in sources]
+        plate, mjd = (int(part) for part in name.split("-"))
+        records += [{"PATH": source, "PLATE": plate, "MJD": mjd, "STATUS": "ok"} for source in sources]
+    return Results(qn_tables, mgii_tables, absorber_tables, inputs_columns(records), metadata)
+
+
+def _read_parquet(path):
+    try:
+        return pq.read_table(path)
+    except (OSError, pa.ArrowException) as err:
+        raise InputError(path, f"not a readable Parquet file ({err})") from None
+
+
+def _merge_parameters(parameters, metadata, path, keys):
+    """Copy `keys` of `metadata` into `parameters`; a value that differs raises InputError."""
+    for key in keys:
+        if key not in metadata:
+            continue
+        value = metadata[key]
+        if key in parameters and parameters[key] != value:
+            raise InputError(path, f"{key} = {json.dumps(value)} differs from other plates' "
+                                   f"{json.dumps(parameters[key])}")
+        parameters[key] = value
+
+
+def results_header_cards(parameters, ninputs, date=None):
+    """Provenance cards for a catalog made from results with run `parameters`."""
+    models = [(prefix, parameters[f"{role}_model"], parameters.get(f"{role}_model_sha256", ""))
+              for prefix, role in (("QN", "qn"), ("MG", "mgii")) if parameters.get(f"{role}_model")]
+    return provenance.header_cards(
+        c_th=parameters.get("c_th"), n_th=parameters.get("n_th"),
+        mgii_threshold=parameters.get("mgii_threshold"), models=models, ninputs=ninputs, date=date,
+    )
+
+
+@click.command()
+@click.argument("results", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Catalog FITS file to write.")
+@click.option("--qso-only", is_flag=True, help="Keep only rows with IS_QSO_QN == 1 (like DRQ).")
+def command(results, out, qso_only):
+    """Write the DR-style FITS catalog from the result files under RESULTS."""
+    found = read_results(results)
+    catalog, absorbers = assemble_catalog(found.qn_tables, found.mgii_tables, found.absorber_tables)
+    nfiber = len(catalog["PLATE"])
+    if qso_only:
+        catalog, absorbers = select_quasars(catalog, absorbers)
+    cards = results_header_cards(found.parameters, len(found.inputs["PATH"]))
+    cards.append(("QSOONLY", bool(qso_only), "rows restricted to IS_QSO_QN == 1"))
+    write_catalog(out, catalog, absorbers, found.inputs, cards)
+    log.info("%s: %d plates, %d fibers, %d rows written, %d quasars, %d MgII absorbers",
+             out, len(found.qn_tables), nfiber, len(catalog["PLATE"]),
+             int(np.sum(catalog["IS_QSO_QN"] == 1)), len(absorbers["PLATE"]))
