@@ -1,0 +1,134 @@
+"""The MgII absorber CNN of Zhao et al. (2019) and its compiled forward pass.
+
+Architecture (paper's Fig. 4: 10 layers, 5 convolutions, 3 max-poolings and
+2 fully connected layers; the paper fixes conv1 and the 25-pixel end of the
+stack, the other sizes are ours, chosen to keep inference cheap on one CPU
+core, about 9 million multiply-adds per spectrum):
+
+=====  ===========================================  ============
+layer  operation                                    output shape
+=====  ===========================================  ============
+input  rescaled flux on the MgII grid               (3841, 1)
+conv1  Conv1D(96, kernel 15, stride 5, valid), ReLU  (766, 96)
+pool1  MaxPool1D(2)                                  (383, 96)
+conv2  Conv1D(48, kernel 5, stride 2, valid), ReLU   (190, 48)
+pool2  MaxPool1D(2)                                  (95, 48)
+conv3  Conv1D(48, kernel 7, valid), ReLU             (89, 48)
+conv4  Conv1D(48, kernel 7, valid), ReLU             (83, 48)
+conv5  Conv1D(32, kernel 7, valid), ReLU             (77, 32)
+pool3  MaxPool1D(3)                                  (25, 32)
+fc1    Flatten, Dense(64), ReLU, Dropout(0.5)        (64,)
+fc2    Dense(1), sigmoid: P(strong MgII absorber)    (1,)
+=====  ===========================================  ============
+
+conv1's 15-pixel kernel spans the doublet (2796/2803 A are 11.1 pixels
+apart on the 1e-4 dex grid). Trained with Adam on binary cross-entropy. The
+network uses only built-in Keras layers, so a saved `.keras` file loads with
+`keras.models.load_model` and no custom objects.
+"""
+
+import weakref
+
+import numpy as np
+
+from qsopipe.grids import MGII_NPIX
+
+#: Layer names and output lengths (pixels) of the conv/pool stack, for tests and docs.
+STACK_LENGTHS = {
+    "conv1": 766, "pool1": 383, "conv2": 190, "pool2": 95,
+    "conv3": 89, "conv4": 83, "conv5": 77, "pool3": 25,
+}
+
+#: Spectra per call of the compiled forward pass; the last batch is zero-padded.
+DEFAULT_BATCH = 256
+
+
+def build_model(learning_rate=1e-3):
+    """The MgII CNN, compiled with Adam and binary cross-entropy.
+
+    Input: float32 (batch, 3841, 1), the output of
+    `qsopipe.stages.mgii.prepare_input` with a channel axis.
+    Output: float32 (batch, 1), the probability of a strong MgII absorber.
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=(MGII_NPIX, 1), name="flux")
+    x = layers.Conv1D(96, 15, strides=5, padding="valid", activation="relu", name="conv1")(inputs)
+    x = layers.MaxPooling1D(2, name="pool1")(x)
+    x = layers.Conv1D(48, 5, strides=2, padding="valid", activation="relu", name="conv2")(x)
+    x = layers.MaxPooling1D(2, name="pool2")(x)
+    x = layers.Conv1D(48, 7, padding="valid", activation="relu", name="conv3")(x)
+    x = layers.Conv1D(48, 7, padding="valid", activation="relu", name="conv4")(x)
+    x = layers.Conv1D(32, 7, padding="valid", activation="relu", name="conv5")(x)
+    x = layers.MaxPooling1D(3, name="pool3")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(64, activation="relu", name="fc1")(x)
+    x = layers.Dropout(0.5, name="dropout")(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="fc2")(x)
+    model = keras.Model(inputs, outputs, name="mgii_cnn")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss="binary_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+class MgIIPredictor:
+    """A loaded MgII CNN with a compiled, fixed-batch forward pass.
+
+    The forward pass is one `tf.function` traced once for input shape
+    (batch_size, 3841, 1); inputs are cut into batches and the last one is
+    zero-padded, so no call ever retraces.
+    """
+
+    def __init__(self, model, batch_size=DEFAULT_BATCH):
+        import tensorflow as tf
+
+        self.model = model
+        self.batch_size = int(batch_size)
+        spec = tf.TensorSpec((self.batch_size, MGII_NPIX, 1), tf.float32)
+        self._forward = tf.function(self._model_forward, input_signature=[spec])
+
+    def _model_forward(self, x):
+        return self.model(x, training=False)
+
+    def __call__(self, x):
+        """P(strong absorber) for x float32 (n, 3841) -> float32 (n,)."""
+        x = np.asarray(x, dtype=np.float32)
+        n = x.shape[0]
+        out = np.empty(n, np.float32)
+        batch = np.zeros((self.batch_size, MGII_NPIX, 1), np.float32)
+        for start in range(0, n, self.batch_size):
+            stop = min(start + self.batch_size, n)
+            batch[: stop - start, :, 0] = x[start:stop]
+            batch[stop - start:] = 0
+            out[start:stop] = self._forward(batch).numpy()[: stop - start, 0]
+        return out
+
+
+_PREDICTORS = weakref.WeakKeyDictionary()
+
+
+def predictor_for(model):
+    """The MgIIPredictor of `model` (a Keras model or already a predictor), built once per model."""
+    if isinstance(model, MgIIPredictor):
+        return model
+    if model not in _PREDICTORS:
+        _PREDICTORS[model] = MgIIPredictor(model)
+    return _PREDICTORS[model]
+
+
+def load_predictor(path, batch_size=DEFAULT_BATCH):
+    """Load a saved `.keras` MgII CNN and wrap it in a compiled MgIIPredictor."""
+    import keras
+
+    return MgIIPredictor(keras.models.load_model(path, compile=False), batch_size=batch_size)
+
+
+def default_model_path():
+    """models/weights/mgii.keras inside the installed qsopipe.models package."""
+    from importlib.resources import files
+
+    return files("qsopipe.models") / "weights" / "mgii.keras"

@@ -1,0 +1,373 @@
+"""MgII stage: the absorber CNN of Zhao et al. (2019) on quasar sightlines, then doublet fits.
+
+Science functions take arrays: `search_window`, `prepare_input`,
+`selection_flags`, `measure_absorbers`. `process_plate` turns one shard and
+its QuasarNET results into the two result tables; `command` is the thin
+`qsopipe mgii` CLI. TensorFlow is imported only when a model is loaded.
+
+Per fiber (mgii-pppp-mmmmm.parquet): MGII_PROB is -1 when the fiber was not
+searched and MGII_FLAG then says why; IS_MGII_ABS and N_MGII_ABS are -1 on
+those fibers too, so "not searched" never reads as "no absorber".
+"""
+
+import enum
+import hashlib
+import logging
+import re
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import pyarrow as pa
+
+from qsopipe.grids import MGII_2796, MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX
+from qsopipe.parquet_io import list_column, with_metadata, write_parquet
+from qsopipe.stages.mgii_fit import ABSORBER_DTYPE, find_absorbers, running_continuum
+
+log = logging.getLogger(__name__)
+
+SPEED_OF_LIGHT = 299792.458  # km/s
+
+#: Rest wavelengths of the emission lines that bound the search window, Angstrom.
+CIV_EMISSION = 1549.06
+MGII_EMISSION = 2798.75
+#: Margin kept off both emission lines, km/s (the DR12 catalog's reddest absorbers sit 3000 km/s blue of MgII).
+EMISSION_MARGIN_KMS = 3000.0
+SEARCH_REST_MIN = CIV_EMISSION * (1 + EMISSION_MARGIN_KMS / SPEED_OF_LIGHT)
+SEARCH_REST_MAX = MGII_EMISSION * (1 - EMISSION_MARGIN_KMS / SPEED_OF_LIGHT)
+#: Fewest grid pixels the search window must keep on the grid to be searched.
+MIN_WINDOW_PIX = 50
+
+#: Continuum windows, quasar rest frame: (z_max of the bin, window min A, window max A), by z.
+CONTINUUM_WINDOWS = (
+    (1.0, 4150.0, 4250.0),
+    (1.8, 3020.0, 3100.0),
+    (2.8, 2150.0, 2250.0),
+    (4.8, 1420.0, 1500.0),
+)
+Z_MAX = CONTINUUM_WINDOWS[-1][0]
+
+#: Default CNN probability above which a sightline holds an absorber.
+DEFAULT_THRESHOLD = 0.5
+
+MGII_RESULT_DIR = "mgii"
+QN_RESULT_DIR = "quasarnet"
+
+
+class MgIIFlag(enum.IntFlag):
+    """MGII_FLAG bits: why a fiber was not searched (0 = searched)."""
+
+    NOT_QSO = 1           #: IS_QSO_QN != 1 or QN_FLAG != 0
+    WINDOW_OFF_GRID = 2   #: fewer than MIN_WINDOW_PIX search-window pixels on the 3841-pixel grid
+    NO_CONTINUUM = 4      #: continuum-window median <= 0, or no pixel with ivar > 0 in it
+    Z_OUT_OF_RANGE = 8    #: Z_QN not in (0, 4.8]
+    BAD_PREP = 16         #: PREP_FLAG != 0
+
+
+def grid_wavelength():
+    """Observed wavelength of the MgII grid pixels, Angstrom, shape (3841,)."""
+    return 10.0 ** (MGII_LOGLAM_MIN + MGII_DLOGLAM * np.arange(MGII_NPIX))
+
+
+def _pixel_of(wave):
+    """Fractional grid pixel of observed wavelength(s), Angstrom."""
+    return (np.log10(wave) - MGII_LOGLAM_MIN) / MGII_DLOGLAM
+
+
+def search_window(z_qso):
+    """Observed-frame MgII search window of each quasar and whether it lies on the grid.
+
+    The window runs from SEARCH_REST_MIN (3000 km/s red of CIV emission) to
+    SEARCH_REST_MAX (3000 km/s blue of MgII emission), times (1 + z_qso).
+
+    Parameters
+    ----------
+    z_qso : array-like (n,), emission redshift
+
+    Returns
+    -------
+    wave_min, wave_max : float64 (n,), observed Angstrom (unclipped)
+    on_grid : bool (n,), at least MIN_WINDOW_PIX grid pixels (3800-9200 A) inside
+    """
+    z_qso = np.asarray(z_qso, np.float64)
+    wave_min = SEARCH_REST_MIN * (1 + z_qso)
+    wave_max = SEARCH_REST_MAX * (1 + z_qso)
+    first, last = _window_pixels(wave_min, wave_max)
+    return wave_min, wave_max, (last - first + 1) >= MIN_WINDOW_PIX
+
+
+def _window_pixels(wave_min, wave_max):
+    """First and last grid pixel inside [wave_min, wave_max], clipped to the grid (may give last < first)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        first = np.ceil(_pixel_of(np.clip(wave_min, 1.0, None)))
+        last = np.floor(_pixel_of(np.clip(wave_max, 1.0, None)))
+    first = np.clip(np.nan_to_num(first, nan=MGII_NPIX), 0, MGII_NPIX).astype(np.int64)
+    last = np.clip(np.nan_to_num(last, nan=-1), -1, MGII_NPIX - 1).astype(np.int64)
+    return first, last
+
+
+def continuum_level(flux, ivar, z_qso):
+    """Median flux over pixels with ivar > 0 in each quasar's rest-frame continuum window.
+
+    The window is chosen by z_qso from CONTINUUM_WINDOWS; NaN where z_qso is
+    outside (0, 4.8] or the window has no good pixel on the grid.
+
+    Parameters
+    ----------
+    flux, ivar : ndarray (n, 3841)
+    z_qso : ndarray (n,)
+
+    Returns
+    -------
+    level : float64 (n,), flux units
+    """
+    z_qso = np.asarray(z_qso, np.float64)
+    level = np.full(z_qso.shape, np.nan)
+    z_low = 0.0
+    for z_high, rest_min, rest_max in CONTINUUM_WINDOWS:
+        rows = np.flatnonzero((z_qso > z_low) & (z_qso <= z_high))
+        z_low = z_high
+        if rows.size == 0:
+            continue
+        first, last = _window_pixels(rest_min * (1 + z_qso[rows]), rest_max * (1 + z_qso[rows]))
+        width = int(np.ceil(np.log10(rest_max / rest_min) / MGII_DLOGLAM)) + 1
+        columns = first[:, None] + np.arange(width)
+        valid = columns <= last[:, None]
+        columns = np.clip(columns, 0, MGII_NPIX - 1)
+        values = flux[rows[:, None], columns].astype(np.float64)
+        good = valid & (ivar[rows[:, None], columns] > 0)
+        values[~good] = np.nan
+        has_pixels = good.any(axis=1)
+        level[rows[has_pixels]] = np.nanmedian(values[has_pixels], axis=1)
+    return level
+
+
+def prepare_input_flagged(flux, ivar, z_qso):
+    """The CNN input and the MgIIFlag bits (WINDOW_OFF_GRID, NO_CONTINUUM, Z_OUT_OF_RANGE).
+
+    See `prepare_input`; returns (x float32 (n, 3841), flags int32 (n,)).
+    """
+    flux = np.asarray(flux)
+    ivar = np.asarray(ivar)
+    z_qso = np.asarray(z_qso, np.float64)
+    flags = np.zeros(z_qso.shape, np.int32)
+    in_range = np.isfinite(z_qso) & (z_qso > 0) & (z_qso <= Z_MAX)
+    flags[~in_range] |= MgIIFlag.Z_OUT_OF_RANGE
+    safe_z = np.where(in_range, z_qso, 1.0)
+    wave_min, wave_max, on_grid = search_window(safe_z)
+    flags[in_range & ~on_grid] |= MgIIFlag.WINDOW_OFF_GRID
+    level = continuum_level(flux, ivar, np.where(in_range, z_qso, np.nan))
+    has_continuum = np.isfinite(level) & (level > 0)
+    flags[in_range & ~has_continuum] |= MgIIFlag.NO_CONTINUUM
+    first, last = _window_pixels(wave_min, wave_max)
+    pixels = np.arange(MGII_NPIX)
+    keep = (pixels >= first[:, None]) & (pixels <= last[:, None]) & (ivar > 0) & (flags == 0)[:, None]
+    scale = np.where(flags == 0, level, 1.0)
+    x = np.where(keep, flux / scale[:, None], 0.0).astype(np.float32)
+    return x, flags
+
+
+def prepare_input(flux, ivar, z_qso):
+    """The MgII CNN input: flux over its continuum-window median, zero outside the search window.
+
+    Parameters
+    ----------
+    flux, ivar : ndarray (n, 3841), on the MgII grid
+    z_qso : ndarray (n,), emission redshift
+
+    Returns
+    -------
+    x : float32 (n, 3841); flux / continuum_level inside the search window
+        where ivar > 0, 0 elsewhere and on rows that cannot be searched
+    searchable : bool (n,)
+    """
+    x, flags = prepare_input_flagged(flux, ivar, z_qso)
+    return x, flags == 0
+
+
+def selection_flags(is_qso, qn_flag, prep_flag):
+    """NOT_QSO and BAD_PREP bits from QuasarNET's decision and the shard's PREP_FLAG; int32 (n,)."""
+    flags = np.where((np.asarray(is_qso) != 1) | (np.asarray(qn_flag) != 0), MgIIFlag.NOT_QSO, 0)
+    flags |= np.where(np.asarray(prep_flag) != 0, MgIIFlag.BAD_PREP, 0)
+    return flags.astype(np.int32)
+
+
+def measure_absorbers(flux, ivar, z_qso):
+    """Find and fit MgII doublets in each spectrum's search window.
+
+    Parameters
+    ----------
+    flux, ivar : ndarray (n, 3841), on the MgII grid
+    z_qso : ndarray (n,)
+
+    Returns
+    -------
+    list of n structured arrays (qsopipe.stages.mgii_fit.ABSORBER_DTYPE)
+    """
+    if len(z_qso) == 0:
+        return []
+    wave_min, wave_max, _ = search_window(z_qso)
+    continuum = running_continuum(flux, ivar)
+    return [find_absorbers(flux[row], ivar[row], wave_min[row], wave_max[row], continuum[row])
+            for row in range(len(z_qso))]
+
+
+def process_plate(shard_table, qn_table, model, threshold=DEFAULT_THRESHOLD):
+    """The MgII results of one plate.
+
+    Parameters
+    ----------
+    shard_table : pyarrow.Table, a preprocess shard (PLATE, MJD, FIBERID,
+        PREP_FLAG, MGII_FLUX, MGII_IVAR)
+    qn_table : pyarrow.Table, the plate's QuasarNET results, same row order
+        (FIBERID, IS_QSO_QN, Z_QN, QN_FLAG)
+    model : a Keras MgII CNN or a qsopipe.models.mgii.MgIIPredictor
+    threshold : float, IS_MGII_ABS = MGII_PROB > threshold
+
+    Returns
+    -------
+    mgii_table : pyarrow.Table, one row per shard row (PLATE, MJD, FIBERID,
+        MGII_PROB, IS_MGII_ABS, N_MGII_ABS, MGII_FLAG)
+    absorbers_table : pyarrow.Table, one row per fitted absorber on positive sightlines
+    """
+    fiberid = shard_table.column("FIBERID").to_numpy()
+    if not np.array_equal(fiberid, qn_table.column("FIBERID").to_numpy()):
+        raise ValueError("shard and QuasarNET results do not list the same fibers in the same order")
+    z_qso = qn_table.column("Z_QN").to_numpy().astype(np.float64)
+    flags = selection_flags(qn_table.column("IS_QSO_QN").to_numpy(), qn_table.column("QN_FLAG").to_numpy(),
+                            shard_table.column("PREP_FLAG").to_numpy())
+    candidates = np.flatnonzero(flags == 0)
+    flux = list_column(shard_table, "MGII_FLUX")[candidates]
+    ivar = list_column(shard_table, "MGII_IVAR")[candidates]
+    x, input_flags = prepare_input_flagged(flux, ivar, z_qso[candidates])
+    flags[candidates] |= input_flags
+    searched = candidates[input_flags == 0]
+
+    n = len(fiberid)
+    probability = np.full(n, -1.0, np.float32)
+    if searched.size:
+        from qsopipe.models.mgii import predictor_for
+
+        probability[searched] = predictor_for(model)(x[input_flags == 0])
+    is_absorbed = np.where(flags == 0, probability > threshold, -1).astype(np.int16)
+    count = np.where(flags == 0, 0, -1).astype(np.int16)
+
+    positive = np.flatnonzero(is_absorbed == 1)
+    in_candidates = np.searchsorted(candidates, positive)
+    absorbers = measure_absorbers(flux[in_candidates], ivar[in_candidates], z_qso[positive])
+    count[positive] = [len(found) for found in absorbers]
+
+    plate = shard_table.column("PLATE").to_numpy().astype(np.int32)
+    mjd = shard_table.column("MJD").to_numpy().astype(np.int32)
+    mgii_table = pa.table({
+        "PLATE": pa.array(plate, pa.int32()), "MJD": pa.array(mjd, pa.int32()),
+        "FIBERID": pa.array(fiberid.astype(np.int32), pa.int32()),
+        "MGII_PROB": pa.array(probability, pa.float32()),
+        "IS_MGII_ABS": pa.array(is_absorbed, pa.int16()),
+        "N_MGII_ABS": pa.array(count, pa.int16()),
+        "MGII_FLAG": pa.array(flags, pa.int32()),
+    })
+    return mgii_table, absorbers_table(plate, mjd, fiberid, z_qso, probability, positive, absorbers)
+
+
+def absorbers_table(plate, mjd, fiberid, z_qso, probability, rows, absorbers):
+    """The absorbers table: one row per entry of each absorbers[k] on fiber row rows[k]."""
+    counts = np.array([len(found) for found in absorbers], np.int64)
+    owner = np.repeat(np.asarray(rows, np.int64), counts)
+    found = np.concatenate(absorbers) if len(absorbers) else np.zeros(0, ABSORBER_DTYPE)
+    targetid = plate[owner].astype(np.int64) * 10**9 + mjd[owner].astype(np.int64) * 10**4 + fiberid[owner]
+    columns = {
+        "PLATE": pa.array(plate[owner], pa.int32()), "MJD": pa.array(mjd[owner], pa.int32()),
+        "FIBERID": pa.array(fiberid[owner].astype(np.int32), pa.int32()),
+        "TARGETID": pa.array(targetid, pa.int64()),
+        "Z_QSO": pa.array(z_qso[owner], pa.float64()),
+        "Z_ABS": pa.array(found["Z_ABS"], pa.float64()),
+        "Z_ABS_ERR": pa.array(found["Z_ABS_ERR"], pa.float64()),
+    }
+    for name in ("EW_2796", "EW_2796_ERR", "EW_2803", "EW_2803_ERR", "SNR_2796"):
+        columns[name] = pa.array(found[name].astype(np.float32), pa.float32())
+    columns["MGII_PROB"] = pa.array(np.asarray(probability)[owner], pa.float32())
+    return pa.table(columns)
+
+
+def results_metadata(model_path, threshold):
+    """Schema metadata of both MgII result tables: model path, its sha256 and the threshold."""
+    return {
+        "mgii_model": str(model_path),
+        "mgii_model_sha256": file_sha256(model_path),
+        "mgii_threshold": float(threshold),
+    }
+
+
+def file_sha256(path):
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def result_paths(results, plate, mjd):
+    """(RESULTS/mgii/mgii-pppp-mmmmm.parquet, RESULTS/mgii/absorbers-pppp-mmmmm.parquet)"""
+    directory = Path(results) / MGII_RESULT_DIR
+    name = f"{plate:04d}-{mjd:05d}"
+    return directory / f"mgii-{name}.parquet", directory / f"absorbers-{name}.parquet"
+
+
+def qn_result_path(results, plate, mjd):
+    """RESULTS/quasarnet/qn-pppp-mmmmm.parquet"""
+    return Path(results) / QN_RESULT_DIR / f"qn-{plate:04d}-{mjd:05d}.parquet"
+
+
+_SHARD_NAME = re.compile(r"plate-(\d{4,})-(\d{5})\.parquet$")
+
+
+def find_shards(shards):
+    """[(plate, mjd, path)] of every SHARDS/PLATE=pppp/plate-pppp-mmmmm.parquet, sorted."""
+    found = []
+    for path in sorted(Path(shards).glob("PLATE=*/plate-*.parquet")):
+        match = _SHARD_NAME.search(path.name)
+        if match:
+            found.append((int(match.group(1)), int(match.group(2)), path))
+    return found
+
+
+@click.command(name="mgii")
+@click.argument("shards", type=click.Path(exists=True, file_okay=False))
+@click.option("--qn", "qn_results", required=True, type=click.Path(exists=True, file_okay=False),
+              help="RESULTS directory holding quasarnet/qn-pppp-mmmmm.parquet.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
+              help="RESULTS directory; writes mgii/mgii-*.parquet and mgii/absorbers-*.parquet.")
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="MgII CNN (.keras); default: the shipped models/weights/mgii.keras.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=DEFAULT_THRESHOLD, show_default=True,
+              help="IS_MGII_ABS = MGII_PROB > threshold.")
+def command(shards, qn_results, out, model_path, threshold):
+    """Run the MgII absorber CNN on the quasars of every shard in SHARDS and fit their absorbers."""
+    import pyarrow.parquet as pq
+
+    from qsopipe.models.mgii import default_model_path, load_predictor
+
+    model_path = Path(model_path) if model_path else Path(str(default_model_path()))
+    if not model_path.is_file():
+        raise click.ClickException(f"{model_path}: no MgII model there; give --model")
+    plates = find_shards(shards)
+    if not plates:
+        raise click.ClickException(f"{shards}: no PLATE=*/plate-*.parquet shards")
+    predictor = load_predictor(model_path)
+    metadata = results_metadata(model_path, threshold)
+    for plate, mjd, shard_path in plates:
+        qn_path = qn_result_path(qn_results, plate, mjd)
+        if not qn_path.is_file():
+            raise click.ClickException(f"{qn_path}: QuasarNET results missing for shard {shard_path}")
+        start = time.perf_counter()
+        mgii_table, absorbers = process_plate(pq.read_table(shard_path), pq.read_table(qn_path), predictor, threshold)
+        mgii_path, absorbers_path = result_paths(out, plate, mjd)
+        write_parquet(with_metadata(mgii_table, metadata), mgii_path)
+        write_parquet(with_metadata(absorbers, metadata), absorbers_path)
+        seconds = time.perf_counter() - start
+        log.info("plate %04d-%05d: %d fibers, %d searched, %d absorbers in %.2f s (%.0f spectra/s)",
+                 plate, mjd, mgii_table.num_rows, int(np.sum(mgii_table.column("MGII_FLAG").to_numpy() == 0)),
+                 absorbers.num_rows, seconds, mgii_table.num_rows / seconds)

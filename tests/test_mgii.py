@@ -1,0 +1,181 @@
+"""MgII stage: search window, continuum rescaling, flags, the CNN's shapes, process_plate and the CLI."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from qsopipe.grids import MGII_NPIX
+from qsopipe.parquet_io import fixed_size_list
+from qsopipe.stages.mgii import (
+    CONTINUUM_WINDOWS, MgIIFlag, SEARCH_REST_MAX, SEARCH_REST_MIN, grid_wavelength, prepare_input,
+    prepare_input_flagged, process_plate, search_window, selection_flags,
+)
+from qsopipe.stages.mgii_fit import doublet_profile
+
+WAVE = grid_wavelength()
+
+
+def test_search_window_bounds_and_grid():
+    wave_min, wave_max, on_grid = search_window([0.2, 0.5, 2.0, 4.5])
+    assert np.allclose(wave_min, SEARCH_REST_MIN * np.array([1.2, 1.5, 3.0, 5.5]))
+    assert np.allclose(wave_max, SEARCH_REST_MAX * np.array([1.2, 1.5, 3.0, 5.5]))
+    assert 1550 < SEARCH_REST_MIN < 1570 and 2760 < SEARCH_REST_MAX < 2800
+    assert on_grid.tolist() == [False, True, True, True]
+    assert not search_window([6.0])[2][0]
+
+
+@pytest.mark.parametrize("z_qso", [0.8, 1.5, 2.3, 3.5])
+def test_prepare_input_rescales_by_the_bins_window(z_qso):
+    """Window median known by construction: level 4 with one high outlier and one masked spike."""
+    (z_high, rest_min, rest_max), = [w for w, low in zip(CONTINUUM_WINDOWS, (0, 1.0, 1.8, 2.8))
+                                      if low < z_qso <= w[0]]
+    flux = np.full(MGII_NPIX, 2.0, np.float32)
+    ivar = np.ones(MGII_NPIX, np.float32)
+    window = np.flatnonzero((WAVE >= rest_min * (1 + z_qso)) & (WAVE <= rest_max * (1 + z_qso)))
+    flux[window] = 4.0
+    flux[window[3]] = 1e4
+    flux[window[5]], ivar[window[5]] = -1e4, 0
+    masked = np.flatnonzero(WAVE > SEARCH_REST_MIN * (1 + z_qso))[7]
+    ivar[masked] = 0
+    x, searchable = prepare_input(flux[None], ivar[None], np.array([z_qso]))
+    assert searchable.tolist() == [True]
+    wave_min, wave_max, _ = search_window([z_qso])
+    inside = (WAVE >= wave_min[0]) & (WAVE <= wave_max[0]) & (ivar > 0)
+    assert x.dtype == np.float32 and x.shape == (1, MGII_NPIX)
+    np.testing.assert_allclose(x[0], np.where(inside, flux / 4.0, 0), rtol=1e-6)
+    assert x[0, masked] == 0
+
+
+def test_prepare_input_flags():
+    n = 5
+    flux = np.ones((n, MGII_NPIX), np.float32)
+    ivar = np.ones((n, MGII_NPIX), np.float32)
+    z_qso = np.array([1.5, 5.0, 0.2, 2.3, -1.0])
+    window = (WAVE >= 2150 * 3.3) & (WAVE <= 2250 * 3.3)
+    flux[3, window] = -1.0
+    x, flags = prepare_input_flagged(flux, ivar, z_qso)
+    assert flags.tolist() == [0, MgIIFlag.Z_OUT_OF_RANGE, MgIIFlag.WINDOW_OFF_GRID, MgIIFlag.NO_CONTINUUM,
+                              MgIIFlag.Z_OUT_OF_RANGE]
+    assert np.all(x[1:] == 0) and np.any(x[0] != 0)
+    ivar[0, (WAVE >= 3020 * 2.5) & (WAVE <= 3100 * 2.5)] = 0
+    assert prepare_input_flagged(flux[:1], ivar[:1], z_qso[:1])[1][0] == MgIIFlag.NO_CONTINUUM
+
+
+def test_selection_flags():
+    flags = selection_flags([1, 0, 1, 1], [0, 0, 2, 0], [0, 0, 0, 4])
+    assert flags.tolist() == [0, MgIIFlag.NOT_QSO, MgIIFlag.NOT_QSO, MgIIFlag.BAD_PREP]
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    from qsopipe.models.mgii import build_model
+
+    return build_model()
+
+
+def test_network_shapes(cnn):
+    from qsopipe.models.mgii import STACK_LENGTHS, MgIIPredictor
+
+    assert cnn.input_shape == (None, MGII_NPIX, 1)
+    assert cnn.output_shape == (None, 1)
+    for name, length in STACK_LENGTHS.items():
+        assert cnn.get_layer(name).output.shape[1] == length
+    assert cnn.get_layer("conv1").output.shape[2] == 96
+    assert cnn.get_layer("conv1").kernel_size == (15,)
+    kinds = [type(layer).__name__ for layer in cnn.layers]
+    assert kinds.count("Conv1D") == 5 and kinds.count("MaxPooling1D") == 3 and kinds.count("Dense") == 2
+    probability = MgIIPredictor(cnn, batch_size=4)(np.random.default_rng(0).random((6, MGII_NPIX)))
+    assert probability.shape == (6,) and np.all((probability > 0) & (probability < 1))
+    np.testing.assert_allclose(probability, cnn.predict(np.random.default_rng(0).random((6, MGII_NPIX, 1)),
+                                                        verbose=0)[:, 0], rtol=1e-4)
+
+
+def _quasar(z_qso, absorbers=(), snr=40.0, seed=0):
+    """A power-law quasar on the MgII grid with Gaussian doublets (z_abs, rest EW_2796) and noise."""
+    continuum = 10.0 * (WAVE / 5000.0) ** -1.5
+    depth = sum(doublet_profile(z, ew * (1 + z), ew * (1 + z) / 1.5, 80.0) for z, ew in absorbers)
+    ivar = (snr / continuum) ** 2
+    noise = np.random.default_rng(seed).normal(size=WAVE.size) / np.sqrt(ivar)
+    return (continuum * (1 - depth) + noise).astype(np.float32), ivar.astype(np.float32)
+
+
+def _tiny_plate():
+    """Five fibers: a quasar with two absorbers, a star, an unclassified fiber, a z=0.2 quasar, bad prep."""
+    spectra = [_quasar(2.0, [(1.2, 1.0), (1.6, 0.8)], seed=1), _quasar(1.0, seed=2), _quasar(1.5, seed=3),
+               _quasar(0.2, seed=4), _quasar(1.5, seed=5)]
+    flux = np.stack([s[0] for s in spectra])
+    ivar = np.stack([s[1] for s in spectra])
+    ids = {"PLATE": pa.array([7001] * 5, pa.int32()), "MJD": pa.array([56000] * 5, pa.int32()),
+           "FIBERID": pa.array([1, 2, 3, 4, 5], pa.int32())}
+    shard = pa.table({**ids, "PREP_FLAG": pa.array([0, 0, 0, 0, 8], pa.int32()),
+                      "MGII_FLUX": fixed_size_list(flux), "MGII_IVAR": fixed_size_list(ivar)})
+    qn = pa.table({**ids, "IS_QSO_QN": pa.array([1, 0, 0, 1, 1], pa.int16()),
+                   "Z_QN": pa.array([2.0, 0.0, -1.0, 0.2, 1.5]), "QN_FLAG": pa.array([0, 0, 1, 0, 0], pa.int32())})
+    return shard, qn
+
+
+def test_process_plate_one_row_per_fiber(cnn):
+    shard, qn = _tiny_plate()
+    mgii, absorbers = process_plate(shard, qn, cnn, threshold=0.0)
+    assert mgii.num_rows == 5
+    assert mgii.column("FIBERID").to_pylist() == [1, 2, 3, 4, 5]
+    assert mgii.schema.field("MGII_PROB").type == pa.float32()
+    assert mgii.schema.field("N_MGII_ABS").type == pa.int16()
+    flags = mgii.column("MGII_FLAG").to_pylist()
+    assert flags == [0, MgIIFlag.NOT_QSO, MgIIFlag.NOT_QSO, MgIIFlag.WINDOW_OFF_GRID, MgIIFlag.BAD_PREP]
+    probability = mgii.column("MGII_PROB").to_numpy()
+    assert 0 < probability[0] < 1 and np.all(probability[1:] == -1)
+    assert mgii.column("IS_MGII_ABS").to_pylist() == [1, -1, -1, -1, -1]
+    assert mgii.column("N_MGII_ABS").to_pylist() == [2, -1, -1, -1, -1]
+    assert absorbers.num_rows == 2
+    assert np.allclose(absorbers.column("Z_ABS").to_numpy(), [1.2, 1.6], atol=2e-4)
+    assert absorbers.column("TARGETID").to_pylist() == [7001 * 10**9 + 56000 * 10**4 + 1] * 2
+    assert absorbers.schema.field("EW_2796").type == pa.float32()
+    assert absorbers.schema.field("Z_ABS").type == pa.float64()
+
+    mgii, absorbers = process_plate(shard, qn, cnn, threshold=1.0)
+    assert mgii.column("IS_MGII_ABS").to_pylist() == [0, -1, -1, -1, -1]
+    assert mgii.column("N_MGII_ABS").to_pylist()[0] == 0 and absorbers.num_rows == 0
+
+
+def test_process_plate_rejects_misaligned_tables(cnn):
+    shard, qn = _tiny_plate()
+    with pytest.raises(ValueError, match="same fibers"):
+        process_plate(shard, qn.take([1, 0, 2, 3, 4]), cnn)
+
+
+def test_command_writes_both_tables(cnn, tmp_path):
+    from click.testing import CliRunner
+
+    from qsopipe.parquet_io import read_metadata
+    from qsopipe.stages.mgii import command
+
+    shard, qn = _tiny_plate()
+    (tmp_path / "shards" / "PLATE=7001").mkdir(parents=True)
+    (tmp_path / "results" / "quasarnet").mkdir(parents=True)
+    pq.write_table(shard, tmp_path / "shards" / "PLATE=7001" / "plate-7001-56000.parquet")
+    pq.write_table(qn, tmp_path / "results" / "quasarnet" / "qn-7001-56000.parquet")
+    model_path = tmp_path / "mgii.keras"
+    cnn.save(model_path)
+    result = CliRunner().invoke(command, [str(tmp_path / "shards"), "--qn", str(tmp_path / "results"),
+                                          "--out", str(tmp_path / "results"), "--model", str(model_path),
+                                          "--threshold", "0"])
+    assert result.exit_code == 0, result.output
+    mgii = pq.read_table(tmp_path / "results" / "mgii" / "mgii-7001-56000.parquet")
+    absorbers = pq.read_table(tmp_path / "results" / "mgii" / "absorbers-7001-56000.parquet")
+    assert mgii.num_rows == 5 and absorbers.num_rows == 2
+    metadata = read_metadata(absorbers.schema)
+    assert metadata["mgii_threshold"] == 0.0 and len(metadata["mgii_model_sha256"]) == 64
+    assert sorted(p.name for p in (tmp_path / "results" / "mgii").iterdir()) == [
+        "absorbers-7001-56000.parquet", "mgii-7001-56000.parquet"]
+
+
+def test_command_imports_without_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys; import qsopipe.stages.mgii as m; m.command; "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+

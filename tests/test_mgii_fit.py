@@ -1,0 +1,103 @@
+"""MgII doublet localisation and fit on hand-made spectra."""
+
+import numpy as np
+import pytest
+
+from qsopipe.grids import MGII_2796, MGII_2803
+from qsopipe.stages.mgii_fit import (
+    DOUBLET_SEPARATION_PIX, PIXEL_WIDTH, WAVE, doublet_matched_filter, doublet_profile, find_absorbers,
+    fit_doublet, is_doublet, running_continuum,
+)
+
+SPEED_OF_LIGHT = 299792.458
+
+
+def _spectrum(absorbers, snr=50.0, seed=0, fwhm_rest=1.7):
+    """Power law with a broad emission bump, Gaussian doublets (z_abs, rest EW_2796, rest EW_2803), noise.
+
+    fwhm_rest is the line FWHM in the absorber's rest frame, Angstrom.
+    """
+    continuum = 10.0 * (WAVE / 5000.0) ** -1.5 * (1 + 0.4 * np.exp(-0.5 * ((WAVE - 1908.7 * 3.1) / 40.0) ** 2))
+    sigma_kms = fwhm_rest / 2.3548 / MGII_2796 * SPEED_OF_LIGHT
+    depth = sum(doublet_profile(z, ew1 * (1 + z), ew2 * (1 + z), sigma_kms) for z, ew1, ew2 in absorbers)
+    ivar = (snr / continuum) ** 2
+    noise = np.random.default_rng(seed).normal(size=WAVE.size) / np.sqrt(ivar)
+    return continuum * (1 - depth) + noise, ivar, continuum
+
+
+def test_profile_area_is_the_equivalent_width():
+    for sigma_kms in (15.0, 80.0, 200.0):
+        depth = doublet_profile(1.3, 2.0, 1.0, sigma_kms)
+        assert np.sum(depth * PIXEL_WIDTH) == pytest.approx(3.0, rel=1e-6)
+
+
+def test_doublet_separation_on_grid():
+    assert DOUBLET_SEPARATION_PIX == pytest.approx(np.log10(MGII_2803 / MGII_2796) / 1e-4)
+    assert 11.0 < DOUBLET_SEPARATION_PIX < 11.3
+
+
+def test_running_continuum_ignores_absorbers_and_masked_pixels():
+    flux, ivar, continuum = _spectrum([(1.4, 2.0, 1.5)], snr=100)
+    ivar[1000:1010] = 0
+    flux[1000:1010] = -50
+    fitted = running_continuum(flux[None], ivar[None])[0]
+    line = np.argmin(np.abs(WAVE - MGII_2796 * 2.4))
+    assert fitted[line] == pytest.approx(continuum[line], rel=0.02)
+    assert fitted[1005] == pytest.approx(continuum[1005], rel=0.02)
+
+
+def test_matched_filter_peaks_on_the_2796_pixel():
+    flux, ivar, continuum = _spectrum([(1.4, 1.0, 0.7)], snr=30)
+    snr, amplitude = doublet_matched_filter((1 - flux / continuum)[None], (ivar * continuum ** 2)[None])
+    assert abs(np.argmax(snr[0]) - np.argmin(np.abs(WAVE - MGII_2796 * 2.4))) <= 1
+    assert snr[0].max() > 20 and amplitude[0, np.argmax(snr[0])] > 0
+
+
+@pytest.mark.parametrize("z_abs, ew_2796, ew_2803, fwhm_rest", [
+    (1.25, 1.2, 0.8, 1.7), (1.65, 0.6, 0.5, 2.5), (2.05, 2.5, 2.2, 1.0),
+])
+def test_fit_recovers_redshift_and_equivalent_widths(z_abs, ew_2796, ew_2803, fwhm_rest):
+    flux, ivar, continuum = _spectrum([(z_abs, ew_2796, ew_2803)], snr=200, seed=3, fwhm_rest=fwhm_rest)
+    fitted = running_continuum(flux[None], ivar[None])[0]
+    fit = fit_doublet(flux, ivar, fitted, z_abs + 3e-4, ew_guess=1.0)
+    assert fit["Z_ABS"] == pytest.approx(z_abs, abs=1e-4)
+    assert fit["EW_2796"] == pytest.approx(ew_2796, rel=0.04)
+    assert fit["EW_2803"] == pytest.approx(ew_2803, rel=0.05)
+    assert 0 < fit["EW_2796_ERR"] < 0.02 and 0 < fit["Z_ABS_ERR"] < 3e-5
+    assert fit["SNR_2796"] == pytest.approx(fit["EW_2796"] / fit["EW_2796_ERR"])
+    assert is_doublet(fit)
+
+
+def test_fit_errors_match_the_scatter():
+    z_abs, ew = 1.5, 0.8
+    pulls = []
+    for seed in range(30):
+        flux, ivar, continuum = _spectrum([(z_abs, ew, ew / 1.5)], snr=15, seed=seed)
+        fit = fit_doublet(flux, ivar, continuum, z_abs, ew_guess=2.0)
+        pulls.append((fit["EW_2796"] - ew) / fit["EW_2796_ERR"])
+    assert 0.6 < np.std(pulls) < 1.5 and abs(np.mean(pulls)) < 0.6
+
+
+def test_two_absorbers_on_one_sightline_are_both_found():
+    truth = [(1.3, 0.9, 0.6), (1.72, 0.5, 0.35)]
+    flux, ivar, _ = _spectrum(truth, snr=40, seed=5)
+    found = find_absorbers(flux, ivar, 1565 * 3.0, 2770 * 3.0)
+    assert len(found) == 2
+    np.testing.assert_allclose(found["Z_ABS"], [1.3, 1.72], atol=1e-4)
+    assert np.all(np.abs(found["EW_2796"] - [0.9, 0.5]) < 3 * found["EW_2796_ERR"])
+    assert np.all(found["SNR_2796"] > 5)
+
+
+def test_absorbers_outside_the_window_or_single_lines_are_not_reported():
+    flux, ivar, continuum = _spectrum([(1.3, 1.0, 0.7)], snr=40, seed=6)
+    assert len(find_absorbers(flux, ivar, 2796 * 2.5, 2800 * 3.0)) == 0
+    single = 1 - 0.6 * np.exp(-0.5 * ((WAVE - 6000.0) / 1.5) ** 2)
+    flux, ivar, continuum = _spectrum([], snr=40, seed=7)
+    found = find_absorbers(flux * single, ivar, 1565 * 3.0, 2770 * 3.0)
+    assert len(found) == 0
+
+
+def test_pure_noise_gives_few_false_absorbers():
+    false = sum(len(find_absorbers(*_spectrum([], snr=10, seed=seed)[:2], 1565 * 3.0, 2770 * 3.0))
+                for seed in range(20))
+    assert false <= 2
