@@ -236,13 +236,17 @@ def table_hdu(extname, columns, data, header_cards=()):
 
 
 def inputs_columns(records):
-    """INPUTS columns from records (dicts with PATH and optionally PLATE, MJD, STATUS)."""
-    records = list(records)
+    """INPUTS columns from records: dicts with PATH and optionally PLATE, MJD, STATUS, REASON.
+
+    Keys may be upper or lower case; absent values get -1 or ''.
+    """
+    records = [{key.upper(): value for key, value in record.items()} for record in records]
     return {
         "PATH": np.array([str(r["PATH"]) for r in records], dtype=str),
         "PLATE": np.array([r.get("PLATE", -1) for r in records], dtype=np.int32),
         "MJD": np.array([r.get("MJD", -1) for r in records], dtype=np.int32),
-        "STATUS": np.array([r.get("STATUS", "") for r in records], dtype=str),
+        "STATUS": np.array([str(r.get("STATUS") or "") for r in records], dtype=str),
+        "REASON": np.array([str(r.get("REASON") or "") for r in records], dtype=str),
     }
 
 
@@ -282,9 +286,12 @@ class Results(NamedTuple):
     parameters: dict
 
 
-def read_results(directory):
+def read_results(directory, plates=None):
     """Read RESULTS/quasarnet/qn-*.parquet and the matching RESULTS/mgii files.
 
+    plates : iterable of (plate, mjd), or None for every results file.
+
+    An empty `plates` gives empty tables (a catalog with no rows).
     Returns Results: tables per plate, the INPUTS columns (from the files'
     `qsopipe.sources` metadata, status 'ok') and the run parameters (c_th,
     n_th, models, MgII threshold) found in the metadata, which must agree
@@ -292,7 +299,10 @@ def read_results(directory):
     """
     directory = Path(directory)
     qn_paths = sorted((directory / "quasarnet").glob("qn-*.parquet"))
-    if not qn_paths:
+    if plates is not None:
+        wanted = {f"qn-{plate:04d}-{mjd:05d}.parquet" for plate, mjd in plates}
+        qn_paths = [path for path in qn_paths if path.name in wanted]
+    if not qn_paths and plates is None:
         raise InputError(directory, "no quasarnet/qn-*.parquet results")
     qn_tables, mgii_tables, absorber_tables, records = [], [], [], []
     metadata = {}
@@ -347,20 +357,43 @@ def results_header_cards(parameters, ninputs, date=None):
     )
 
 
+def catalog_from_results(results, out, plates=None, inputs=None, config=None, qso_only=False):
+    """Read the results under `results`, assemble the catalog and write it to `out`.
+
+    Parameters
+    ----------
+    results : RESULTS directory (quasarnet/, mgii/).
+    out : catalog FITS path.
+    plates : iterable of (plate, mjd) to include, or None for all results files.
+    inputs : records for the INPUTS HDU (see `inputs_columns`), or None to
+        list the sources named in the results' metadata.
+    config : run configuration; its c_th, n_th, mgii_threshold, qn_model and
+        mgii_model fill what the results' metadata does not give.
+    qso_only : keep only IS_QSO_QN == 1 rows.
+
+    Returns the path written.
+    """
+    found = read_results(results, plates)
+    catalog, absorbers = assemble_catalog(found.qn_tables, found.mgii_tables, found.absorber_tables)
+    nfiber = len(catalog["PLATE"])
+    if qso_only:
+        catalog, absorbers = select_quasars(catalog, absorbers)
+    inputs = found.inputs if inputs is None else inputs_columns(inputs)
+    defaults = {key: (config or {}).get(key) for key in ("c_th", "n_th", "mgii_threshold", "qn_model", "mgii_model")}
+    parameters = {**{key: value for key, value in defaults.items() if value is not None}, **found.parameters}
+    cards = results_header_cards(parameters, len(inputs["PATH"]))
+    cards.append(("QSOONLY", bool(qso_only), "rows restricted to IS_QSO_QN == 1"))
+    write_catalog(out, catalog, absorbers, inputs, cards)
+    log.info("%s: %d plates, %d fibers, %d rows written, %d quasars, %d MgII absorbers",
+             out, len(found.qn_tables), nfiber, len(catalog["PLATE"]),
+             int(np.sum(catalog["IS_QSO_QN"] == 1)), len(absorbers["PLATE"]))
+    return Path(out)
+
+
 @click.command()
 @click.argument("results", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Catalog FITS file to write.")
 @click.option("--qso-only", is_flag=True, help="Keep only rows with IS_QSO_QN == 1 (like DRQ).")
 def command(results, out, qso_only):
     """Write the DR-style FITS catalog from the result files under RESULTS."""
-    found = read_results(results)
-    catalog, absorbers = assemble_catalog(found.qn_tables, found.mgii_tables, found.absorber_tables)
-    nfiber = len(catalog["PLATE"])
-    if qso_only:
-        catalog, absorbers = select_quasars(catalog, absorbers)
-    cards = results_header_cards(found.parameters, len(found.inputs["PATH"]))
-    cards.append(("QSOONLY", bool(qso_only), "rows restricted to IS_QSO_QN == 1"))
-    write_catalog(out, catalog, absorbers, found.inputs, cards)
-    log.info("%s: %d plates, %d fibers, %d rows written, %d quasars, %d MgII absorbers",
-             out, len(found.qn_tables), nfiber, len(catalog["PLATE"]),
-             int(np.sum(catalog["IS_QSO_QN"] == 1)), len(absorbers["PLATE"]))
+    catalog_from_results(results, out, qso_only=qso_only)

@@ -103,6 +103,7 @@ INPUT_COLUMNS = (
     Column("PLATE", "i4", "", "Plate number; -1 if unknown"),
     Column("MJD", "i4", "", "Modified Julian date; -1 if unknown"),
     Column("STATUS", "U", "", "Processing status; '' if unknown"),
+    Column("REASON", "U", "", "Why it failed or was rejected; '' if fine"),
 )
 
 #: Flag columns -> (module, enum class) defining their bits.

@@ -227,3 +227,18 @@ def test_dict_tables_and_missing_required_column():
 def test_column_descriptions_fit_a_card():
     for column in (*CATALOG_COLUMNS, *ABSORBER_COLUMNS, *INPUT_COLUMNS):
         assert len(column.description) <= MAX_DESCRIPTION, column.name
+
+
+def test_catalog_from_results_as_the_runner_calls_it(results_dir, tmp_path):
+    inputs = [{"path": "/data/a.fits", "plate": 7001, "mjd": 56600, "status": "done", "reason": ""},
+              {"path": "/data/b.fits", "plate": -1, "mjd": -1, "status": "rejected", "reason": "truncated"}]
+    out = cat.catalog_from_results(results_dir, tmp_path / "run.fits", plates=[(7001, 56600)], inputs=inputs,
+                                   config={"c_th": 0.9, "mgii_threshold": 0.7, "qn_model": "x.keras"})
+    data = fitsio.read(str(out), ext="CATALOG")
+    assert set(data["PLATE"]) == {7001} and len(data) == 12
+    header = fitsio.read_header(str(out), ext="CATALOG")
+    assert header["C_TH"] == C_TH and header["MGII_TH"] == 0.5 and header["NINPUTS"] == 2
+    assert fitsio.read(str(out), ext="INPUTS")["REASON"].tolist() == ["", "truncated"]
+    empty = cat.catalog_from_results(results_dir, tmp_path / "none.fits", plates=[], inputs=inputs)
+    assert len(fitsio.read(str(empty), ext="INPUTS")) == 2
+    assert fitsio.read_header(str(empty), ext="CATALOG")["NAXIS2"] == 0
