@@ -1,0 +1,68 @@
+"""Quasar broad and narrow emission lines: rest wavelengths, strengths, widths, shifts.
+
+Strengths are rest-frame equivalent widths against the power-law continuum,
+after Vanden Berk et al. (2001) and Shen et al. (2011), each with a lognormal
+scatter; widths are FWHM in km/s with a lognormal scatter; shifts are
+velocity offsets (negative = blueshift) with a Gaussian scatter. The broad
+"lines" at 2300-3000 A and 4500-5400 A stand for the FeII pseudo-continuum.
+"""
+
+import numpy as np
+
+#: name, rest wavelength (A), median rest EW (A), EW scatter (dex),
+#: median FWHM (km/s), FWHM scatter (dex), mean shift (km/s), shift scatter (km/s)
+QUASAR_LINES = (
+    ("LYB_OVI", 1033.8, 10.0, 0.25, 5000.0, 0.12, 0.0, 300.0),
+    ("LYA_BROAD", 1215.67, 55.0, 0.22, 6000.0, 0.12, 0.0, 400.0),
+    ("LYA_CORE", 1215.67, 22.0, 0.25, 2000.0, 0.12, 0.0, 200.0),
+    ("NV", 1240.14, 12.0, 0.25, 4000.0, 0.12, 0.0, 300.0),
+    ("OI", 1304.35, 2.0, 0.25, 3500.0, 0.10, 0.0, 300.0),
+    ("CII", 1335.3, 0.8, 0.25, 3500.0, 0.10, 0.0, 300.0),
+    ("SIIV_OIV", 1399.8, 9.0, 0.22, 5500.0, 0.12, -300.0, 500.0),
+    ("CIV_BROAD", 1549.06, 22.0, 0.22, 7000.0, 0.12, -800.0, 700.0),
+    ("CIV_CORE", 1549.06, 14.0, 0.25, 2500.0, 0.12, -200.0, 300.0),
+    ("HEII", 1640.42, 2.5, 0.25, 5000.0, 0.12, 0.0, 300.0),
+    ("ALIII", 1857.4, 1.5, 0.25, 4000.0, 0.12, 0.0, 300.0),
+    ("SIIII", 1892.0, 1.5, 0.25, 4000.0, 0.12, 0.0, 300.0),
+    ("CIII", 1908.73, 20.0, 0.20, 6000.0, 0.12, -200.0, 400.0),
+    ("FEII_UV1", 2400.0, 18.0, 0.20, 30000.0, 0.05, 0.0, 0.0),
+    ("FEII_UV2", 2620.0, 14.0, 0.20, 20000.0, 0.05, 0.0, 0.0),
+    ("MGII", 2798.75, 38.0, 0.20, 4500.0, 0.12, 0.0, 200.0),
+    ("FEII_UV3", 3000.0, 10.0, 0.20, 20000.0, 0.05, 0.0, 0.0),
+    ("NEV", 3426.84, 1.2, 0.25, 1000.0, 0.10, 0.0, 100.0),
+    ("OII", 3728.48, 1.8, 0.30, 600.0, 0.10, 0.0, 50.0),
+    ("NEIII", 3869.85, 1.5, 0.25, 800.0, 0.10, 0.0, 50.0),
+    ("HDELTA", 4102.89, 6.0, 0.20, 4000.0, 0.12, 0.0, 200.0),
+    ("HGAMMA", 4341.68, 14.0, 0.20, 4000.0, 0.12, 0.0, 200.0),
+    ("FEII_OPT1", 4570.0, 25.0, 0.25, 9000.0, 0.05, 0.0, 0.0),
+    ("HBETA", 4862.68, 55.0, 0.20, 4500.0, 0.12, 0.0, 200.0),
+    ("OIII_4959", 4960.30, 6.0, 0.30, 500.0, 0.10, 0.0, 50.0),
+    ("OIII_5007", 5008.24, 18.0, 0.30, 500.0, 0.10, 0.0, 50.0),
+    ("FEII_OPT2", 5250.0, 25.0, 0.25, 9000.0, 0.05, 0.0, 0.0),
+    ("HEI", 5877.3, 6.0, 0.20, 4000.0, 0.12, 0.0, 200.0),
+    ("HALPHA", 6564.61, 260.0, 0.18, 3500.0, 0.12, 0.0, 200.0),
+    ("NII_6585", 6585.27, 5.0, 0.30, 500.0, 0.10, 0.0, 50.0),
+    ("SII_6718", 6718.29, 2.5, 0.30, 500.0, 0.10, 0.0, 50.0),
+    ("SII_6733", 6732.67, 2.5, 0.30, 500.0, 0.10, 0.0, 50.0),
+    ("PAEPSILON_OI", 8446.0, 8.0, 0.25, 3000.0, 0.10, 0.0, 200.0),
+)
+
+LINE_NAMES = tuple(line[0] for line in QUASAR_LINES)
+_TABLE = np.array([line[1:] for line in QUASAR_LINES], dtype=np.float64)
+REST_A, EW_A, EW_DEX, FWHM_KMS, FWHM_DEX, SHIFT_KMS, SHIFT_SD_KMS = _TABLE.T
+
+
+def draw_line_parameters(n, rng, ew_scale=None):
+    """Per-object line strengths, widths and shifts.
+
+    Returns dict of (n, nline) arrays: 'ew' rest EW (A), 'fwhm' (km/s),
+    'shift' (km/s). A per-object factor common to all lines (ew_scale, (n,),
+    default lognormal 0.12 dex) keeps strong-lined quasars strong in every line.
+    """
+    nline = len(QUASAR_LINES)
+    common = 10 ** rng.normal(0.0, 0.12, n) if ew_scale is None else np.asarray(ew_scale)
+    ew = EW_A * 10 ** (EW_DEX * rng.standard_normal((n, nline))) * common[:, None]
+    width_common = 10 ** rng.normal(0.0, 0.08, n)
+    fwhm = FWHM_KMS * 10 ** (FWHM_DEX * rng.standard_normal((n, nline))) * width_common[:, None]
+    shift = SHIFT_KMS + SHIFT_SD_KMS * rng.standard_normal((n, nline))
+    return {"ew": ew, "fwhm": fwhm, "shift": shift}
