@@ -24,11 +24,11 @@ install_packages() {
         && command -v slurmd >/dev/null && command -v munged >/dev/null && return
     log "installing slurm and munge from apt"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
+    apt-get update -qq >&2
     # The packages' init scripts are denied by policy-rc.d in containers;
     # that message is expected, the daemons are started below.
     apt-get install -y -qq --no-install-recommends \
-        slurmctld slurmd slurm-client munge >/dev/null
+        slurmctld slurmd slurm-client munge >&2
 }
 
 start_munge() {

@@ -97,7 +97,9 @@ def _slurm_cluster(workers, host=None, memory="2GB", walltime="01:00:00", **opts
         # Worker jobs must run the same interpreter (and so the same qsopipe)
         # as the client, not whatever `python` their login shell finds.
         python=sys.executable,
-        scheduler_options={"host": scheduler_host(host)},
+        # Port 0 for the dashboard: several clusters on one login node must
+        # not fight over :8787.
+        scheduler_options={"host": scheduler_host(host), "dashboard_address": ":0"},
         job_script_prologue=prologue + list(opts.pop("job_script_prologue", [])),
         **opts,
     )
