@@ -1,0 +1,294 @@
+"""`qsopipe train quasarnet`: train QuasarNET on labelled spectra.
+
+Inputs: the simulator's output (`--sim DIR`: DIR/spectra/**/spPlate-*.fits
+and DIR/truth.fits) or real spectra (`--spectra DIR`, spec or spPlate files)
+with a DR12Q-superset truth table (`--truth`). Spectra are preprocessed with
+`qsopipe.stages.preprocess.quasarnet_input` and joined to the truth on
+(PLATE, MJD, FIBERID).
+
+Training set: fibers with PREP_FLAG == 0 that are in the truth table with
+CLASS_PERSON != 0 (0 = sky or dead fiber) and Z_CONF_PERSON >= 3; every
+other fiber is dropped. CLASS_PERSON 3 and 30 are quasars, anything else a
+non-quasar (targets and weights: `qsopipe.models.quasarnet.training_targets`).
+Validation: a fraction of the *objects* (THING_ID; a fiber without one is
+its own object), so repeat spectra of one object never straddle the split.
+
+Outputs next to OUT (OUT = NAME.keras): NAME.keras (the trained model),
+NAME.checkpoint.keras and NAME.checkpoint.json (after every epoch; `--resume`
+continues from them), NAME.history.json and NAME.history.png.
+
+TensorFlow is imported only inside the command, after the thread counts
+are set from the environment (see `qsopipe.models.quasarnet.configure_threads`).
+"""
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+
+from qsopipe.discovery import discover
+from qsopipe.errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: Smallest Z_CONF_PERSON kept for training (DR12Q: 3 = confident).
+MIN_Z_CONF = 3
+
+
+@dataclass
+class LabelledSpectra:
+    """QuasarNET inputs joined to their truth, one row per fiber; arrays of shape (n,) unless stated.
+
+    x : float32 (n, 443) QuasarNET input; prep_flag : int32 PrepFlag bits.
+    plate, mjd, fiberid : int32; thing_id : int64 (-1 if none).
+    class_person, z_conf_person, bal_flag_vi : int (-1 where the fiber is not in the truth);
+    z_vi : float64; bi_civ : float64 (km/s).
+    """
+
+    x: np.ndarray
+    prep_flag: np.ndarray
+    plate: np.ndarray
+    mjd: np.ndarray
+    fiberid: np.ndarray
+    thing_id: np.ndarray
+    class_person: np.ndarray
+    z_vi: np.ndarray
+    z_conf_person: np.ndarray
+    bal_flag_vi: np.ndarray
+    bi_civ: np.ndarray
+
+    def subset(self, rows):
+        return LabelledSpectra(**{name: value[rows] for name, value in vars(self).items()})
+
+
+def fiber_key(plate, mjd, fiberid):
+    """One int64 per fiber: PLATE*10^9 + MJD*10^4 + FIBERID (DR16Q's TARGETID)."""
+    return np.asarray(plate, np.int64) * 10**9 + np.asarray(mjd, np.int64) * 10**4 + np.asarray(fiberid, np.int64)
+
+
+def match_truth(keys, truth_keys):
+    """Row of `truth_keys` holding each of `keys` (the first, if repeated), -1 where absent. int64 (n,)."""
+    keys = np.asarray(keys, np.int64)
+    if len(truth_keys) == 0:
+        return np.full(len(keys), -1, np.int64)
+    order = np.argsort(truth_keys, kind="stable")
+    sorted_keys = np.asarray(truth_keys, np.int64)[order]
+    position = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return np.where(sorted_keys[position] == keys, order[position], -1)
+
+
+def read_labelled_spectra(spectra_dirs, truth_path):
+    """Read, preprocess and label every plate under `spectra_dirs` (LabelledSpectra)."""
+    from qsopipe.sdss.catalogs import read_dr12q
+    from qsopipe.sdss.reader import read_plate
+    from qsopipe.stages.preprocess import quasarnet_input
+
+    truth = read_dr12q(truth_path)
+    plates, rejects = discover(spectra_dirs)
+    for reject in rejects:
+        log.warning("skipped %s: %s", reject.path, reject.reason)
+    if not plates:
+        raise InputError(", ".join(map(str, spectra_dirs)), "no spPlate or spec files found")
+    xs, flags, fibers = [], [], []
+    for plate_input in plates:
+        try:
+            plate = read_plate(plate_input)
+        except InputError as error:
+            log.warning("skipped plate %s: %s", plate_input.name, error)
+            continue
+        x, flag = quasarnet_input(plate.loglam, plate.flux, plate.ivar, plate.and_mask)
+        xs.append(x)
+        flags.append(flag)
+        fibers.append(plate.fibers)
+    fibers = np.concatenate(fibers)
+    row = match_truth(fiber_key(fibers["PLATE"], fibers["MJD"], fibers["FIBERID"]),
+                      fiber_key(truth["PLATE"], truth["MJD"], truth["FIBERID"]))
+    known = row >= 0
+    log.info("%d fibers read from %d plates, %d of them in the truth table", len(fibers), len(xs), known.sum())
+
+    def from_truth(name, missing):
+        values = truth[name][np.maximum(row, 0)]
+        return np.where(known, values, np.asarray(missing, values.dtype))
+
+    thing_id = np.where(fibers["THING_ID"] >= 0, fibers["THING_ID"], from_truth("THING_ID", -1))
+    return LabelledSpectra(
+        x=np.concatenate(xs), prep_flag=np.concatenate(flags).astype(np.int32),
+        plate=fibers["PLATE"].astype(np.int32), mjd=fibers["MJD"].astype(np.int32),
+        fiberid=fibers["FIBERID"].astype(np.int32), thing_id=thing_id.astype(np.int64),
+        class_person=from_truth("CLASS_PERSON", -1), z_vi=from_truth("Z_VI", np.nan),
+        z_conf_person=from_truth("Z_CONF_PERSON", -1), bal_flag_vi=from_truth("BAL_FLAG_VI", -1),
+        bi_civ=from_truth("BI_CIV", np.nan))
+
+
+def training_rows(prep_flag, class_person, z_conf_person):
+    """Fibers fit for training: clean input, in the truth, not sky/dead, confident redshift. bool (n,)."""
+    class_person = np.asarray(class_person)
+    return (np.asarray(prep_flag) == 0) & (class_person > 0) & (np.asarray(z_conf_person) >= MIN_Z_CONF)
+
+
+def object_ids(thing_id, plate, mjd, fiberid):
+    """One id per object: THING_ID when >= 0, else -(fiber key), so each such fiber is alone. int64 (n,)."""
+    thing_id = np.asarray(thing_id, np.int64)
+    return np.where(thing_id >= 0, thing_id, -fiber_key(plate, mjd, fiberid) - 1)
+
+
+def split_by_object(ids, fraction=0.1, seed=0):
+    """Validation mask: a random `fraction` of the distinct ids, with all their rows. bool (n,)."""
+    unique = np.unique(ids)
+    nval = int(round(fraction * len(unique)))
+    if fraction > 0 and len(unique) > 1:
+        nval = min(max(nval, 1), len(unique) - 1)
+    chosen = np.random.default_rng(seed).permutation(unique)[:nval]
+    return np.isin(ids, chosen)
+
+
+def output_paths(out):
+    """Paths of the trained model and its companions, from OUT (NAME.keras)."""
+    out = Path(out)
+    stem = out.with_suffix("")
+    return {"model": out, "checkpoint": Path(f"{stem}.checkpoint.keras"),
+            "state": Path(f"{stem}.checkpoint.json"), "history": Path(f"{stem}.history.json"),
+            "plot": Path(f"{stem}.history.png")}
+
+
+def _write_json(path, payload):
+    partial = Path(f"{path}.partial")
+    partial.write_text(json.dumps(payload, indent=1))
+    os.replace(partial, path)
+
+
+def fit_quasarnet(model, train, validation, paths, epochs, batch_size=256, initial_epoch=0, history=None):
+    """Fit a compiled QuasarNET; checkpoint after every epoch. Returns the history (dict of lists).
+
+    train, validation : (x (n, 443), targets list of 7 (n, 26), weights list of 7 (n,)).
+    paths : `output_paths(...)`; history : the history so far when resuming.
+    """
+    import keras
+
+    history = {key: list(values) for key, values in (history or {}).items()}
+
+    class SaveState(keras.callbacks.Callback):
+        """After each epoch, record the epoch count and the history so far next to the checkpoint."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            for key, value in (logs or {}).items():
+                history.setdefault(key, []).append(float(value))
+            _write_json(paths["state"], {"epoch": epoch + 1, "history": history})
+
+    x_train, t_train, w_train = train
+    fit_kwargs = {}
+    if validation is not None and len(validation[0]):
+        x_val, t_val, w_val = validation
+        fit_kwargs["validation_data"] = (x_val[..., None], t_val, w_val)
+    model.fit(x_train[..., None], t_train, sample_weight=w_train, batch_size=batch_size, epochs=epochs,
+              initial_epoch=initial_epoch, shuffle=True, verbose=2,
+              callbacks=[keras.callbacks.ModelCheckpoint(str(paths["checkpoint"])), SaveState()],
+              **fit_kwargs)
+    return history
+
+
+def plot_history(history, path):
+    """Loss and mean box accuracy over the finders, per epoch, training and validation (PNG)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    for prefix, style in (("", "-"), ("val_", "--")):
+        label = "validation" if prefix else "training"
+        if f"{prefix}loss" in history:
+            loss_axes.plot(np.arange(1, len(history[f"{prefix}loss"]) + 1), history[f"{prefix}loss"],
+                           style, label=label)
+        accuracy = [values for key, values in history.items()
+                    if key.endswith("box_accuracy") and key.startswith(prefix) and
+                    (prefix or not key.startswith("val_"))]
+        if accuracy:
+            mean = np.mean(np.array(accuracy), axis=0)
+            accuracy_axes.plot(np.arange(1, len(mean) + 1), mean, style, label=label)
+    loss_axes.set(xlabel="epoch", ylabel="loss (sum over finders)", yscale="log")
+    accuracy_axes.set(xlabel="epoch", ylabel="box accuracy (mean over finders)")
+    for axes in (loss_axes, accuracy_axes):
+        axes.legend()
+    figure.savefig(path, dpi=100)
+
+
+@click.command("quasarnet")
+@click.option("--sim", "sim_dir", type=click.Path(exists=True, file_okay=False),
+              help="Simulator output: DIR/spectra/ and DIR/truth.fits.")
+@click.option("--spectra", "spectra_dirs", multiple=True, type=click.Path(exists=True),
+              help="Real spectra (spec or spPlate files, searched recursively); repeatable.")
+@click.option("--truth", type=click.Path(exists=True, dir_okay=False),
+              help="DR12Q-superset truth table for --spectra.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Trained model, NAME.keras.")
+@click.option("--epochs", default=20, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
+@click.option("--learning-rate", default=1e-3, show_default=True, type=float)
+@click.option("--validation-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 0.9))
+@click.option("--conv-layers", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--filters", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--dense-units", default=100, show_default=True, type=click.IntRange(1))
+@click.option("--padding", default="valid", show_default=True, type=click.Choice(["valid", "same"]))
+@click.option("--dropout", default=0.0, show_default=True, type=click.FloatRange(0, 0.9))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--resume", is_flag=True, help="Continue from NAME.checkpoint.keras and its state file.")
+def command(sim_dir, spectra_dirs, truth, out, epochs, batch_size, learning_rate, validation_fraction,
+            conv_layers, filters, dense_units, padding, dropout, seed, resume):
+    """Train QuasarNET (Adam with AMSGrad) and write OUT plus checkpoints, history JSON and plot."""
+    if bool(sim_dir) == bool(spectra_dirs) or bool(spectra_dirs) != bool(truth):
+        raise click.UsageError("give either --sim DIR, or --spectra DIR together with --truth FILE")
+    if not out.endswith(".keras"):
+        raise click.BadParameter("the output name must end in .keras", param_hint="--out")
+    if sim_dir:
+        spectra_dirs, truth = [Path(sim_dir) / "spectra"], Path(sim_dir) / "truth.fits"
+    paths = output_paths(out)
+    paths["model"].parent.mkdir(parents=True, exist_ok=True)
+
+    from qsopipe.models import quasarnet
+    threads = quasarnet.configure_threads()
+    import keras
+    import tensorflow as tf
+    log.info("TensorFlow %s sees GPUs %s; intra-op threads %s", tf.__version__,
+             [d.name for d in tf.config.list_physical_devices("GPU")] or "none (CPU)", threads or "default")
+
+    try:
+        data = read_labelled_spectra(spectra_dirs, truth)
+    except InputError as error:
+        raise click.ClickException(str(error)) from error
+    keep = training_rows(data.prep_flag, data.class_person, data.z_conf_person)
+    log.info("training on %d of %d fibers (dropped: PREP_FLAG != 0, not in truth, CLASS_PERSON 0, "
+             "Z_CONF_PERSON < %d)", keep.sum(), len(keep), MIN_Z_CONF)
+    if not keep.any():
+        raise click.ClickException("no fiber is fit for training")
+    data = data.subset(keep)
+    is_validation = split_by_object(object_ids(data.thing_id, data.plate, data.mjd, data.fiberid),
+                                    validation_fraction, seed)
+
+    def arrays(rows):
+        part = data.subset(rows)
+        targets, weights = quasarnet.training_targets(part.class_person, part.z_vi, part.bal_flag_vi, part.bi_civ)
+        return part.x, targets, weights
+
+    keras.utils.set_random_seed(seed)
+    if resume:
+        if not (paths["checkpoint"].exists() and paths["state"].exists()):
+            raise click.ClickException(f"--resume: no checkpoint {paths['checkpoint']} with {paths['state']}")
+        model = keras.models.load_model(paths["checkpoint"])
+        state = json.loads(paths["state"].read_text())
+        initial_epoch, history = state["epoch"], state["history"]
+        log.info("resuming from %s after epoch %d", paths["checkpoint"], initial_epoch)
+    else:
+        model = quasarnet.build_quasarnet(nconv=conv_layers, filters=filters, dense_units=dense_units,
+                                          padding=padding, dropout=dropout)
+        quasarnet.compile_quasarnet(model, learning_rate)
+        initial_epoch, history = 0, {}
+    history = fit_quasarnet(model, arrays(~is_validation), arrays(is_validation), paths, epochs,
+                            batch_size, initial_epoch, history)
+    partial = paths["model"].with_name(f".{paths['model'].name}.{os.getpid()}.partial.keras")
+    model.save(partial)
+    os.replace(partial, paths["model"])
+    _write_json(paths["history"], history)
+    plot_history(history, paths["plot"])
+    click.echo(f"wrote {paths['model']}, {paths['history']}, {paths['plot']}")
