@@ -54,7 +54,7 @@ def test_epoch_is_balanced_and_injected():
     x, y = draw_epoch(sightlines, label, clean, 40, np.random.default_rng(1))
     assert x.shape == (40, MGII_NPIX) and x.dtype == np.float32 and y.dtype == np.float32
     assert y.sum() >= 18 and y.sum() <= 20
-    assert np.all(np.isfinite(x)) and np.all(np.median(np.where(x > 0, x, np.nan), axis=1) > 0.5)
+    assert np.all(np.isfinite(x)) and np.all(np.nanmedian(np.where(x > 0, x, np.nan), axis=1) > 0.5)
     again, _ = draw_epoch(sightlines, label, clean, 40, np.random.default_rng(2))
     assert not np.array_equal(x, again)
 
