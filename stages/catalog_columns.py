@@ -162,6 +162,9 @@ def flag_sections():
             table = f"(`{module_name}.{enum_name}` is not available yet.)"
         else:
             table = flag_markdown(flag_enum)
+            if column == "MGII_FLAG":
+                table += (f"\n| {MGII_FLAG_NO_RESULTS.bit_length() - 1} | {MGII_FLAG_NO_RESULTS} | NO_RESULTS "
+                          "| set by the catalog stage: the plate has no MgII results |")
         sections.append(f"### {column} (`{module_name}.{enum_name}`)\n\n{table}")
     return "\n\n".join(sections)
 

@@ -1,6 +1,7 @@
 """Catalog stage: column assembly, FITS round trip, atomic write, CLI on synthetic results."""
 
 import json
+from pathlib import Path
 
 import fitsio
 import numpy as np
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 from qsopipe.stages import catalog as cat
 from qsopipe.stages.catalog_columns import (
     ABSORBER_COLUMNS, CATALOG_COLUMNS, CONFIDENCE_COLUMNS, INPUT_COLUMNS, LINE_REDSHIFT_COLUMNS,
-    MAX_DESCRIPTION, MGII_FLAG_NO_RESULTS,
+    MAX_DESCRIPTION, MGII_FLAG_NO_RESULTS, markdown_table,
 )
 
 C_TH, N_TH = 0.4, 1
@@ -242,3 +243,9 @@ def test_catalog_from_results_as_the_runner_calls_it(results_dir, tmp_path):
     empty = cat.catalog_from_results(results_dir, tmp_path / "none.fits", plates=[], inputs=inputs)
     assert len(fitsio.read(str(empty), ext="INPUTS")) == 2
     assert fitsio.read_header(str(empty), ext="CATALOG")["NAXIS2"] == 0
+
+
+def test_docs_list_every_column():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "catalog.md").read_text()
+    for columns in (CATALOG_COLUMNS, ABSORBER_COLUMNS, INPUT_COLUMNS):
+        assert markdown_table(columns) in doc
