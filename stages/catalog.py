@@ -109,15 +109,18 @@ def _nrows(table):
     return len(next(iter(table.values()))) if table else 0
 
 
-def _lookup(keys, table_keys):
-    """Row of `table_keys` holding each of `keys`: (index array, found mask)."""
-    order = np.argsort(table_keys, kind="stable")
-    position = np.searchsorted(table_keys[order], keys)
-    position = np.clip(position, 0, max(len(order) - 1, 0))
-    if len(order) == 0:
+def lookup_rows(keys, table_keys):
+    """Row of `table_keys` holding each of `keys` (first if repeated): (index, found).
+
+    keys, table_keys : int arrays. index is 0 where not found.
+    """
+    if len(table_keys) == 0:
         return np.zeros(len(keys), dtype=np.int64), np.zeros(len(keys), dtype=bool)
+    order = np.argsort(table_keys, kind="stable")
+    position = np.clip(np.searchsorted(table_keys[order], keys), 0, len(order) - 1)
     index = order[position]
-    return index, table_keys[index] == keys
+    found = table_keys[index] == keys
+    return np.where(found, index, 0), found
 
 
 def assemble_catalog(qn_tables, mgii_tables=(), absorber_tables=()):
@@ -182,7 +185,7 @@ def _join_mgii(targetid, mgii, dtypes):
     if not mgii:
         return {name: np.full(len(targetid), default, dtype=dtypes[name]) for name, default in MGII_DEFAULTS.items()}
     keys = target_id(*(_stack(mgii, name, "i8") for name in ("PLATE", "MJD", "FIBERID")))
-    index, found = _lookup(targetid, keys)
+    index, found = lookup_rows(targetid, keys)
     out = {}
     for name, default in MGII_DEFAULTS.items():
         values = _stack(mgii, name, dtypes[name])[index] if len(keys) else np.zeros(len(targetid), dtypes[name])

@@ -29,7 +29,7 @@ from qsopipe.atomic import atomic_path
 from qsopipe.errors import InputError
 from qsopipe.sdss.catalogs import CLASS_PERSON, read_dr12q, read_spall
 from qsopipe.sdss.fitsfile import open_fits, read_columns
-from qsopipe.stages.catalog import target_id
+from qsopipe.stages.catalog import lookup_rows, target_id
 from qsopipe.stages.catalog_columns import CONFIDENCE_COLUMNS
 
 #: Speed of light, km/s.
@@ -60,9 +60,11 @@ CLASS_NAMES = {0: "UNKNOWN", **{code: name for name, code in CLASS_PERSON.items(
 
 
 def velocity_offset(z, z_true):
-    """dv = c (z - z_true) / (1 + z_true), km/s (arrays, same shape)."""
+    """dv = c (z - z_true) / (1 + z_true), km/s (arrays, same shape); NaN where z_true <= -1."""
     z_true = np.asarray(z_true, dtype=np.float64)
-    return C_KMS * (np.asarray(z, dtype=np.float64) - z_true) / (1.0 + z_true)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dv = C_KMS * (np.asarray(z, dtype=np.float64) - z_true) / (1.0 + z_true)
+    return np.where(1.0 + z_true > 0, dv, np.nan)
 
 
 def nmad(values):
@@ -77,16 +79,6 @@ def _ratio(numerator, denominator):
     return float(numerator) / float(denominator) if denominator else np.nan
 
 
-def _lookup(keys, table_keys):
-    """Row of `table_keys` holding each of `keys` (first if repeated): (index, found)."""
-    if len(table_keys) == 0:
-        return np.zeros(len(keys), dtype=np.int64), np.zeros(len(keys), dtype=bool)
-    order = np.argsort(table_keys, kind="stable")
-    position = np.clip(np.searchsorted(table_keys[order], keys), 0, len(order) - 1)
-    index = order[position]
-    return index, table_keys[index] == keys
-
-
 def match_catalog(catalog, truth):
     """Pair catalog rows with truth rows: (PLATE, MJD, FIBERID), then THING_ID > 0.
 
@@ -96,9 +88,9 @@ def match_catalog(catalog, truth):
     """
     cat_key = target_id(catalog["PLATE"], catalog["MJD"], catalog["FIBERID"])
     truth_key = target_id(truth["PLATE"], truth["MJD"], truth["FIBERID"])
-    truth_index, found = _lookup(cat_key, truth_key)
+    truth_index, found = lookup_rows(cat_key, truth_key)
     cat_thing = np.asarray(catalog["THING_ID"], dtype=np.int64)
-    by_thing_index, by_thing = _lookup(cat_thing, np.asarray(truth["THING_ID"], dtype=np.int64))
+    by_thing_index, by_thing = lookup_rows(cat_thing, np.asarray(truth["THING_ID"], dtype=np.int64))
     by_thing &= ~found & (cat_thing > 0)
     matched = found | by_thing
     truth_index = np.where(found, truth_index, by_thing_index)
@@ -320,7 +312,7 @@ def mgii_metrics(catalog, truth, cat_index, truth_index, column, catalog_absorbe
     searched = (column["MGII_FLAG"] == 0) & (column["MGII_PROB"] >= 0)
     truth_key = target_id(truth["PLATE"], truth["MJD"], truth["FIBERID"])
     abs_key = target_id(truth_absorbers["PLATE"], truth_absorbers["MJD"], truth_absorbers["FIBERID"])
-    abs_truth_row, found = _lookup(abs_key, truth_key)
+    abs_truth_row, found = lookup_rows(abs_key, truth_key)
     ew = np.asarray(truth_absorbers["EW_2796"], dtype=np.float64)
     strong_rows = np.unique(abs_truth_row[found & (ew >= MGII_EW_MIN)])
     truth_has = np.isin(truth_index, strong_rows)
@@ -333,7 +325,7 @@ def mgii_metrics(catalog, truth, cat_index, truth_index, column, catalog_absorbe
     if catalog_absorbers is None:
         catalog_absorbers = {"TARGETID": np.zeros(0, np.int64), "Z_ABS": np.zeros(0)}
     cat_key = target_id(catalog["PLATE"], catalog["MJD"], catalog["FIBERID"])
-    cat_abs_row, cat_found = _lookup(np.asarray(catalog_absorbers["TARGETID"], dtype=np.int64), cat_key)
+    cat_abs_row, cat_found = lookup_rows(np.asarray(catalog_absorbers["TARGETID"], dtype=np.int64), cat_key)
     cat_items, cat_pair = _expand_to_pairs(cat_abs_row[cat_found], cat_index[pairs])
     cat_z = np.asarray(catalog_absorbers["Z_ABS"], dtype=np.float64)[cat_found][cat_items]
     return {"sightlines": sightlines,
