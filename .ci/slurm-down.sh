@@ -2,10 +2,10 @@
 # Stop the one-node SLURM started by .ci/slurm-up.sh: only the daemons of its
 # scratch dir (other SLURM or munge daemons on the machine are left alone).
 # munged is stopped too when slurm-up.sh started it (it leaves munged.ours),
-# unless QSOPIPE_KEEP_MUNGE=1. Safe to run when nothing is up.
+# unless CI_KEEP_MUNGE=1. Safe to run when nothing is up.
 set -uo pipefail
 
-SCRATCH=${QSOPIPE_SLURM_DIR:-/tmp/qsopipe-slurm}
+SCRATCH=${CI_SLURM_DIR:-/tmp/qsopipe-slurm}
 
 stop_pid() {
     local pid=$1 i
@@ -30,7 +30,7 @@ stop_daemon() {
 
 stop_daemon slurmd
 stop_daemon slurmctld
-if [ "${QSOPIPE_KEEP_MUNGE:-0}" != 1 ] && [ -f "$SCRATCH/munged.ours" ]; then
+if [ "${CI_KEEP_MUNGE:-0}" != 1 ] && [ -f "$SCRATCH/munged.ours" ]; then
     stop_pid "$(cat /run/munge/munged.pid)"
     rm -f "$SCRATCH/munged.ours"
 fi

@@ -3,13 +3,13 @@
 # `slurm`-marked tests. Runs as root on Debian bookworm without systemd, so
 # every daemon is started by hand. Idempotent: a healthy cluster started from
 # the same scratch dir is reused; a broken one is stopped and started afresh.
-# Config, state, spool, pid and log files all live under $QSOPIPE_SLURM_DIR.
+# Config, state, spool, pid and log files all live under $CI_SLURM_DIR.
 # The last line printed is `export SLURM_CONF=...` for the caller to eval.
 set -euo pipefail
 
-SCRATCH=${QSOPIPE_SLURM_DIR:-/tmp/qsopipe-slurm}
+SCRATCH=${CI_SLURM_DIR:-/tmp/qsopipe-slurm}
 CONF=$SCRATCH/slurm.conf
-WAIT_S=${QSOPIPE_SLURM_WAIT:-60}
+WAIT_S=${CI_SLURM_WAIT:-60}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 log() { echo "slurm-up: $*" >&2; }
@@ -117,7 +117,7 @@ healthy() {
 }
 
 start_daemons() {
-    QSOPIPE_KEEP_MUNGE=1 "$HERE/slurm-down.sh" >/dev/null 2>&1 || true
+    CI_KEEP_MUNGE=1 "$HERE/slurm-down.sh" >/dev/null 2>&1 || true
     # Node states survive restarts in StateSaveLocation; start from a clean
     # state so an earlier INVALID or DOWN node does not stick.
     rm -rf "$SCRATCH/state" "$SCRATCH/spool"

@@ -35,8 +35,7 @@ def make_cluster(kind, workers, **opts):
     """A Client-able Dask cluster of `workers` single-core workers.
 
     Options for ``"slurm"`` (all optional): host (the address workers reach
-    the scheduler at; default $QSOPIPE_SCHEDULER_HOST or this machine's
-    outward IP), queue, account, memory (per worker, default "2GB"),
+    the scheduler at; default this machine's outward IP), queue, account, memory (per worker, default "2GB"),
     walltime (default "01:00:00"), log_directory, job_extra_directives,
     scheduler_file (SLURMRunner only). Unknown options go to the cluster class.
     """
@@ -66,8 +65,6 @@ def in_srun_step(environ=os.environ):
 def scheduler_host(host=None):
     if host:
         return host
-    if os.environ.get("QSOPIPE_SCHEDULER_HOST"):
-        return os.environ["QSOPIPE_SCHEDULER_HOST"]
     from distributed.utils import get_ip
 
     # The interface used to reach other machines: worker jobs on other nodes

@@ -2,7 +2,8 @@
 
 CI brings SLURM up with .ci/slurm-up.sh; elsewhere this module is skipped
 unless `sbatch` is on PATH and `sinfo` answers. Jobs run with
-QSOPIPE_PYTHON set to this interpreter, so they use the qsopipe under test.
+QSOPIPE_PYTHON set to this interpreter, so they use the qsopipe under test
+(the scripts unset it before running qsopipe).
 Every test shares one small simulation (2 plates x 40 fibers).
 """
 
@@ -41,10 +42,15 @@ def job_env():
     return dict(os.environ, QSOPIPE_PYTHON=sys.executable, TF_CPP_MIN_LOG_LEVEL="2")
 
 
+def qsopipe_env():
+    # Not QSOPIPE_PYTHON: qsopipe reads every QSOPIPE_* variable as configuration.
+    return {k: v for k, v in job_env().items() if k != "QSOPIPE_PYTHON"}
+
+
 def qsopipe(*args, cwd=None):
     """Run `qsopipe ARGS` in this interpreter; fail with its output on error."""
     result = subprocess.run([sys.executable, "-m", "qsopipe", *map(str, args)], cwd=cwd,
-                            env=job_env(), capture_output=True, text=True, timeout=JOB_TIMEOUT)
+                            env=qsopipe_env(), capture_output=True, text=True, timeout=JOB_TIMEOUT)
     assert result.returncode == 0, f"qsopipe {args} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -137,7 +143,7 @@ def test_slurm_runner_inside_one_allocation(work):
     result = subprocess.run(
         ["sbatch", "--wait", "-n", "3", "-O", "--mem=3G", f"--output={log}",
          f"--wrap=srun {sys.executable} {script}"],
-        cwd=work, env=job_env(), capture_output=True, text=True, timeout=JOB_TIMEOUT)
+        cwd=work, env=qsopipe_env(), capture_output=True, text=True, timeout=JOB_TIMEOUT)
     text = log.read_text() if log.exists() else result.stderr
     assert result.returncode == 0, text
     assert "worker task 2" in text, text
