@@ -69,22 +69,22 @@ def apply_troughs(flux, loglam, z_qso, troughs):
     """Multiply BAL troughs into quasar spectra in place.
 
     flux : (n, npix) spectra of the n BAL quasars; loglam : (npix,); z_qso : (n,).
+    The trough transmission is tabulated on BI_VELOCITY and looked up per pixel.
     """
     wave = 10.0 ** loglam
+    step = BI_VELOCITY[1] - BI_VELOCITY[0]
     for rest, scale, needs_lobal in BAL_IONS:
-        line_obs = rest * (1.0 + z_qso)
-        velocity = C_KMS * (1.0 - (wave[None, :] / line_obs[:, None]) ** 2) / (1.0 + (wave[None, :] / line_obs[:, None]) ** 2)
         rows = np.flatnonzero(troughs["lobal"]) if needs_lobal else np.arange(z_qso.size)
         if rows.size == 0:
             continue
         sub = {key: value[rows] for key, value in troughs.items()}
         sub["depth"] = np.clip(sub["depth"] * scale, 0.0, 0.98)
-        window = (velocity[rows] > 0.0) & (velocity[rows] < 30000.0)
-        cols = np.flatnonzero(window.any(axis=0))
-        if cols.size == 0:
-            continue
-        transmission = _transmission_rows(velocity[rows][:, cols], sub)
-        flux[rows[:, None], cols[None, :]] *= np.where(window[:, cols], transmission, 1.0).astype(flux.dtype)
+        table = np.concatenate([trough_transmission(BI_VELOCITY, sub), np.ones((rows.size, 1))], axis=1).astype(np.float32)
+        ratio = (wave[None, :] / (rest * (1.0 + z_qso[rows]))[:, None]) ** 2
+        velocity = C_KMS * (1.0 - ratio) / (1.0 + ratio)
+        index = np.rint(velocity / step).astype(np.int64)
+        index = np.where((index < 0) | (index >= BI_VELOCITY.size), BI_VELOCITY.size, index)
+        flux[rows] *= np.take_along_axis(table, index, axis=1)
     return flux
 
 

@@ -36,7 +36,7 @@ def galaxy_template(population):
     else:
         continuum = planck_lambda(wave, 9000.0) * (1.0 - 0.15 / (1.0 + np.exp((wave - 3700.0) / 40.0)))
         lines = ((4102.89, 6.0), (4341.68, 6.0), (4862.68, 6.0), (3970.07, 6.0), (3890.16, 4.0), (3934.78, 2.0))
-    continuum = continuum * absorption_template(lines, sigma_A=4.0)
+    continuum = continuum * absorption_template(lines, sigma_A=8.0)
     return continuum / np.interp(5500.0, wave, continuum)
 
 

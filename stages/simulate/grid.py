@@ -38,6 +38,14 @@ def rest_frame(template, loglam, z):
     the nearest end value. The nearest-pixel error is <= 0.5e-4 dex (35 km/s),
     negligible for the broad components this is used for.
     """
-    offset = (loglam[None, :] - np.log10(1.0 + np.asarray(z, np.float64))[:, None] - REST_LOGLAM_MIN)
+    template = np.asarray(template, np.float32)
+    log1pz = np.log10(1.0 + np.atleast_1d(np.asarray(z, np.float64)))
+    step = (loglam[-1] - loglam[0]) / max(loglam.size - 1, 1)
+    if loglam.size > 1 and abs(step - NATIVE_DLOGLAM) < 1e-9:
+        padded = np.concatenate([np.full(loglam.size, template[0]), template, np.full(loglam.size, template[-1])])
+        start = np.rint((loglam[0] - log1pz - REST_LOGLAM_MIN) / NATIVE_DLOGLAM).astype(np.int64) + loglam.size
+        start = np.clip(start, 0, padded.size - loglam.size)
+        return np.lib.stride_tricks.sliding_window_view(padded, loglam.size)[start]
+    offset = loglam[None, :] - log1pz[:, None] - REST_LOGLAM_MIN
     index = np.clip(np.rint(offset / NATIVE_DLOGLAM).astype(np.int32), 0, REST_NPIX - 1)
-    return np.asarray(template, np.float32)[index]
+    return template[index]

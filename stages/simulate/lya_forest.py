@@ -10,6 +10,8 @@ Lyman-limit system.
 
 import numpy as np
 
+from qsopipe.stages.simulate.deviates import standard_normal
+
 LYA_A = 1215.67
 LYB_A = 1025.72
 LYMAN_LIMIT_A = 911.75
@@ -46,7 +48,7 @@ def tau0_for(tau_effective):
 
 def smoothed_field(n, npix, rng):
     """Unit-variance Gaussian field, boxcar-correlated over SMOOTH_PIX pixels; (n, npix) float32."""
-    white = rng.standard_normal((n, npix + SMOOTH_PIX), dtype=np.float32)
+    white = standard_normal(rng, (n, npix + SMOOTH_PIX))
     cumulative = np.cumsum(white, axis=1, dtype=np.float32)
     return (cumulative[:, SMOOTH_PIX:] - cumulative[:, :-SMOOTH_PIX]) / np.float32(np.sqrt(SMOOTH_PIX))
 
@@ -65,21 +67,28 @@ def forest_transmission(loglam, z_qso, rng):
     wave = (10.0**loglam).astype(np.float32)
     blue_edge = LYA_A * (1.0 + z_qso)
     active = np.flatnonzero(blue_edge > wave[0])
-    if active.size == 0:
-        return transmission, lls_z
-    field = smoothed_field(active.size, npix, rng)
+    active = active[np.argsort(z_qso[active], kind="stable")]
+    for chunk in np.array_split(active, min(4, active.size)) if active.size else []:
+        ncol = min(int(np.searchsorted(wave, blue_edge[chunk].max())) + 1, npix)
+        transmission[chunk, :ncol], lls_z[chunk] = _chunk_transmission(wave[:ncol], z_qso[chunk], blue_edge[chunk], rng)
+    return transmission, lls_z
+
+
+def _chunk_transmission(wave, z_qso, blue_edge, rng):
+    """Transmission (n, ncol) and LLS redshifts (n,) of sightlines that all end within wave (ncol,)."""
+    npix = wave.size
+    field = smoothed_field(z_qso.size, npix, rng)
     z_lya = wave[None, :] / np.float32(LYA_A) - 1.0
-    in_lya = wave[None, :] < blue_edge[active, None]
+    in_lya = wave[None, :] < blue_edge[:, None]
     tau = np.where(in_lya, tau0_for(tau_eff(np.maximum(z_lya, 0.0))).astype(np.float32) * np.exp(SIGMA_G * field - 0.5 * SIGMA_G**2), 0.0)
     z_lyb = wave[None, :] / np.float32(LYB_A) - 1.0
-    in_lyb = wave[None, :] < (LYB_A * (1.0 + z_qso[active]))[:, None]
+    in_lyb = wave[None, :] < (LYB_A * (1.0 + z_qso))[:, None]
     shifted = np.roll(field, npix // 3, axis=1)
     tau += np.where(in_lyb, LYB_TO_LYA_TAU * tau0_for(tau_eff(z_lyb)).astype(np.float32) * np.exp(SIGMA_G * shifted - 0.5 * SIGMA_G**2), 0.0)
-    tau += _lyman_continuum_tau(wave, z_qso[active])
-    lls_tau, lls_z[active] = _lyman_limit_systems(wave, z_qso[active], rng)
+    tau += _lyman_continuum_tau(wave, z_qso)
+    lls_tau, lls_z = _lyman_limit_systems(wave, z_qso, rng)
     tau += lls_tau
-    transmission[active] = np.exp(-tau)
-    return transmission, lls_z
+    return np.exp(-tau), lls_z
 
 
 def _lyman_continuum_tau(wave, z_qso):

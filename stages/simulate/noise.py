@@ -13,6 +13,8 @@ from importlib.resources import files
 
 import numpy as np
 
+from qsopipe.stages.simulate.deviates import standard_normal
+
 #: SDSS SPPIXMASK bits used here.
 NOPLUG, COMBINEREJ, NODATA, BRIGHTSKY, PARTIALREJECT = 0, 25, 24, 23, 19
 #: Object photon-noise coefficient (per unit 1e-17 erg/s/cm^2/A), fitted on bright real spectra.
@@ -21,6 +23,8 @@ KAPPA = 0.4
 SKY_RESIDUAL = 0.015
 #: Flux-calibration distortion: rms of the Legendre coefficients of orders 1-3.
 CALIBRATION_RMS = 0.04
+#: Pixels where a mask bit is set in fewer real spectra than this are never flagged.
+MIN_MASK_FRACTION = 0.02
 
 
 @lru_cache(maxsize=1)
@@ -42,19 +46,23 @@ def reference_on(loglam):
     }
 
 
+@lru_cache(maxsize=4)
+def _legendre_basis(npix):
+    x = np.linspace(-1.0, 1.0, npix)
+    return np.stack([np.ones(npix)] + [np.polynomial.legendre.legval(x, np.eye(4)[k]) for k in (1, 2, 3)]).astype(np.float32)
+
+
 def calibration_distortion(loglam, n, rng):
     """Smooth multiplicative flux-calibration error (n, npix) float32: 1 + Legendre orders 1-3."""
-    x = np.linspace(-1.0, 1.0, loglam.size)
-    basis = np.stack([np.polynomial.legendre.legval(x, np.eye(4)[k]) for k in (1, 2, 3)])
-    coeff = rng.normal(0.0, CALIBRATION_RMS, (n, 3))
-    return (1.0 + coeff @ basis).astype(np.float32)
+    coeff = np.concatenate([np.ones((n, 1)), rng.normal(0.0, CALIBRATION_RMS, (n, 3))], axis=1).astype(np.float32)
+    return coeff @ _legendre_basis(loglam.size)
 
 
 def observe(loglam, flux_true, rng, depth=None, dead=None, calibrate=True):
     """Add BOSS-like noise, sky residuals and masks to noiseless spectra.
 
     loglam : (npix,); flux_true : (n, npix) in 1e-17 erg/s/cm^2/A.
-    depth : (n,) noise multiplier t_f (default lognormal, 0.12 dex per fiber);
+    depth : (n,) noise multiplier t_f (default lognormal, 0.05 dex per fiber);
     dead : (n,) bool, fibers returned with flux 0, ivar 0, and_mask NOPLUG|NODATA.
     Returns dict of (n, npix) arrays: 'flux', 'ivar' (float32), 'and_mask',
     'or_mask' (int32), 'sky', 'wavedisp' (float32).
@@ -63,16 +71,27 @@ def observe(loglam, flux_true, rng, depth=None, dead=None, calibrate=True):
     ref = reference_on(loglam)
     depth = 10 ** rng.normal(0.0, 0.05, n) if depth is None else np.asarray(depth)
     signal = flux_true * calibration_distortion(loglam, n, rng) if calibrate else flux_true.astype(np.float32)
-    sigma_sky = depth.astype(np.float32)[:, None] * ref["sigma"][None, :]
-    sigma = sigma_sky * np.sqrt(1.0 + np.float32(KAPPA) * np.maximum(signal, 0.0))
-    residual = rng.normal(0.0, SKY_RESIDUAL, n).astype(np.float32)[:, None] * ref["sky_lines"][None, :]
-    flux = signal + residual + sigma * rng.standard_normal((n, npix), dtype=np.float32)
-    ivar = 1.0 / (sigma * sigma)
+    variance = np.maximum(signal, 0.0)
+    variance *= np.float32(KAPPA)
+    variance += 1.0
+    variance *= (depth.astype(np.float32)[:, None] * ref["sigma"][None, :]) ** 2
+    sigma = np.sqrt(variance)
+    flux = standard_normal(rng, (n, npix))
+    flux *= sigma
+    flux += signal
+    residual = rng.normal(0.0, SKY_RESIDUAL, n).astype(np.float32)[:, None]
+    for start, stop in _runs(ref["sky_lines"] > 0.05):
+        flux[:, start:stop] += residual * ref["sky_lines"][None, start:stop]
+    ivar = np.reciprocal(variance)
     and_mask = _and_mask(ref, n, npix, rng)
-    rejected = (and_mask >> COMBINEREJ) & 1 == 1
-    nodata = (and_mask >> NODATA) & 1 == 1
-    ivar[rejected | nodata] = 0.0
-    flux[nodata] = 0.0
+    rows, cols = _sprinkle(and_mask, COMBINEREJ, 2.0, rng)
+    ivar[rows, cols] = 0.0
+    first = rng.integers(0, 12, n)
+    last = npix - rng.integers(8, 70, n)
+    for row in range(n):
+        for edge in (slice(0, first[row]), slice(last[row], npix)):
+            flux[row, edge], ivar[row, edge] = 0.0, 0.0
+            and_mask[row, edge] |= np.int32(1 << NODATA)
     if dead is not None and np.any(dead):
         flux[dead], ivar[dead] = 0.0, 0.0
         and_mask[dead] = (1 << NOPLUG) | (1 << NODATA)
@@ -81,28 +100,31 @@ def observe(loglam, flux_true, rng, depth=None, dead=None, calibrate=True):
     sky_scale = (depth / 0.9).astype(np.float32)[:, None]
     wave = 10.0 ** loglam
     wavedisp = (1.0 + 0.25 * ((wave - 6500.0) / 3500.0) ** 2).astype(np.float32)
-    return {"flux": flux, "ivar": ivar.astype(np.float32), "and_mask": and_mask, "or_mask": or_mask,
-            "sky": sky_scale * ref["sky"][None, :], "wavedisp": np.broadcast_to(wavedisp, (n, npix)).copy()}
+    return {"flux": flux, "ivar": ivar, "and_mask": and_mask, "or_mask": or_mask,
+            "sky": sky_scale * ref["sky"][None, :], "wavedisp": np.broadcast_to(wavedisp, (n, npix))}
 
 
 def _and_mask(ref, n, npix, rng):
-    """and_mask bits: real per-pixel frequencies, COMBINEREJ pixels, NODATA outside each fiber's coverage."""
+    """and_mask bits drawn with the per-pixel frequencies of real spectra (where above MIN_MASK_FRACTION)."""
     and_mask = np.zeros((n, npix), np.int32)
     for bit, fraction in zip(ref["mask_bits"], ref["mask_fraction"]):
         threshold = rng.random(n).astype(np.float32)[:, None]
-        and_mask |= np.where(fraction[None, :] > threshold, np.int32(1 << int(bit)), np.int32(0))
-    _sprinkle(and_mask, COMBINEREJ, 2.0, rng)
-    first = rng.integers(0, 12, n)
-    last = npix - rng.integers(8, 70, n)
-    pixel = np.arange(npix)
-    outside = (pixel[None, :] < first[:, None]) | (pixel[None, :] >= last[:, None])
-    and_mask[outside] |= np.int32(1 << NODATA)
+        for start, stop in _runs(fraction > MIN_MASK_FRACTION):
+            and_mask[:, start:stop] |= (fraction[None, start:stop] > threshold).astype(np.int32) << np.int32(bit)
     return and_mask
 
 
+def _runs(flags):
+    """(start, stop) of each run of True in a 1-d boolean array."""
+    edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
+    return zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1))
+
+
 def _sprinkle(mask, bit, mean_count, rng):
-    """Set `bit` on a Poisson(mean_count) number of random pixels per row, in place."""
+    """Set `bit` on a Poisson(mean_count) number of random pixels per row, in place; returns (rows, cols)."""
     n, npix = mask.shape
     count = rng.poisson(mean_count, n)
     rows = np.repeat(np.arange(n), count)
-    mask[rows, rng.integers(0, npix, rows.size)] |= np.int32(1 << bit)
+    cols = rng.integers(0, npix, rows.size)
+    mask[rows, cols] |= np.int32(1 << bit)
+    return rows, cols

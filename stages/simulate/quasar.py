@@ -14,7 +14,7 @@ from qsopipe.stages.simulate.extinction import smc_k
 from qsopipe.stages.simulate.galaxies import galaxy_template
 from qsopipe.stages.simulate.grid import rest_frame, rest_loglam
 from qsopipe.stages.simulate.profiles import C_KMS, LN10, add_emission_lines, velocity_sigma_loglam
-from qsopipe.stages.simulate.quasar_lines import REST_A, draw_line_parameters
+from qsopipe.stages.simulate.quasar_lines import FEII_BLENDS, REST_A, draw_line_parameters
 
 #: Continuum break (A, rest): bluer, slope alpha_nu ~ N(-0.45, 0.35); redder, flatter in f_nu.
 BREAK_A = 4660.0
@@ -34,11 +34,23 @@ def draw_quasar_redshifts(n, rng):
 
 
 @lru_cache(maxsize=1)
+def _feii_template():
+    """Rest-frame FeII pseudo-continuum relative to the power law, on rest_loglam()."""
+    wave = 10.0 ** rest_loglam()
+    template = np.zeros_like(wave)
+    for rest, ew, fwhm in FEII_BLENDS:
+        sigma = rest * fwhm / 2.3548 / C_KMS
+        template += ew / (np.sqrt(2.0 * np.pi) * sigma) * np.exp(-0.5 * ((wave - rest) / sigma) ** 2)
+    return template
+
+
+@lru_cache(maxsize=1)
 def _continuum_bumps():
     """Rest-frame Balmer continuum (< 3646 A) relative to the power law, on rest_loglam()."""
     wave = 10.0 ** rest_loglam()
-    balmer = np.where(wave < 3646.0, (wave / 3646.0) ** 3 * np.exp(-3.0 * (1.0 - wave / 3646.0)), 0.0)
-    return 0.25 * balmer * (wave > 1800.0)
+    balmer = (np.minimum(wave, 3646.0) / 3646.0) ** 3 * np.exp(-3.0 * (1.0 - np.minimum(wave, 3646.0) / 3646.0))
+    edge = 1.0 / (1.0 + np.exp((wave - 3700.0) / 60.0))
+    return 0.2 * balmer * edge * (wave > 1800.0)
 
 
 @lru_cache(maxsize=1)
@@ -50,7 +62,7 @@ def draw_quasar_parameters(z, rng):
     """Per-quasar physical parameters for redshifts z (n,).
 
     Returns dict: 'alpha_nu' (n,) UV slope; 'alpha_nu_red' (n,) slope red of BREAK_A;
-    'ebv' (n,) SMC E(B-V), mag; 'host_fraction' (n,) host share of the flux at
+    'ebv' (n,) SMC E(B-V), mag; 'feii_scale' (n,) FeII strength factor; 'host_fraction' (n,) host share of the flux at
     5100 A rest; 'lines' (dict of (n, nline) arrays, see draw_line_parameters).
     """
     n = z.size
@@ -59,6 +71,7 @@ def draw_quasar_parameters(z, rng):
         "alpha_nu_red": rng.normal(-1.4, 0.3, n),
         "ebv": np.where(rng.random(n) < 0.1, rng.exponential(0.08, n), rng.exponential(0.015, n)),
         "host_fraction": np.clip(0.5 * np.exp(-z / 0.35) * rng.lognormal(0.0, 0.4, n), 0.0, 0.8),
+        "feii_scale": rng.lognormal(0.0, 0.25, n),
         "lines": draw_line_parameters(n, rng),
     }
 
@@ -73,7 +86,8 @@ def unabsorbed_spectra(loglam, z, params):
     offset_red = slope_blue * (xb - xn)
     exponent = np.where(x < xb, slope_blue * (x - xn), offset_red + slope_red * (x - xb))
     flux = np.exp(np.float32(LN10) * exponent)
-    flux *= 1.0 + rest_frame(_continuum_bumps(), loglam, z)
+    feii = params["feii_scale"].astype(np.float32)[:, None]
+    flux *= 1.0 + rest_frame(_continuum_bumps(), loglam, z) + feii * rest_frame(_feii_template(), loglam, z)
     _add_lines(flux, loglam, z, params)
     host = params["host_fraction"]
     with_host = np.flatnonzero(host > 0.01)

@@ -3,8 +3,8 @@
 Strengths are rest-frame equivalent widths against the power-law continuum,
 after Vanden Berk et al. (2001) and Shen et al. (2011), each with a lognormal
 scatter; widths are FWHM in km/s with a lognormal scatter; shifts are
-velocity offsets (negative = blueshift) with a Gaussian scatter. The broad
-"lines" at 2300-3000 A and 4500-5400 A stand for the FeII pseudo-continuum.
+velocity offsets (negative = blueshift) with a Gaussian scatter. The FeII
+pseudo-continuum is a separate multiplicative template (FEII_BLENDS).
 """
 
 import numpy as np
@@ -25,20 +25,15 @@ QUASAR_LINES = (
     ("ALIII", 1857.4, 1.5, 0.25, 4000.0, 0.12, 0.0, 300.0),
     ("SIIII", 1892.0, 1.5, 0.25, 4000.0, 0.12, 0.0, 300.0),
     ("CIII", 1908.73, 20.0, 0.20, 6000.0, 0.12, -200.0, 400.0),
-    ("FEII_UV1", 2400.0, 18.0, 0.20, 30000.0, 0.05, 0.0, 0.0),
-    ("FEII_UV2", 2620.0, 14.0, 0.20, 20000.0, 0.05, 0.0, 0.0),
     ("MGII", 2798.75, 38.0, 0.20, 4500.0, 0.12, 0.0, 200.0),
-    ("FEII_UV3", 3000.0, 10.0, 0.20, 20000.0, 0.05, 0.0, 0.0),
     ("NEV", 3426.84, 1.2, 0.25, 1000.0, 0.10, 0.0, 100.0),
     ("OII", 3728.48, 1.8, 0.30, 600.0, 0.10, 0.0, 50.0),
     ("NEIII", 3869.85, 1.5, 0.25, 800.0, 0.10, 0.0, 50.0),
     ("HDELTA", 4102.89, 6.0, 0.20, 4000.0, 0.12, 0.0, 200.0),
     ("HGAMMA", 4341.68, 14.0, 0.20, 4000.0, 0.12, 0.0, 200.0),
-    ("FEII_OPT1", 4570.0, 25.0, 0.25, 9000.0, 0.05, 0.0, 0.0),
     ("HBETA", 4862.68, 55.0, 0.20, 4500.0, 0.12, 0.0, 200.0),
     ("OIII_4959", 4960.30, 6.0, 0.30, 500.0, 0.10, 0.0, 50.0),
     ("OIII_5007", 5008.24, 18.0, 0.30, 500.0, 0.10, 0.0, 50.0),
-    ("FEII_OPT2", 5250.0, 25.0, 0.25, 9000.0, 0.05, 0.0, 0.0),
     ("HEI", 5877.3, 6.0, 0.20, 4000.0, 0.12, 0.0, 200.0),
     ("HALPHA", 6564.61, 260.0, 0.18, 3500.0, 0.12, 0.0, 200.0),
     ("NII_6585", 6585.27, 5.0, 0.30, 500.0, 0.10, 0.0, 50.0),
@@ -46,6 +41,10 @@ QUASAR_LINES = (
     ("SII_6733", 6732.67, 2.5, 0.30, 500.0, 0.10, 0.0, 50.0),
     ("PAEPSILON_OI", 8446.0, 8.0, 0.25, 3000.0, 0.10, 0.0, 200.0),
 )
+
+#: FeII blends as broad Gaussians: rest A, rest EW (A), FWHM (km/s).
+FEII_BLENDS = ((2400.0, 18.0, 30000.0), (2620.0, 14.0, 20000.0), (3000.0, 10.0, 20000.0),
+               (4570.0, 25.0, 9000.0), (5250.0, 25.0, 9000.0))
 
 LINE_NAMES = tuple(line[0] for line in QUASAR_LINES)
 _TABLE = np.array([line[1:] for line in QUASAR_LINES], dtype=np.float64)

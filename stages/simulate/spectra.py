@@ -14,7 +14,7 @@ from qsopipe.stages.simulate.photometry import magnitudes, scale_to_magnitude
 #: Object kinds the generator knows, with their DR12Q CLASS_PERSON.
 KINDS = {"QSO": 3, "STAR": 1, "GALAXY": 4, "BLGALAXY": 3, "SKY": 0, "DEAD": 0}
 #: Magnitude ranges (r, AB) and the slope of log N(<r) per magnitude, per kind.
-MAG_RANGES = {"QSO": (18.0, 22.0, 0.3), "STAR": (19.0, 22.0, 0.25), "GALAXY": (18.0, 20.3, 0.2),
+MAG_RANGES = {"QSO": (17.8, 22.0, 0.22), "STAR": (19.0, 22.0, 0.25), "GALAXY": (18.0, 20.3, 0.2),
               "BLGALAXY": (18.0, 20.3, 0.2)}
 
 TRUTH_DTYPE = [("KIND", "U8"), ("SUBTYPE", "U8"), ("CLASS_PERSON", "i2"), ("Z_VI", "f8"),

@@ -60,8 +60,8 @@ def star_spectra(loglam, kind, temperature, rng):
     n = kind.size
     z = rng.normal(0.0, 120.0, n) / 299792.458
     wave = (10.0 ** loglam).astype(np.float32)
-    x = np.float32(1.4388e8) / (wave[None, :] * temperature.astype(np.float32)[:, None])
-    flux = ((wave[None, :] / np.float32(5000.0)) ** -5 / np.expm1(np.minimum(x, 80.0))).astype(np.float32)
+    x = (np.float32(1.4388e8) / wave)[None, :] * (1.0 / temperature).astype(np.float32)[:, None]
+    flux = (wave / np.float32(5000.0)) ** -5 / np.expm1(np.minimum(x, np.float32(80.0)))
     flux /= planck_lambda(5000.0, temperature).astype(np.float32)[:, None]
     name = np.array(STAR_TYPE_NAMES)[kind]
     _balmer(flux, loglam, z, name, temperature, rng)
@@ -69,7 +69,7 @@ def star_spectra(loglam, kind, temperature, rng):
     for band, which in (("TIO", name == "M"), ("C2CN", name == "CARBON")):
         rows = np.flatnonzero(which)
         if rows.size:
-            strength = np.clip((4000.0 - temperature[rows]) / 900.0, 0.1, 1.5) if band == "TIO" else rng.uniform(0.5, 1.5, rows.size)
+            strength = np.clip((4000.0 - temperature[rows]) / 1500.0, 0.05, 0.7) if band == "TIO" else rng.uniform(0.3, 0.9, rows.size)
             flux[rows] *= np.exp(-strength.astype(np.float32)[:, None] * rest_frame(_bands(band), loglam, z[rows]))
     return flux, z
 
@@ -78,9 +78,9 @@ def _balmer(flux, loglam, z, name, temperature, rng):
     """Balmer lines and jump: strongest near 9500 K; very broad for white dwarfs."""
     n = z.size
     strength = np.exp(-0.5 * ((temperature - 9500.0) / 2500.0) ** 2)
-    ew_hdelta = np.where(name == "WD", 45.0, 16.0) * strength * rng.lognormal(0.0, 0.2, n)
+    ew_hdelta = np.where(name == "WD", 45.0, np.where(name == "A_BHB", 16.0, 8.0)) * strength * rng.lognormal(0.0, 0.2, n)
     ew_hdelta = np.where(np.isin(name, ("M", "CARBON")), 0.0, ew_hdelta)
-    sigma_A = np.where(name == "WD", rng.uniform(25.0, 45.0, n), np.where(name == "A_BHB", rng.uniform(6.0, 12.0, n), 4.0))
+    sigma_A = np.where(name == "WD", rng.uniform(25.0, 45.0, n), np.where(name == "A_BHB", rng.uniform(6.0, 12.0, n), 7.0))
     rows = np.flatnonzero(ew_hdelta > 0.05)
     for k, rest in enumerate(BALMER_A):
         scale = (1.3, 1.15, 1.05, 1.0, 0.9, 0.75, 0.6, 0.5)[k]
@@ -98,4 +98,4 @@ def _metals(flux, loglam, z, temperature, name, rng):
     rows = np.flatnonzero(strength > 0.02)
     for rest, ew in METAL_LINES:
         centre = rest * (1.0 + z[rows])
-        absorb_lines(flux, loglam, rows, centre, ew * strength[rows], np.full(rows.size, 2.0) / centre / LN10)
+        absorb_lines(flux, loglam, rows, centre, ew * strength[rows], np.full(rows.size, 3.5) / centre / LN10)
