@@ -1,0 +1,168 @@
+"""Acceptance figures of a trained MgII CNN on a held-out simulator run.
+
+Usage: python benchmarks/mgii_holdout.py --sim HOLDOUT_DIR --model MODEL.keras --out DIR [--threshold 0.5]
+
+On the searchable quasar sightlines of the run (labels as in training:
+positive = a strong absorber, rest EW_2796 >= 0.3 A and >= 3 sigma, in the
+search window) it reports, in DIR/mgii_holdout.json:
+
+- accuracy, completeness and purity of IS_MGII_ABS on the run's own sightlines,
+  and accuracy on a balanced sample drawn as in training (injected doublets
+  and confusers, fixed seed);
+- the fraction of strong truth absorbers on CNN-positive sightlines that a
+  fitted absorber localises within |dz| < 0.005 (and the same over all
+  strong absorbers, CNN included);
+- the median fitted/true EW_2796 (and EW_2803) for localised absorbers with
+  EW_2796 >= 0.5 A;
+- completeness against EW_2796 (sightline flagged, and flagged + localised),
+  plotted in DIR/mgii_completeness.png.
+
+Acceptance: accuracy >= 0.95, localised >= 0.90, EW median ratio within 5%.
+"""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from qsopipe.models.train_mgii import draw_epoch, read_sim_sightlines, sightline_labels, strong_absorbers  # noqa: E402
+from qsopipe.stages.mgii import DEFAULT_THRESHOLD, measure_absorbers, prepare_input  # noqa: E402
+
+#: |z_fit - z_true| below which a truth absorber counts as localised.
+LOCALISATION_DZ = 0.005
+#: EW_2796 bin edges of the completeness curve, rest A.
+EW_BINS = (0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 6.0)
+#: EW_2796 from which the EW bias is measured, rest A.
+EW_BIAS_MIN = 0.5
+
+
+def match_absorbers(rows, z_true, found):
+    """Nearest fitted absorber of each truth absorber on its sightline.
+
+    rows, z_true : (m,) sightline and redshift of the truth absorbers;
+    found : dict sightline -> structured array of fits.
+    Returns (dz float64 (m,), inf where none; index into that sightline's fits, -1 where none).
+    """
+    dz = np.full(len(rows), np.inf)
+    index = np.full(len(rows), -1)
+    for k, (row, z) in enumerate(zip(rows, z_true)):
+        fits = found.get(int(row))
+        if fits is not None and len(fits):
+            nearest = int(np.argmin(np.abs(fits["Z_ABS"] - z)))
+            dz[k], index[k] = abs(fits["Z_ABS"][nearest] - z), nearest
+    return dz, index
+
+
+def evaluate(sightlines, predictor, threshold=DEFAULT_THRESHOLD, seed=1234):
+    """The acceptance metrics (dict) and the per-absorber arrays for the completeness plot."""
+    label, clean = sightline_labels(sightlines)
+    x, _ = prepare_input(sightlines.flux, sightlines.ivar, sightlines.z_qso)
+    probability = predictor(x)
+    flagged = probability > threshold
+    x_balanced, y_balanced = draw_epoch(sightlines, label, clean, min(2 * len(sightlines), 20000),
+                                        np.random.default_rng(seed))
+    balanced_flagged = predictor(x_balanced) > threshold
+
+    positive_rows = np.flatnonzero(flagged)
+    fits = measure_absorbers(sightlines.flux[positive_rows], sightlines.ivar[positive_rows],
+                             sightlines.z_qso[positive_rows])
+    found = dict(zip(positive_rows.tolist(), fits))
+    strong = strong_absorbers(sightlines)
+    truth = {key: value[strong] for key, value in sightlines.absorbers.items()}
+    dz, index = match_absorbers(truth["row"], truth["z_abs"], found)
+    localised = dz < LOCALISATION_DZ
+    on_flagged = flagged[truth["row"]]
+    ew_fit = np.array([found[int(row)]["EW_2796"][i] if i >= 0 else np.nan for row, i in zip(truth["row"], index)])
+    ew3_fit = np.array([found[int(row)]["EW_2803"][i] if i >= 0 else np.nan for row, i in zip(truth["row"], index)])
+    measured = localised & (truth["ew_2796"] >= EW_BIAS_MIN)
+
+    def fraction(mask, of):
+        return float(mask[of].mean()) if of.any() else float("nan")
+
+    n_fits = sum(len(f) for f in fits)
+    matched_fits = len({(int(r), int(i)) for r, i, ok in zip(truth["row"], index, localised) if ok})
+    metrics = {
+        "threshold": threshold,
+        "sightlines": len(sightlines), "positives": int(label.sum()), "flagged": int(flagged.sum()),
+        "accuracy": float(np.mean(flagged == (label == 1))),
+        "completeness": fraction(flagged, label == 1),
+        "purity": fraction(label == 1, flagged),
+        "balanced_sample_size": int(len(y_balanced)),
+        "balanced_accuracy_injected": float(np.mean(balanced_flagged == (y_balanced == 1))),
+        "strong_absorbers": int(strong.sum()),
+        "localised_on_flagged": fraction(localised, on_flagged),
+        "localised_all": float(localised.mean()) if localised.size else float("nan"),
+        "localisation_dz": LOCALISATION_DZ,
+        "fitted_absorbers": n_fits,
+        "fitted_matching_truth": matched_fits,
+        "ew_2796_median_ratio": float(np.median(ew_fit[measured] / truth["ew_2796"][measured]))
+        if measured.any() else float("nan"),
+        "ew_2803_median_ratio": float(np.median(ew3_fit[measured] / truth["ew_2803"][measured]))
+        if measured.any() else float("nan"),
+        "ew_bias_min_ew": EW_BIAS_MIN,
+        "ew_bias_count": int(measured.sum()),
+    }
+    edges = np.asarray(EW_BINS)
+    which = np.digitize(truth["ew_2796"], edges) - 1
+    metrics["completeness_vs_ew"] = [
+        {"ew_min": float(edges[b]), "ew_max": float(edges[b + 1]), "count": int(np.sum(which == b)),
+         "flagged": fraction(on_flagged, which == b), "flagged_and_localised": fraction(on_flagged & localised, which == b)}
+        for b in range(len(edges) - 1)]
+    metrics["pass"] = bool(metrics["accuracy"] >= 0.95 and metrics["localised_on_flagged"] >= 0.90
+                           and abs(metrics["ew_2796_median_ratio"] - 1) <= 0.05)
+    return metrics
+
+
+def json_safe(value):
+    """`value` with every NaN float replaced by None (strict JSON)."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_safe(item) for item in value]
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
+
+
+def plot_completeness(metrics, path):
+    """Completeness against EW_2796 (flagged; flagged and localised), PNG."""
+    from matplotlib.figure import Figure
+
+    rows = metrics["completeness_vs_ew"]
+    centre = [np.sqrt(r["ew_min"] * r["ew_max"]) for r in rows]
+    rows = [{key: np.nan if value is None else value for key, value in r.items()} for r in rows]
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    axes = figure.subplots()
+    axes.plot(centre, [r["flagged"] for r in rows], "o-", label="sightline flagged (MGII_PROB > threshold)")
+    axes.plot(centre, [r["flagged_and_localised"] for r in rows], "s--", label=f"and localised, |dz| < {LOCALISATION_DZ}")
+    axes.set(xscale="log", xlabel="rest EW(2796) [A]", ylabel="completeness", ylim=(0, 1.05),
+             title=f"MgII CNN hold-out: accuracy {metrics['accuracy']:.3f}")
+    axes.legend(loc="lower right")
+    figure.savefig(path, dpi=100)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sim", required=True, help="held-out simulator run (spectra/ and truth.fits)")
+    parser.add_argument("--model", required=True, help="trained MgII CNN, .keras")
+    parser.add_argument("--out", required=True, help="directory for mgii_holdout.json and mgii_completeness.png")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    args = parser.parse_args()
+
+    from qsopipe.models.mgii import load_predictor
+
+    metrics = evaluate(read_sim_sightlines(args.sim), load_predictor(args.model), args.threshold)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics["model"], metrics["sim"] = str(args.model), str(args.sim)
+    (out / "mgii_holdout.json").write_text(json.dumps(json_safe(metrics), indent=1, allow_nan=False))
+    plot_completeness(metrics, out / "mgii_completeness.png")
+    print(json.dumps({key: value for key, value in metrics.items() if key != "completeness_vs_ew"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
