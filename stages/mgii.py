@@ -21,7 +21,7 @@ import click
 import numpy as np
 import pyarrow as pa
 
-from qsopipe.grids import MGII_2796, MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX
+from qsopipe.grids import MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX
 from qsopipe.parquet_io import list_column, with_metadata, write_parquet
 from qsopipe.stages.mgii_fit import ABSORBER_DTYPE, find_absorbers, running_continuum
 
