@@ -70,19 +70,19 @@ def observe(loglam, flux_true, rng, depth=None, dead=None, calibrate=True):
     n, npix = flux_true.shape
     ref = reference_on(loglam)
     depth = 10 ** rng.normal(0.0, 0.05, n) if depth is None else np.asarray(depth)
-    signal = flux_true * calibration_distortion(loglam, n, rng) if calibrate else flux_true.astype(np.float32)
+    signal = calibration_distortion(loglam, n, rng) if calibrate else np.ones((n, npix), np.float32)
+    signal *= flux_true
     variance = np.maximum(signal, 0.0)
     variance *= np.float32(KAPPA)
     variance += 1.0
     variance *= (depth.astype(np.float32)[:, None] * ref["sigma"][None, :]) ** 2
-    sigma = np.sqrt(variance)
     flux = standard_normal(rng, (n, npix))
-    flux *= sigma
+    flux *= np.sqrt(variance)
     flux += signal
     residual = rng.normal(0.0, SKY_RESIDUAL, n).astype(np.float32)[:, None]
     for start, stop in _runs(ref["sky_lines"] > 0.05):
         flux[:, start:stop] += residual * ref["sky_lines"][None, start:stop]
-    ivar = np.reciprocal(variance)
+    ivar = np.reciprocal(variance, out=variance)
     and_mask = _and_mask(ref, n, npix, rng)
     rows, cols = _sprinkle(and_mask, COMBINEREJ, 2.0, rng)
     ivar[rows, cols] = 0.0

@@ -1,7 +1,8 @@
 """Write a SimulatedPlate as spPlate-PPPP-MMMMM.fits (SDSS data model, 7 HDUs).
 
-HDU0 FLUX, HDU1 IVAR, HDU2 ANDMASK, HDU3 ORMASK, HDU4 WAVEDISP (float32/int32
-images, (nfiber, npix)), HDU5 PLUGMAP (binary table), HDU6 SKY. The log-lambda
+HDU0 FLUX (primary, no EXTNAME, as in real files), HDU1 IVAR, HDU2 ANDMASK,
+HDU3 ORMASK, HDU4 WAVEDISP (float32/int32 images, (nfiber, npix)), HDU5 PLUGMAP
+(binary table), HDU6 SKY, extensions named by EXTNAME. The log-lambda
 grid sits in the HDU0 header (COEFF0, COEFF1). Written to a temporary name and
 renamed; no timestamps, so the same plate gives the same bytes.
 """
@@ -45,7 +46,6 @@ def primary_header(sim):
         {"name": "CTYPE1", "value": "LINEAR", "comment": ""},
         {"name": "DC-FLAG", "value": 1, "comment": "Log-linear flag"},
         {"name": "BUNIT", "value": BUNIT, "comment": ""},
-        {"name": "EXTNAME", "value": "FLUX", "comment": ""},
         {"name": "SIMULATE", "value": True, "comment": "Simulated by qsopipe simulate"},
         {"name": "QSOPIPEV", "value": __version__, "comment": "qsopipe version"},
     ]
