@@ -55,13 +55,13 @@ def qsopipe(*args, cwd=None):
     return result
 
 
-def sbatch_wait(script, *args, logdir):
+def sbatch_wait(script, *args, logdir, env=None, cwd=REPO):
     """Submit REPO/slurm/SCRIPT with ARGS, wait for it; return (exit code, its .out text)."""
     log = Path(logdir) / f"{script}-%j.out"
     result = subprocess.run(
         ["sbatch", "--wait", "--parsable", f"--output={log}", str(REPO / "slurm" / script),
          *map(str, args)],
-        cwd=REPO, env=job_env(), capture_output=True, text=True, timeout=JOB_TIMEOUT)
+        cwd=cwd, env=env or job_env(), capture_output=True, text=True, timeout=JOB_TIMEOUT)
     job_id = result.stdout.strip().split(";")[0]
     out = Path(str(log).replace("%j", job_id))
     text = out.read_text() if job_id and out.exists() else ""
@@ -151,10 +151,17 @@ def test_slurm_runner_inside_one_allocation(work):
 
 def test_train_sbatch_reports_its_device(sim, work):
     model = work / "qn.keras"
-    code, log = sbatch_wait("train.sbatch", "quasarnet", "--sim", sim, "--epochs", 1,
-                            "--out", model, logdir=work)
+    venv_qsopipe = REPO / ".venv" / "bin" / "qsopipe"
+    # Under `make test` this interpreter is the repository's .venv: then
+    # submit from elsewhere without QSOPIPE_PYTHON, so the script must find
+    # that .venv from its own path.
+    find_venv = Path(sys.executable).parent == venv_qsopipe.parent
+    code, log = sbatch_wait("train.sbatch", "quasarnet", "--sim", sim, "--epochs", 1, "--out", model,
+                            logdir=work, env=qsopipe_env() if find_venv else None, cwd=work)
     assert code == 0, log
     assert "training on GPU" in log or "no GPU found, training on CPU" in log, log
+    if find_venv:
+        assert f"using {venv_qsopipe}" in log, log
     assert model.is_file(), log
 
 
