@@ -108,9 +108,9 @@ def test_object_mix_is_a_boss_quasar_plate():
     sim = simulate_plate(7100, 57100, 1000, seed=11)
     kind = sim.spectra.truth["KIND"]
     objects = ~np.isin(kind, ("SKY", "DEAD"))
-    share = {k: np.mean(kind[objects] == k) for k in ("QSO", "STAR", "GALAXY", "BLGALAXY")}
+    share = {k: np.mean(kind[objects] == k) for k in ("QSO", "STAR", "STD", "GALAXY", "BLGALAXY")}
     assert 0.52 <= share["QSO"] + share["BLGALAXY"] <= 0.63
-    assert 0.32 <= share["STAR"] <= 0.42
+    assert 0.32 <= share["STAR"] + share["STD"] <= 0.42
     assert 0.02 <= share["GALAXY"] <= 0.09
     assert 0.05 <= np.mean(kind == "SKY") <= 0.08
     dead = kind == "DEAD"

@@ -1,7 +1,8 @@
 """One simulated BOSS quasar-target plate: fiber mix, plug map and spectra.
 
-Mix per plate: SKY_FRACTION sky fibers, DEAD_FRACTION dead fibers, and among
-the other fibers quasars (~57%, including broad-line galaxies), stars (~37%)
+Mix per plate: SKY_FRACTION sky fibers, STD_FRACTION standard stars,
+DEAD_FRACTION dead fibers, and among the other fibers quasars (~57%, including
+broad-line galaxies), stars (~35%, ~37% with the standards)
 and galaxies (~4.5%), shuffled over the fibers. Randomness comes from one
 generator per plate, seeded by (seed, plate), so plates are independent and
 reproducible.
@@ -16,8 +17,10 @@ from qsopipe.stages.simulate.spectra import SimulatedSpectra, simulate_objects
 
 SKY_FRACTION = 0.065
 DEAD_FRACTION = 0.006
+#: Spectrophotometric standard stars per plate, as a fraction of the fibers (20 of 1000 on BOSS).
+STD_FRACTION = 0.02
 #: Shares of the object fibers.
-OBJECT_MIX = (("QSO", 0.565), ("STAR", 0.37), ("GALAXY", 0.055), ("BLGALAXY", 0.01))
+OBJECT_MIX = (("QSO", 0.565), ("STAR", 0.35), ("GALAXY", 0.055), ("BLGALAXY", 0.01))
 #: BOSS_TARGET1 bits of quasar targets (QSO_CORE, QSO_BONUS, QSO_NN, QSO_LIKE, QSO_FIRST_BOSS, QSO_KDE).
 QSO_TARGET_BITS = (10, 11, 14, 17, 18, 19)
 GAL_CMASS_BIT, STD_FSTAR_BIT = 1, 20
@@ -49,11 +52,12 @@ def plate_rng(seed, plate):
 def draw_fiber_kinds(nfiber, rng):
     """Kinds (nfiber,) str: sky and dead fibers plus the object mix, shuffled."""
     n_sky = int(round(SKY_FRACTION * nfiber))
-    n_dead = rng.binomial(nfiber - n_sky, DEAD_FRACTION)
-    n_obj = nfiber - n_sky - n_dead
+    n_std = int(round(STD_FRACTION * nfiber))
+    n_dead = rng.binomial(nfiber - n_sky - n_std, DEAD_FRACTION)
+    n_obj = nfiber - n_sky - n_std - n_dead
     names = [name for name, _ in OBJECT_MIX]
     shares = np.array([share for _, share in OBJECT_MIX])
-    kinds = np.concatenate([np.full(n_sky, "SKY"), np.full(n_dead, "DEAD"),
+    kinds = np.concatenate([np.full(n_sky, "SKY"), np.full(n_std, "STD"), np.full(n_dead, "DEAD"),
                             rng.choice(names, size=n_obj, p=shares / shares.sum())]).astype("U8")
     return rng.permutation(kinds)
 
@@ -83,7 +87,7 @@ def _plugmap(plate, kinds, spectra, rng):
     ra0, dec0 = rng.uniform(0.0, 360.0), np.degrees(np.arcsin(rng.uniform(-0.2, 0.85)))
     plugmap["DEC"] = dec0 + plugmap["YFOCAL"] / MM_PER_DEG
     plugmap["RA"] = (ra0 + plugmap["XFOCAL"] / MM_PER_DEG / np.cos(np.radians(dec0))) % 360.0
-    objtype = _objtypes(kinds, spectra.truth["SUBTYPE"], rng)
+    objtype = _objtypes(kinds, rng)
     plugmap["OBJTYPE"] = objtype
     plugmap["THING_ID"] = np.where(objtype == "SKY", -1, plate * 10000 + fiberid)
     plugmap["MAG"] = np.where(objtype[:, None] == "SKY", 0.0, np.minimum(spectra.truth["MAG"], 30.0))
@@ -97,12 +101,12 @@ def _plugmap(plate, kinds, spectra, rng):
     return plugmap
 
 
-def _objtypes(kinds, subtype, rng):
+def _objtypes(kinds, rng):
     """Plug-map OBJTYPE: what each fiber was targeted as (not what it is)."""
     u = rng.random(kinds.size)
     targeted = np.where(np.isin(kinds, ("SKY",)), "SKY", "QSO").astype("U16")
-    targeted[(kinds == "STAR") & (subtype == "FG") & (u < 0.12)] = "SPECTROPHOTO_STD"
-    targeted[(kinds == "STAR") & (subtype != "FG") & (u < 0.1)] = "STAR"
+    targeted[kinds == "STD"] = "SPECTROPHOTO_STD"
+    targeted[(kinds == "STAR") & (u < 0.1)] = "STAR"
     targeted[(kinds == "GALAXY") & (u < 0.7)] = "GALAXY"
     dead = kinds == "DEAD"
     targeted[dead] = np.where(u[dead] < 0.6, "QSO", "GALAXY")

@@ -12,9 +12,10 @@ from qsopipe.stages.simulate import galaxies, noise, quasar, stars
 from qsopipe.stages.simulate.photometry import magnitudes, scale_to_magnitude
 
 #: Object kinds the generator knows, with their DR12Q CLASS_PERSON.
-KINDS = {"QSO": 3, "STAR": 1, "GALAXY": 4, "BLGALAXY": 3, "SKY": 0, "DEAD": 0}
+#: STD: bright F stars observed as spectrophotometric standards.
+KINDS = {"QSO": 3, "STAR": 1, "STD": 1, "GALAXY": 4, "BLGALAXY": 3, "SKY": 0, "DEAD": 0}
 #: Magnitude ranges (r, AB) and the slope of log N(<r) per magnitude, per kind.
-MAG_RANGES = {"QSO": (17.8, 22.0, 0.22), "STAR": (19.0, 22.0, 0.25), "GALAXY": (18.0, 20.3, 0.2),
+MAG_RANGES = {"QSO": (17.8, 22.0, 0.22), "STAR": (19.0, 22.0, 0.25), "STD": (16.0, 18.5, 0.1), "GALAXY": (18.0, 20.3, 0.2),
               "BLGALAXY": (18.0, 20.3, 0.2)}
 
 TRUTH_DTYPE = [("KIND", "U8"), ("SUBTYPE", "U8"), ("CLASS_PERSON", "i2"), ("Z_VI", "f8"),
@@ -88,9 +89,9 @@ def simulate_objects(loglam, kinds, rng, *, z=None, mag=None, mgii_fraction=None
                                                                   "EW_2803": "ew_2803", "FWHM": "fwhm"})
         metals = _absorber_table(METAL_DTYPE, rows, qtruth["metals"], {"ION": "ion", "WAVE_REST": "rest_A",
                                                                       "Z_ABS": "z_abs", "EW": "ew", "FWHM": "fwhm"})
-    rows = np.flatnonzero(kinds == "STAR")
+    rows = np.flatnonzero(np.isin(kinds, ("STAR", "STD")))
     if rows.size:
-        star_kind, temperature = stars.draw_star_types(rows.size, rng)
+        star_kind, temperature = stars.draw_star_types(rows.size, rng, standard=kinds[rows] == "STD")
         flux[rows], truth["Z_VI"][rows] = stars.star_spectra(loglam, star_kind, temperature, rng)
         truth["SUBTYPE"][rows] = np.array(stars.STAR_TYPE_NAMES)[star_kind]
     rows = np.flatnonzero(np.isin(kinds, ("GALAXY", "BLGALAXY")))

@@ -30,12 +30,20 @@ METAL_LINES = ((3934.78, 12.0), (3969.59, 9.0), (4227.9, 2.0), (4305.0, 5.0), (5
                (8500.4, 2.5), (8544.4, 4.0), (8664.5, 3.5))
 
 
-def draw_star_types(n, rng):
-    """Index into STAR_TYPES per star (n,) int, and temperatures (n,) K."""
+def draw_star_types(n, rng, standard=None):
+    """Index into STAR_TYPES per star (n,) int, and temperatures (n,) K.
+
+    standard : optional (n,) bool; those stars are F-type spectrophotometric
+    standards (type FG, 5800-6800 K).
+    """
     shares = np.array([t[1] for t in STAR_TYPES])
     kind = rng.choice(len(STAR_TYPES), size=n, p=shares / shares.sum())
+    if standard is not None:
+        kind = np.where(standard, STAR_TYPE_NAMES.index("FG"), kind)
     low = np.array([t[2][0] for t in STAR_TYPES])[kind]
     high = np.array([t[2][1] for t in STAR_TYPES])[kind]
+    if standard is not None:
+        low, high = np.where(standard, 5800.0, low), np.where(standard, 6800.0, high)
     log_t = rng.uniform(np.log(low), np.log(high))
     return kind, np.exp(log_t)
 
@@ -75,9 +83,10 @@ def star_spectra(loglam, kind, temperature, rng):
 
 
 def _balmer(flux, loglam, z, name, temperature, rng):
-    """Balmer lines and jump: strongest near 9500 K; very broad for white dwarfs."""
+    """Balmer lines and jump: strongest near 9500 K (13000 K and very broad for DA white dwarfs)."""
     n = z.size
-    strength = np.exp(-0.5 * ((temperature - 9500.0) / 2500.0) ** 2)
+    strength = np.where(name == "WD", np.exp(-0.5 * ((temperature - 13000.0) / 9000.0) ** 2),
+                        np.exp(-0.5 * ((temperature - 9500.0) / 2500.0) ** 2))
     ew_hdelta = np.where(name == "WD", 45.0, np.where(name == "A_BHB", 16.0, 8.0)) * strength * rng.lognormal(0.0, 0.2, n)
     ew_hdelta = np.where(np.isin(name, ("M", "CARBON")), 0.0, ew_hdelta)
     sigma_A = np.where(name == "WD", rng.uniform(25.0, 45.0, n), np.where(name == "A_BHB", rng.uniform(6.0, 12.0, n), 7.0))
