@@ -3,8 +3,6 @@
 `TRAINERS` maps a subcommand name to the "module:attribute" of its click
 command and a one-line help. Importing this module imports neither
 TensorFlow nor any trainer, so `qsopipe train --help` stays instant.
-The MgII CNN's trainer joins as one more entry, e.g.
-"mgii": ("qsopipe.models.train_mgii:command", "Train the MgII absorber CNN.").
 """
 
 import importlib
@@ -15,6 +13,8 @@ import click
 TRAINERS = {
     "quasarnet": ("qsopipe.models.train_quasarnet:command",
                   "Train QuasarNET on simulated or DR12Q-labelled spectra."),
+    "mgii": ("qsopipe.models.train_mgii:command",
+             "Train the MgII absorber CNN on simulated quasar sightlines."),
 }
 
 

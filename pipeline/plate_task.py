@@ -72,7 +72,7 @@ def process_plate(plate_input, outdir, config):
 
 def _run_stages(plate_input, outdir, config):
     from qsopipe.models.store import default_weights, file_sha256, load_model
-    from qsopipe.parquet_io import write_parquet
+    from qsopipe.parquet_io import with_metadata, write_parquet
     from qsopipe.stages import mgii, quasarnet
     from qsopipe.stages.preprocess import preprocess_input
 
@@ -95,10 +95,11 @@ def _run_stages(plate_input, outdir, config):
     if is_up_to_date(absorbers_file, [qn_file, mgii_model]) and mgii_file.exists():
         absorbers = pq.read_table(absorbers_file)
     else:
-        mgii_table, absorbers = mgii.process_plate(
-            shard, qn_table, load_model(str(mgii_model)), model_path=mgii_model,
-            threshold=config["mgii_threshold"], batch_size=config["batch_size"])
-        write_parquet(mgii_table, mgii_file)
+        mgii_table, absorbers = mgii.process_plate(shard, qn_table, load_model(str(mgii_model)),
+                                                   threshold=config["mgii_threshold"])
+        metadata = mgii.results_metadata(mgii_model, config["mgii_threshold"])
+        write_parquet(with_metadata(mgii_table, metadata), mgii_file)
+        absorbers = with_metadata(absorbers, metadata)
         write_parquet(absorbers, absorbers_file)
     return {"nfiber": qn_table.num_rows,
             "nqso": int(np.sum(qn_table.column("IS_QSO_QN").to_numpy())),

@@ -118,17 +118,22 @@ def _regular_blocks(bins):
 
 
 def _reshape_sums(bins, block, weighted_flux, ivar):
+    """Sums over runs of `block` pixels as reshapes of views; the partial edge bins are summed apart."""
     inside = np.flatnonzero((bins >= 0) & (bins < grids.QN_NBINS))
-    first, last = inside[0], inside[-1]
-    lead = block - int(np.count_nonzero(bins[first:last + 1] == bins[first]))
-    nbin = int(bins[last] - bins[first] + 1)
+    first, last = int(inside[0]), int(inside[-1]) + 1
+    lead = int(np.count_nonzero(bins[first:last] == bins[first]))
+    nfull = (last - first - lead) // block
+    body = slice(first + lead, first + lead + nfull * block)
+    tail = slice(body.stop, last)
+    first_bin = int(bins[first])
     nrow = weighted_flux.shape[0]
     out = []
     for values in (weighted_flux, ivar):
-        padded = np.zeros((nrow, nbin * block), np.float64)
-        padded[:, lead:lead + last + 1 - first] = values[:, first:last + 1]
-        sums = np.zeros((nrow, grids.QN_NBINS))
-        sums[:, bins[first]:bins[first] + nbin] = padded.reshape(nrow, nbin, block).sum(axis=2)
+        sums = np.zeros((nrow, grids.QN_NBINS), np.float64)
+        sums[:, first_bin] = values[:, first:first + lead].sum(axis=1)
+        sums[:, first_bin + 1:first_bin + 1 + nfull] = values[:, body].reshape(nrow, nfull, block).sum(axis=2)
+        if tail.stop > tail.start:
+            sums[:, first_bin + 1 + nfull] = values[:, tail].sum(axis=1)
         out.append(sums)
     return out[0], out[1]
 
@@ -163,7 +168,7 @@ def quasarnet_input(loglam, flux, ivar, and_mask):
     flag : int32 (nfiber,) PrepFlag bits
     """
     flux, ivar, flag = clean_pixels(flux, ivar, and_mask, masked_bits=(grids.COMBINEREJ_BIT,))
-    flux_sum, ivar_sum = rebin_sums(loglam, flux.astype(np.float64) * ivar, ivar.astype(np.float64))
+    flux_sum, ivar_sum = rebin_sums(loglam, flux * ivar, ivar)
     filled = ivar_sum > 0
     binned = np.divide(flux_sum, ivar_sum, out=np.zeros_like(flux_sum), where=filled)
     weight = ivar_sum.sum(axis=1)
@@ -182,10 +187,11 @@ def quasarnet_input(loglam, flux, ivar, and_mask):
 def mgii_input(loglam, flux, ivar):
     """Flux and ivar linearly interpolated onto the MgII CNN grid (3841 pixels of 1e-4 dex from 3800 A).
 
-    A shared native grid with 1e-4 dex pixels gives one two-tap blend for all
-    fibers (a slice and a weighted sum); anything else is interpolated per
-    fiber. ivar propagates as 1 / sum(w_k^2 / ivar_k) and is 0 where either
-    tap has none, or off the native grid.
+    A shared native grid of 1e-4 dex pixels is the MgII grid shifted by a
+    fraction of a pixel: one two-tap blend of two slices serves every fiber.
+    Other grids are interpolated per fiber. ivar propagates as
+    1 / sum(w_k^2 / ivar_k) and is 0 where either tap has none, or off the
+    native grid.
 
     Parameters
     ----------
@@ -197,33 +203,49 @@ def mgii_input(loglam, flux, ivar):
     flux, ivar : float32 arrays (nfiber, 3841)
     """
     target = grids.mgii_loglam()
-    nrow = flux.shape[0]
-    if loglam.ndim == 1:
-        position = np.broadcast_to((target - loglam[0]) / (loglam[1] - loglam[0]), (nrow, target.size))
-        if np.allclose(np.diff(loglam), grids.NATIVE_DLOGLAM, rtol=0, atol=1e-9):
-            return _blend(flux, ivar, position[0])
-        position = np.interp(target, loglam, np.arange(loglam.size), left=-1, right=-1)
-        return _blend(flux, ivar, position)
-    out_flux = np.zeros((nrow, target.size), np.float32)
+    if loglam.ndim == 1 and np.allclose(np.diff(loglam), grids.MGII_DLOGLAM, rtol=0, atol=1e-9):
+        return _shifted_blend(flux, ivar, (target[0] - loglam[0]) / grids.MGII_DLOGLAM)
+    rows = np.broadcast_to(loglam, flux.shape)
+    out_flux = np.zeros((flux.shape[0], target.size), np.float32)
     out_ivar = np.zeros_like(out_flux)
-    for row in range(nrow):
-        position = np.interp(target, loglam[row], np.arange(loglam.shape[1]), left=-1, right=-1)
-        out_flux[row], out_ivar[row] = _blend(flux[row:row + 1], ivar[row:row + 1], position)
+    for row in range(flux.shape[0]):
+        position = np.interp(target, rows[row], np.arange(rows.shape[1]), left=-1, right=-1)
+        out_flux[row], out_ivar[row] = _blend(flux[row], ivar[row], position)
+    return out_flux, out_ivar
+
+
+def _shifted_blend(flux, ivar, start):
+    """Two-tap interpolation at native positions start + j, j = 0..3840, for all rows at once."""
+    nrow, npix = flux.shape
+    left = int(np.floor(start))
+    frac = np.float32(start - left)
+    lo, hi = max(0, -left), min(grids.MGII_NPIX, npix - 1 - left)
+    out_flux = np.zeros((nrow, grids.MGII_NPIX), np.float32)
+    out_ivar = np.zeros_like(out_flux)
+    if hi > lo:
+        taps = slice(left + lo, left + hi), slice(left + lo + 1, left + hi + 1)
+        out_flux[:, lo:hi], out_ivar[:, lo:hi] = _two_tap(
+            flux[:, taps[0]], flux[:, taps[1]], ivar[:, taps[0]], ivar[:, taps[1]], frac)
     return out_flux, out_ivar
 
 
 def _blend(flux, ivar, position):
-    """Two-tap linear interpolation at fractional pixel positions (target,) shared by all rows."""
-    npix = flux.shape[1]
+    """Two-tap interpolation of one spectrum (npix,) at fractional positions (-1 = off the grid)."""
+    npix = flux.size
     on_grid = (position >= 0) & (position <= npix - 1)
     left = np.clip(np.floor(position).astype(np.int64), 0, npix - 2)
     frac = np.clip(position - left, 0.0, 1.0).astype(np.float32)
-    f_left, f_right = flux[:, left], flux[:, left + 1]
-    i_left, i_right = ivar[:, left], ivar[:, left + 1]
-    both = (i_left > 0) & (i_right > 0) & on_grid
-    out_flux = np.where(both, (1 - frac) * f_left + frac * f_right, 0).astype(np.float32)
-    variance = (1 - frac) ** 2 / np.where(both, i_left, 1) + frac ** 2 / np.where(both, i_right, 1)
-    out_ivar = np.where(both, 1 / variance, 0).astype(np.float32)
+    out_flux, out_ivar = _two_tap(flux[left], flux[left + 1], ivar[left], ivar[left + 1], frac)
+    return np.where(on_grid, out_flux, 0), np.where(on_grid, out_ivar, 0)
+
+
+def _two_tap(flux_left, flux_right, ivar_left, ivar_right, frac):
+    """(1 - frac) * left + frac * right, with ivar propagated; 0 where either tap has ivar = 0."""
+    both = (ivar_left > 0) & (ivar_right > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        variance = (1 - frac) ** 2 / ivar_left + frac ** 2 / ivar_right
+        out_flux = np.where(both, (1 - frac) * flux_left + frac * flux_right, 0).astype(np.float32)
+        out_ivar = np.where(both, 1 / variance, 0).astype(np.float32)
     return out_flux, out_ivar
 
 
