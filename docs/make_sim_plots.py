@@ -2,7 +2,7 @@
 
 Writes docs/sim_vs_real_quasars.png (real and simulated quasars at matched
 redshifts), docs/sim_vs_real_snr.png (per-pixel S/N of quasars) and
-docs/sim_vs_real_zoo.png (simulated stars, galaxies, BAL and sky fibers).
+docs/sim_vs_real_zoo.png (simulated stars, galaxies, a BAL quasar and a sky fiber; no real counterpart).
 Run: .venv/bin/python docs/make_sim_plots.py [SHARED_DATA]
 """
 
@@ -92,7 +92,7 @@ def main(shared=REPO.parent / "shared" / "data"):
         label = f"{t['KIND']} {t['SUBTYPE']} z={t['Z_VI']:.3f}" + (f" BI={t['BI_CIV']:.0f}" if t["BI_CIV"] else "")
         _panel(ax, loglam, f, iv, t["Z_VI"] if t["KIND"] in ("QSO",) else None, label)
     fig.tight_layout()
-    fig.savefig(DOCS / "sim_zoo.png", dpi=80)
+    fig.savefig(DOCS / "sim_vs_real_zoo.png", dpi=80)
 
 
 def _panel(ax, loglam, flux, ivar, z, title):
