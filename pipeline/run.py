@@ -7,6 +7,7 @@ OUTDIR skips finished plates. Exit status: 0 when every input was processed,
 1 when any input failed or was rejected.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -28,23 +29,29 @@ _WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THR
                "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-def start_cluster(cluster, workers, config):
-    """A dask.distributed Client for 'local', 'slurm' or a scheduler ADDRESS."""
-    from distributed import Client, LocalCluster
+@contextlib.contextmanager
+def dask_client(cluster, workers, config):
+    """A dask.distributed Client on 'local', 'slurm' or a scheduler ADDRESS; closes what it started."""
+    from distributed import Client
 
     os.environ.update(_WORKER_ENV)
-    os.environ["TF_NUM_INTRAOP_THREADS"] = str(config["tf_threads"])
-    if cluster == "local":
-        nworkers = workers or max(1, len(os.sched_getaffinity(0)))
-        log.info("starting a local Dask cluster: %d worker process(es), 1 thread each", nworkers)
-        return Client(LocalCluster(n_workers=nworkers, threads_per_worker=1, processes=True,
-                                   memory_limit=config["memory_limit"], dashboard_address=None))
-    if cluster == "slurm":
+    os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["QSOPIPE_TF_THREADS"] = str(config["tf_threads"])
+    logging.getLogger("distributed").setLevel(max(logging.WARNING, logging.getLogger().level))
+    if cluster in ("local", "slurm"):
         from qsopipe.slurm_cluster import make_cluster
 
-        return Client(make_cluster("slurm", workers or 2, memory=config["memory_limit"]))
-    log.info("joining the Dask scheduler at %s", cluster)
-    return Client(cluster)
+        nworkers = workers or (max(1, len(os.sched_getaffinity(0))) if cluster == "local" else 2)
+        log.info("starting a %s Dask cluster: %d single-threaded worker(s)", cluster, nworkers)
+        options = ({"memory_limit": config["memory_limit"], "dashboard_address": None} if cluster == "local"
+                   else {"memory": config["memory_limit"]})
+        with make_cluster(cluster, nworkers, **options) as dask_cluster, Client(dask_cluster) as client:
+            if cluster == "slurm":
+                client.wait_for_workers(1)
+            yield client
+    else:
+        log.info("joining the Dask scheduler at %s", cluster)
+        with Client(cluster) as client:
+            yield client
 
 
 def run_plates(client, plates, outdir, config):
@@ -117,7 +124,7 @@ def command(inputs, outdir, cluster, workers, config_file, qn_model, mgii_model,
         log.warning("not processed: %s: %s", reject.path, reject.reason)
     log.info("%d plate(s) to process into %s", len(plates), outdir)
     os.makedirs(outdir, exist_ok=True)
-    with start_cluster(cluster, config["workers"], config) as client:
+    with dask_client(cluster, config["workers"], config) as client:
         summaries = run_plates(client, plates, outdir, config)
     catalog = write_run_catalog(outdir, summaries, rejects, config) if plates else None
     write_report(layout(outdir)["report"], summaries, rejects, config, catalog)
