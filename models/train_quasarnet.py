@@ -7,9 +7,10 @@ with a DR12Q-superset truth table (`--truth`). Spectra are preprocessed with
 (PLATE, MJD, FIBERID).
 
 Training set: fibers with PREP_FLAG == 0 that are in the truth table with
-CLASS_PERSON != 0 (0 = sky or dead fiber) and Z_CONF_PERSON >= 3; every
-other fiber is dropped. CLASS_PERSON 3 and 30 are quasars, anything else a
-non-quasar (targets and weights: `qsopipe.models.quasarnet.training_targets`).
+Z_CONF_PERSON >= 3, plus sky fibers (CLASS_PERSON 0) with usable data, which
+teach the network that noise is not a quasar (a catalog keeps every fiber,
+sky fibers included); every other fiber is dropped. CLASS_PERSON 3 and 30
+are quasars, anything else a non-quasar (targets and weights: `qsopipe.models.quasarnet.training_targets`).
 Validation: a fraction of the *objects* (THING_ID; a fiber without one is
 its own object), so repeat spectra of one object never straddle the split.
 
@@ -125,9 +126,10 @@ def read_labelled_spectra(spectra_dirs, truth_path):
 
 
 def training_rows(prep_flag, class_person, z_conf_person):
-    """Fibers fit for training: clean input, in the truth, not sky/dead, confident redshift. bool (n,)."""
+    """Fibers fit for training: clean input, in the truth, confident redshift or a sky fiber. bool (n,)."""
     class_person = np.asarray(class_person)
-    return (np.asarray(prep_flag) == 0) & (class_person > 0) & (np.asarray(z_conf_person) >= MIN_Z_CONF)
+    confident = (class_person > 0) & (np.asarray(z_conf_person) >= MIN_Z_CONF)
+    return (np.asarray(prep_flag) == 0) & (confident | (class_person == 0))
 
 
 def object_ids(thing_id, plate, mjd, fiberid):
@@ -258,7 +260,7 @@ def command(sim_dir, spectra_dirs, truth, out, epochs, batch_size, learning_rate
     except InputError as error:
         raise click.ClickException(str(error)) from error
     keep = training_rows(data.prep_flag, data.class_person, data.z_conf_person)
-    log.info("training on %d of %d fibers (dropped: PREP_FLAG != 0, not in truth, CLASS_PERSON 0, "
+    log.info("training on %d of %d fibers (dropped: PREP_FLAG != 0, not in truth, "
              "Z_CONF_PERSON < %d)", keep.sum(), len(keep), MIN_Z_CONF)
     if not keep.any():
         raise click.ClickException("no fiber is fit for training")

@@ -58,7 +58,7 @@ def test_training_rows():
     prep_flag = np.array([0, 1, 0, 0, 0, 0])
     class_person = np.array([3, 3, 0, -1, 1, 30])
     z_conf = np.array([3, 3, 3, 3, 2, 4])
-    assert tq.training_rows(prep_flag, class_person, z_conf).tolist() == [True, False, False, False, False, True]
+    assert tq.training_rows(prep_flag, class_person, z_conf).tolist() == [True, False, True, False, False, True]
 
 
 def test_split_by_object_keeps_objects_whole():
