@@ -8,6 +8,8 @@ is redone from the last finished stage, so a killed run resumes cleanly.
 
 import json
 import logging
+import os
+import resource
 import time
 import traceback
 from pathlib import Path
@@ -77,11 +79,15 @@ def _run_stages(plate_input, outdir, config):
     from qsopipe.stages.preprocess import preprocess_input
 
     paths = layout(outdir)
+    seconds = {}
+    start = time.perf_counter()
     shard_file, _ = preprocess_input(plate_input, paths["shards"])
     shard = pq.read_table(shard_file)
+    seconds["preprocess"] = time.perf_counter() - start
 
     qn_model = Path(config["qn_model"] or default_weights("quasarnet"))
     qn_file = quasarnet.result_path(paths["results"], plate_input.plate, plate_input.mjd)
+    start = time.perf_counter()
     if is_up_to_date(qn_file, [shard_file, qn_model]):
         qn_table = pq.read_table(qn_file)
     else:
@@ -89,9 +95,11 @@ def _run_stages(plate_input, outdir, config):
         qn_table = quasarnet.process_shard(shard, forward, qn_model, file_sha256(str(qn_model)),
                                            config["c_th"], config["n_th"])
         write_parquet(qn_table, qn_file)
+    seconds["quasarnet"] = time.perf_counter() - start
 
     mgii_model = Path(config["mgii_model"] or default_weights("mgii"))
     mgii_file, absorbers_file = mgii.result_paths(paths["results"], plate_input.plate, plate_input.mjd)
+    start = time.perf_counter()
     if is_up_to_date(absorbers_file, [qn_file, mgii_model]) and mgii_file.exists():
         absorbers = pq.read_table(absorbers_file)
     else:
@@ -101,6 +109,8 @@ def _run_stages(plate_input, outdir, config):
         write_parquet(with_metadata(mgii_table, metadata), mgii_file)
         absorbers = with_metadata(absorbers, metadata)
         write_parquet(absorbers, absorbers_file)
-    return {"nfiber": qn_table.num_rows,
+    seconds["mgii"] = time.perf_counter() - start
+    return {"nfiber": qn_table.num_rows, "stage_seconds": seconds, "worker_pid": os.getpid(),
+            "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "nqso": int(np.sum(qn_table.column("IS_QSO_QN").to_numpy())),
             "nabs": absorbers.num_rows}
