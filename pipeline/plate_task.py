@@ -81,8 +81,9 @@ def _run_stages(plate_input, outdir, config):
     paths = layout(outdir)
     seconds = {}
     start = time.perf_counter()
-    shard_file, _ = preprocess_input(plate_input, paths["shards"])
-    shard = pq.read_table(shard_file)
+    shard_file, shard = preprocess_input(plate_input, paths["shards"])
+    if shard is None:
+        shard = pq.read_table(shard_file)
     seconds["preprocess"] = time.perf_counter() - start
 
     qn_model = Path(config["qn_model"] or default_weights("quasarnet"))

@@ -279,7 +279,7 @@ def shard_path(root, plate, mjd):
 def preprocess_input(plate_input, root, force=False):
     """Read one discovered plate and write its shard, unless an up-to-date shard exists.
 
-    Returns (shard path, number of fibers written, or None when skipped).
+    Returns (shard path, the shard table written, or None when skipped).
     Raises InputError when the plate's file(s) cannot be read.
     """
     path = shard_path(root, plate_input.plate, plate_input.mjd)
@@ -287,7 +287,7 @@ def preprocess_input(plate_input, root, force=False):
         return path, None
     table = preprocess_plate(read_plate(plate_input))
     write_parquet(table, path)
-    return path, table.num_rows
+    return path, table
 
 
 @click.command(name="preprocess")
@@ -306,16 +306,16 @@ def command(inputs, out, force):
     for plate_input in plates:
         start = time.perf_counter()
         try:
-            path, nrows = preprocess_input(plate_input, out, force=force)
+            path, table = preprocess_input(plate_input, out, force=force)
         except InputError as err:
             failed += 1
             log.error("plate %s failed: %s", plate_input.name, err)
             continue
-        if nrows is None:
+        if table is None:
             log.info("plate %s: shard %s is up to date, skipped", plate_input.name, path)
         else:
             seconds = time.perf_counter() - start
             log.info("plate %s: %d fibers -> %s in %.2f s (%.0f spectra/s)",
-                     plate_input.name, nrows, path, seconds, nrows / seconds)
+                     plate_input.name, table.num_rows, path, seconds, table.num_rows / seconds)
     if failed or any(r.reason.startswith(("no such", "file name")) for r in rejects):
         raise SystemExit(1)

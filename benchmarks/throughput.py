@@ -1,0 +1,141 @@
+"""End-to-end throughput of `qsopipe run` against the machine's limit.
+
+Usage: python benchmarks/throughput.py [--plates 10] [--fibers 1000] [--workers N] [--json OUT]
+
+1. Simulates N plates (qsopipe simulate).
+2. Runs `qsopipe run` on the first 2 plates and on all N (fresh output
+   directories); the steady-state rate is the marginal one,
+   (N - 2) * fibers / (t_N - t_2), so start-up (Dask, TensorFlow, model
+   loading, tracing) cancels.
+3. Measures the limit in this process on the same machine: one core's
+   compiled forward passes of the shipped models on random inputs (QuasarNET
+   on every spectrum, the MgII CNN on the fraction of spectra the run sent to
+   it) plus the spPlate reads, scaled by the number of workers.
+4. Prints spectra/s, the limit, their ratio, per-stage time per spectrum and
+   peak RSS per worker (from the run report); with --json, writes them too.
+
+On a GPU machine the same script runs unchanged; the forward passes then run
+on the GPU and the figures are per GPU.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def qsopipe(*args):
+    subprocess.run([sys.executable, "-m", "qsopipe", *map(str, args)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def timed_run(inputs, outdir, workers):
+    """Wall seconds of one `qsopipe run` and its run report."""
+    start = time.perf_counter()
+    qsopipe("run", *inputs, "--out", outdir, "--workers", workers)
+    seconds = time.perf_counter() - start
+    return seconds, json.loads((Path(outdir) / "run_report.json").read_text())
+
+
+def forward_rate(predict, width, batch, repeat=5):
+    """Spectra/s of a compiled forward pass on random (batch, width) inputs, best of `repeat`."""
+    x = np.random.default_rng(0).normal(size=(batch, width)).astype(np.float32)
+    predict(x)
+    best = min(_seconds(lambda: predict(x)) for _ in range(repeat))
+    return batch / best
+
+
+def read_rate(paths):
+    """Spectra/s of reading spPlate files with the pipeline's reader."""
+    from qsopipe.sdss import read_spplate
+
+    start = time.perf_counter()
+    nfiber = sum(read_spplate(path).nfiber for path in paths)
+    return nfiber / (time.perf_counter() - start)
+
+
+def _seconds(function):
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def measure_limit(plates, mgii_fraction, workers, batch):
+    """Spectra/s the machine allows: reads + QuasarNET + MgII forward passes on one core, times workers."""
+    os.environ.setdefault("QSOPIPE_TF_THREADS", "1")
+    from qsopipe.models.mgii import predictor_for
+    from qsopipe.models.quasarnet import predict
+    from qsopipe.models.store import default_weights, load_model
+
+    qn_model = load_model(str(default_weights("quasarnet")))
+    mgii_predict = predictor_for(load_model(str(default_weights("mgii"))))
+    rates = {
+        "read": read_rate(plates),
+        "quasarnet_forward": forward_rate(lambda x: predict(qn_model, x, batch=batch), 443, batch),
+        "mgii_forward": forward_rate(mgii_predict, 3841, 256),
+    }
+    per_core = 1.0 / (1 / rates["read"] + 1 / rates["quasarnet_forward"] + mgii_fraction / rates["mgii_forward"])
+    return per_core * workers, rates
+
+
+def stage_costs(report):
+    """Mean seconds per spectrum of each stage, and peak RSS (MB) per worker, from a run report."""
+    plates = [p for p in report["plates"] if p["status"] == "done"]
+    nfiber = sum(p["nfiber"] for p in plates)
+    stages = {name: sum(p["stage_seconds"][name] for p in plates) / nfiber for name in plates[0]["stage_seconds"]}
+    rss = {}
+    for p in plates:
+        rss[p["worker_pid"]] = max(rss.get(p["worker_pid"], 0), p["worker_peak_rss_mb"])
+    return stages, rss
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plates", type=int, default=10)
+    parser.add_argument("--fibers", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        qsopipe("simulate", "--out", work / "sim", "--plates", args.plates, "--fibers", args.fibers,
+                "--seed", 31, "--first-plate", 9500)
+        plates = sorted((work / "sim" / "spectra").rglob("spPlate-*.fits"))
+        t_small, _ = timed_run(plates[:2], work / "run2", args.workers)
+        t_all, report = timed_run(plates, work / "runN", args.workers)
+        stages, rss = stage_costs(report)
+        import pyarrow.parquet as pq
+
+        mgii = [pq.read_table(p, columns=["MGII_PROB"]).column(0).to_numpy()
+                for p in sorted((work / "runN" / "results" / "mgii").glob("mgii-*.parquet"))]
+        mgii_fraction = float(np.mean(np.concatenate(mgii) >= 0))
+        limit, rates = measure_limit(plates, mgii_fraction, args.workers, args.batch_size)
+    marginal = (len(plates) - 2) * args.fibers / (t_all - t_small)
+    result = {
+        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "plates": len(plates), "fibers_per_plate": args.fibers, "workers": args.workers,
+        "wall_seconds": {"2_plates": t_small, f"{len(plates)}_plates": t_all},
+        "run_spectra_per_s": marginal, "limit_spectra_per_s": limit, "ratio": marginal / limit,
+        "limit_parts_per_core": rates, "mgii_fraction": mgii_fraction,
+        "stage_seconds_per_spectrum": stages, "peak_rss_mb_per_worker": rss,
+    }
+    print(f"run: {marginal:,.0f} spectra/s steady state ({len(plates)} x {args.fibers} fibers, "
+          f"{args.workers} workers); limit {limit:,.0f} spectra/s; ratio {marginal / limit:.2f}")
+    print("limit parts (one core): " + ", ".join(f"{k} {v:,.0f}/s" for k, v in rates.items())
+          + f"; MgII on {mgii_fraction:.0%} of spectra")
+    print("stage time per spectrum: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in stages.items()))
+    print("peak RSS per worker: " + ", ".join(f"{v:,.0f} MB" for v in rss.values()))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
