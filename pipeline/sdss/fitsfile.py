@@ -17,12 +17,17 @@ def open_fits(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InputError(path, "file does not exist")
+    if not os.path.isfile(path):
+        raise InputError(path, "not a regular file")
     if not os.access(path, os.R_OK):
         raise InputError(path, "file is not readable (permission denied)")
     if os.path.getsize(path) == 0:
         raise InputError(path, "file is empty (0 bytes)")
-    with open(path, "rb") as handle:
-        start = handle.read(6)
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(6)
+    except OSError as err:
+        raise InputError(path, f"file is not readable ({err.strerror})") from None
     if start != b"SIMPLE" and not start.startswith(_GZIP_MAGIC):
         raise InputError(path, "not a FITS file (no SIMPLE card at the start)")
     try:

@@ -74,7 +74,11 @@ def _ids(path, header, meta):
     fiber = meta.get("FIBERID", header.get("FIBERID", from_name[2]))
     if plate is None or mjd is None or fiber is None:
         raise InputError(path, "no PLATE/MJD/FIBERID in HDU2, the HDU0 header or the file name")
-    return int(plate), int(mjd), int(fiber)
+    ids = int(plate), int(mjd), int(fiber)
+    if match and ids != from_name:
+        raise InputError(path, f"PLATE-MJD-FIBERID {ids[0]:04d}-{ids[1]:05d}-{ids[2]:04d} (HDU2 or header) "
+                               f"disagrees with the file name")
+    return ids
 
 
 def read_spec_plate(paths):

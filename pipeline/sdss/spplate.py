@@ -29,7 +29,8 @@ def read_spplate(path):
     with open_fits(path) as fits:
         missing = [f"HDU{i} {SPPLATE_HDUS[i]}" for i in REQUIRED_HDUS if i >= len(fits)]
         if missing:
-            raise InputError(path, f"spPlate has {len(fits)} HDU(s); missing {', '.join(missing)}")
+            raise InputError(path, f"spPlate has {len(fits)} HDU(s); missing {', '.join(missing)} "
+                                   f"(truncated or incomplete file)")
         header = fits[0].read_header()
         plate, mjd = _plate_mjd(path, header)
         coeff0, coeff1 = _coefficients(path, header)
@@ -52,6 +53,8 @@ def read_spplate(path):
     for name, values in plugmap.items():
         if name != "FIBERID":
             fibers[name] = _as_column(name, values)
+    if len(np.unique(fibers["FIBERID"])) != nfiber:
+        raise InputError(path, "HDU5 PLUGMAP lists the same FIBERID more than once")
     order = np.argsort(fibers["FIBERID"], kind="stable")
     return Plate(
         plate=plate, mjd=mjd, fibers=fibers[order], loglam=loglam,
@@ -68,6 +71,9 @@ def _plate_mjd(path, header):
     mjd = header.get("MJD", int(match.group(2)) if match else None)
     if plate is None or mjd is None:
         raise InputError(path, "no PLATEID/MJD in the HDU0 header and none in the file name")
+    if match and (int(plate), int(mjd)) != (int(match.group(1)), int(match.group(2))):
+        raise InputError(path, f"HDU0 header PLATEID-MJD {int(plate):04d}-{int(mjd):05d} disagrees with "
+                               f"the file name ({match.group(1)}-{match.group(2)})")
     return int(plate), int(mjd)
 
 

@@ -1,0 +1,323 @@
+"""Issue 10: a tree of damaged and odd inputs through one `qsopipe run`.
+
+One input tree holds two good simulated plates (one with damaged fibers
+injected, one duplicated by its spec-lite files), one good plate whose grid
+runs partly past 10400 A, and one bad file per case of the matrix. The run
+happens once per module; each test asserts one case against its log, its
+run_report.json and its catalog.
+
+The unreadable-file case must be real for root too (CI runs as root, and
+root reads a chmod-000 file): when the tests run as root, the run's process
+drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from its capability bounding
+set before exec, so root obeys file permissions like any user. Where that
+drop is not allowed, only the unreadable case is skipped.
+"""
+
+import ctypes
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import fitsio
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from qsopipe.stages.preprocess import PrepFlag
+from qsopipe.stages.quasarnet import QNFlag
+
+REPO = Path(__file__).resolve().parents[1]
+QSOPIPE = str(Path(sys.executable).with_name("qsopipe"))
+TRUNCATED_SPPLATE = "sdss/spplate_truncated/spPlate-4055-55359-0020.fits"
+
+#: Linux capability numbers and the prctl that drops one from the bounding set.
+_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH, _PR_CAPBSET_DROP = 1, 2, 24
+
+#: Fibers of the injected plate 7000 and what was done to each.
+INJECTED = {1: "nan_inf_pixels", 2: "all_nan_flux", 3: "zero_ivar", 4: "negative_ivar_pixels", 5: "all_negative_ivar"}
+
+#: Bad files of the matrix: case -> (file name under the tree, words its reason must contain).
+BAD_FILES = {
+    "empty": ("bad/spPlate-8001-58001.fits", "empty"),
+    "not_fits": ("bad/spPlate-8002-58002.fits", "not a FITS file"),
+    "truncated_half": ("bad/spPlate-8003-58003.fits", "truncated"),
+    "plugmap_rows": ("bad/spPlate-8005-58005.fits", "PLUGMAP has 19 rows but the image has 20 fibers"),
+    "wavelength_outside": ("bad/spPlate-8006-58006.fits", "lies outside 3600-10400 A"),
+    "unreadable": ("bad/spPlate-8008-58008.fits", "not readable"),
+    "spec_missing_column": ("bad/spec-8010-58010-0001.fits", "lacks column(s) IVAR"),
+    "header_disagrees_with_name": ("bad/spPlate-8011-58011.fits", "disagrees with the file name"),
+    "directory_named_like_input": ("bad/spPlate-8012-58012.fits", "not a regular file"),
+}
+
+
+def run_qsopipe(args, drop_dac=False, env=None, timeout=600):
+    """`qsopipe ARGS` in its own session (so teardown can kill all of it); returns CompletedProcess."""
+    process = subprocess.Popen([QSOPIPE, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True, env=env, preexec_fn=_drop_dac_capabilities if drop_dac else None)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 9)
+            process.wait()
+    return subprocess.CompletedProcess(process.args, process.returncode, output)
+
+
+def _drop_dac_capabilities():
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
+        if libc.prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def permissions_enforced(probe):
+    """True if a process started like the run cannot read the chmod-000 file `probe`."""
+    try:
+        result = subprocess.run([sys.executable, "-c", f"open({str(probe)!r}).close()"], capture_output=True,
+                                preexec_fn=_drop_dac_capabilities if os.geteuid() == 0 else None)
+    except subprocess.SubprocessError:
+        return False
+    return result.returncode != 0
+
+
+def build_small_models(directory):
+    """Tiny untrained QuasarNET and MgII models saved under `directory`: (qn path, mgii path)."""
+    from qsopipe.models.mgii import build_model
+    from qsopipe.models.quasarnet import build_quasarnet
+
+    qn, mgii = directory / "qn.keras", directory / "mgii.keras"
+    build_quasarnet(filters=8, dense_units=16).save(qn)
+    build_model().save(mgii)
+    return qn, mgii
+
+
+def simulate(out, plates, fibers, spec_lite=False):
+    """`qsopipe simulate` into `out`; returns out/spectra."""
+    args = ["simulate", "--out", str(out), "--plates", str(plates), "--fibers", str(fibers), "--seed", "1"]
+    result = run_qsopipe(args + (["--spec-lite"] if spec_lite else []))
+    assert result.returncode == 0, result.stdout
+    return Path(out) / "spectra"
+
+
+def read_hdus(path):
+    """Every HDU of a FITS file as [(header, data)]."""
+    with fitsio.FITS(str(path)) as handle:
+        return [(hdu.read_header(), hdu.read()) for hdu in handle]
+
+
+def write_hdus(path, hdus):
+    """Write [(header, data)] as a FITS file (images and binary tables)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with fitsio.FITS(str(path), "rw", clobber=True) as handle:
+        for header, data in hdus:
+            names = [card["name"] for card in header.records()
+                     if card["name"] in ("EXTNAME", "PLATEID", "MJD", "COEFF0", "COEFF1")]
+            handle.write(data, header={name: header[name] for name in names})
+
+
+def copy_spplate(source, target, plate, mjd, edit=None):
+    """Copy an spPlate as plate-MJD (header and name); `edit(hdus)` may change the HDUs first."""
+    hdus = read_hdus(source)
+    hdus[0][0]["PLATEID"], hdus[0][0]["MJD"] = plate, mjd
+    if edit:
+        edit(hdus)
+    write_hdus(target, hdus)
+
+
+def inject_bad_fibers(hdus):
+    """Damage fibers of INJECTED in place (HDU0 flux, HDU1 ivar); rows are fibers 1..n."""
+    flux, ivar = hdus[0][1], hdus[1][1]
+    flux[0, 100:110], flux[0, 200:205], ivar[0, 300:305] = np.nan, np.inf, np.inf
+    flux[1, :] = np.nan
+    ivar[2, :] = 0
+    ivar[3, 400:450] = -1
+    ivar[4, :] = -np.abs(ivar[4, :]) - 1
+
+
+def build_tree(root, spectra, truncated):
+    """The input tree: good plates 7000 (damaged fibers), 7001 (+ its spec files), 7002 (grid past 10400 A)."""
+    tree = root / "tree"
+    good = spectra / "7000" / "spPlate-7000-57000.fits"
+    copy_spplate(good, tree / "7000" / good.name, 7000, 57000, inject_bad_fibers)
+    shutil.copytree(spectra / "7001", tree / "7001")
+    shutil.copytree(spectra / "lite" / "7001", tree / "lite" / "7001")
+
+    def shift_grid(coeff0):
+        def edit(hdus):
+            hdus[0][0]["COEFF0"] = coeff0
+        return edit
+
+    copy_spplate(good, tree / "7002" / "spPlate-7002-57002.fits", 7002, 57002, shift_grid(np.log10(7000.0)))
+    bad = {case: tree / name for case, (name, _) in BAD_FILES.items()}
+    bad["empty"].parent.mkdir(parents=True)
+    bad["empty"].touch()
+    bad["not_fits"].write_text("SDSS plate 8002: this is a text file with a .fits name\n")
+    copy_spplate(good, bad["truncated_half"], 8003, 58003)
+    with open(bad["truncated_half"], "r+b") as handle:
+        handle.truncate(os.path.getsize(bad["truncated_half"]) // 2)
+
+    def drop_plugmap_row(hdus):
+        hdus[5] = (hdus[5][0], hdus[5][1][:-1])
+
+    copy_spplate(good, bad["plugmap_rows"], 8005, 58005, drop_plugmap_row)
+    copy_spplate(good, bad["wavelength_outside"], 8006, 58006, shift_grid(np.log10(12000.0)))
+    copy_spplate(good, bad["unreadable"], 8008, 58008)
+    bad["unreadable"].chmod(0)
+    spec = read_hdus(next((spectra / "lite" / "7001").glob("spec-*.fits")))
+    coadd = spec[1][1]
+    spec[1] = (spec[1][0], coadd[[name for name in coadd.dtype.names if name != "IVAR"]])
+    write_hdus(bad["spec_missing_column"], spec)
+    copy_spplate(good, bad["header_disagrees_with_name"], 7000, 57000)
+    bad["directory_named_like_input"].mkdir()
+    inputs = [str(tree)]
+    if truncated is not None:
+        inputs.append(str(truncated))
+    return inputs
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return build_small_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def matrix_run(tmp_path_factory, models, shared_data_or_none):
+    """One `qsopipe run` over the bad-input tree: (inputs, outdir, result, report, can_enforce_permissions)."""
+    root = tmp_path_factory.mktemp("matrix")
+    spectra = simulate(root / "sim", plates=2, fibers=20, spec_lite=True)
+    truncated = shared_data_or_none / TRUNCATED_SPPLATE if shared_data_or_none else None
+    inputs = build_tree(root, spectra, truncated)
+    enforced = permissions_enforced(root / "tree" / BAD_FILES["unreadable"][0])
+    outdir = root / "out"
+    result = run_qsopipe(["run", *inputs, "--out", str(outdir), "--workers", "2",
+                          "--qn-model", str(models[0]), "--mgii-model", str(models[1])], drop_dac=os.geteuid() == 0)
+    report = json.loads((outdir / "run_report.json").read_text())
+    return {"root": root, "tree": root / "tree", "out": outdir, "result": result, "report": report,
+            "permissions_enforced": enforced, "truncated": truncated}
+
+
+@pytest.fixture(scope="module")
+def shared_data_or_none(request):
+    """../shared/data, or None when absent (the matrix then runs without the real truncated spPlate)."""
+    try:
+        return request.getfixturevalue("shared_data")
+    except pytest.skip.Exception:
+        return None
+
+
+def report_entries(report):
+    """Every input path of a run report -> (status, reason)."""
+    entries = {}
+    for summary in report["plates"]:
+        for path in summary["files"]:
+            entries[path] = (summary["status"], summary["reason"])
+    for reject in report["rejected"]:
+        entries[reject["path"]] = ("rejected", reject["reason"])
+    return entries
+
+
+def catalog_tables(path):
+    """The CATALOG and INPUTS HDUs of a catalog file (FITS_rec: string columns read as str)."""
+    return fits.getdata(path, "CATALOG"), fits.getdata(path, "INPUTS")
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_file_is_named_with_its_reason(matrix_run, case):
+    name, words = BAD_FILES[case]
+    if case == "unreadable" and not matrix_run["permissions_enforced"]:
+        pytest.skip("this process cannot make a file unreadable to itself (root without CAP_SETPCAP)")
+    path = str(matrix_run["tree"] / name)
+    status, reason = report_entries(matrix_run["report"])[path]
+    assert status in ("failed", "rejected")
+    assert words in reason
+    log = matrix_run["result"].stdout
+    assert any(words in line and (path in line or Path(path).name in line) for line in log.splitlines()), log
+    _, inputs = catalog_tables(matrix_run["out"] / "catalog.fits")
+    row = inputs[inputs["PATH"] == path]
+    assert len(row) == 1 and row["STATUS"][0] == status and words in row["REASON"][0]
+
+
+def test_truncated_real_spplate_is_named_with_its_reason(matrix_run):
+    if matrix_run["truncated"] is None:
+        pytest.skip("../shared/data not present")
+    status, reason = report_entries(matrix_run["report"])[str(matrix_run["truncated"])]
+    assert status == "failed"
+    assert reason.startswith(str(matrix_run["truncated"])) and "missing HDU1 IVAR" in reason
+    assert "spPlate-4055-55359-0020.fits" in matrix_run["result"].stdout
+
+
+def test_duplicate_spec_files_are_each_named(matrix_run):
+    entries = report_entries(matrix_run["report"])
+    specs = sorted((matrix_run["tree"] / "lite" / "7001").glob("spec-*.fits"))
+    assert len(specs) == 20
+    for spec in specs:
+        status, reason = entries[str(spec)]
+        assert status == "rejected" and "spPlate-7001-57001.fits" in reason
+
+
+def test_exit_code_is_nonzero_when_any_input_failed(matrix_run):
+    assert matrix_run["result"].returncode == 1, matrix_run["result"].stdout
+
+
+@pytest.mark.parametrize("plate", [7000, 7001, 7002])
+def test_good_plates_are_fully_in_the_catalog(matrix_run, plate):
+    catalog, _ = catalog_tables(matrix_run["out"] / "catalog.fits")
+    rows = catalog[catalog["PLATE"] == plate]
+    assert sorted(rows["FIBERID"]) == list(range(1, 21))
+    summary = next(s for s in matrix_run["report"]["plates"] if s["plate"] == plate)
+    assert summary["status"] == "done" and summary["nfiber"] == 20
+
+
+def test_only_good_plates_are_in_the_catalog(matrix_run):
+    catalog, _ = catalog_tables(matrix_run["out"] / "catalog.fits")
+    assert set(catalog["PLATE"]) == {7000, 7001, 7002}
+    targetid = catalog["TARGETID"]
+    assert len(np.unique(targetid)) == len(targetid)
+
+
+@pytest.mark.parametrize("fiber,prep_bits,unusable", [
+    (1, PrepFlag.NONFINITE_INPUT, False),
+    (2, PrepFlag.NONFINITE_INPUT | PrepFlag.NO_VALID_PIXEL, True),
+    (3, PrepFlag.NO_VALID_PIXEL, True),
+    (4, PrepFlag.NEGATIVE_IVAR, False),
+    (5, PrepFlag.NEGATIVE_IVAR | PrepFlag.NO_VALID_PIXEL, True),
+])
+def test_damaged_fibers_are_present_and_flagged(matrix_run, fiber, prep_bits, unusable):
+    catalog, _ = catalog_tables(matrix_run["out"] / "catalog.fits")
+    row = catalog[(catalog["PLATE"] == 7000) & (catalog["FIBERID"] == fiber)]
+    assert len(row) == 1, INJECTED[fiber]
+    assert row["PREP_FLAG"][0] & int(prep_bits) == int(prep_bits)
+    assert bool(row["QN_FLAG"][0] & QNFlag.UNUSABLE_INPUT) == unusable
+    if unusable:
+        assert row["IS_QSO_QN"][0] == 0 and row["Z_QN"][0] == -1 and row["MGII_PROB"][0] == -1
+
+
+def test_classified_rows_have_no_nan(matrix_run):
+    catalog, _ = catalog_tables(matrix_run["out"] / "catalog.fits")
+    classified = catalog[catalog["QN_FLAG"] == 0]
+    assert len(classified) > 0
+    for name in catalog.dtype.names:
+        if catalog.dtype[name].kind == "f":
+            assert np.all(np.isfinite(classified[name])), name
+
+
+def test_every_input_has_a_status_in_report_and_catalog(matrix_run):
+    entries = report_entries(matrix_run["report"])
+    _, inputs = catalog_tables(matrix_run["out"] / "catalog.fits")
+    assert sorted(inputs["PATH"]) == sorted(entries)
+    for row in inputs:
+        assert (row["STATUS"], row["REASON"]) == entries[row["PATH"]]
+        assert row["STATUS"] in ("done", "failed", "rejected")
+        assert (row["STATUS"] == "done") == (row["REASON"] == "")
+        if row["STATUS"] == "failed":
+            assert row["REASON"].startswith(row["PATH"])
+
+
+def test_all_good_inputs_exit_zero(tmp_path, models):
+    spectra = simulate(tmp_path / "sim", plates=1, fibers=20)
+    result = run_qsopipe(["run", str(spectra), "--out", str(tmp_path / "out"), "--workers", "1",
+                          "--qn-model", str(models[0]), "--mgii-model", str(models[1])])
+    assert result.returncode == 0, result.stdout
