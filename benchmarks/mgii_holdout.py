@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 
 from qsopipe.models.train_mgii import draw_epoch, read_sim_sightlines, sightline_labels, strong_absorbers  # noqa: E402
 from qsopipe.stages.mgii import DEFAULT_THRESHOLD, measure_absorbers, prepare_input  # noqa: E402
+from qsopipe.stages.mgii_fit import DoubletCriteria  # noqa: E402
 
 #: |z_fit - z_true| below which a truth absorber counts as localised.
 LOCALISATION_DZ = 0.005
@@ -69,7 +70,7 @@ def evaluate(sightlines, predictor, threshold=DEFAULT_THRESHOLD, seed=1234):
 
     positive_rows = np.flatnonzero(flagged)
     fits = measure_absorbers(sightlines.flux[positive_rows], sightlines.ivar[positive_rows],
-                             sightlines.z_qso[positive_rows])
+                             sightlines.z_qso[positive_rows], DoubletCriteria())
     found = dict(zip(positive_rows.tolist(), fits))
     strong = strong_absorbers(sightlines)
     truth = {key: value[strong] for key, value in sightlines.absorbers.items()}

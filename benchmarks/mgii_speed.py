@@ -25,7 +25,7 @@ import pyarrow as pa  # noqa: E402
 from qsopipe.grids import MGII_NPIX, mgii_loglam  # noqa: E402
 from qsopipe.parquet_io import fixed_size_list  # noqa: E402
 from qsopipe.stages.mgii import measure_absorbers, prepare_input, process_plate  # noqa: E402
-from qsopipe.stages.mgii_fit import doublet_profile  # noqa: E402
+from qsopipe.stages.mgii_fit import DoubletCriteria, doublet_profile  # noqa: E402
 
 
 def synthetic_plate(nfiber, seed=0):
@@ -89,7 +89,7 @@ def main():
     probability = predictor(xq[searchable])
     threshold = float(np.quantile(probability, 0.75))
     positive = quasars[searchable][probability > threshold]
-    seconds, found = best_of(1, lambda: measure_absorbers(flux[positive], ivar[positive], z_qso[positive]))
+    seconds, found = best_of(1, lambda: measure_absorbers(flux[positive], ivar[positive], z_qso[positive], DoubletCriteria()))
     print(f"doublet search + fits: {positive.size / seconds:.0f} positive sightlines/s, "
           f"{sum(map(len, found)) / max(positive.size, 1):.2f} absorbers each")
     seconds, (mgii, absorbers) = best_of(args.repeat, lambda: process_plate(shard, qn, predictor, threshold))

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from qsopipe.grids import MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX
 from qsopipe.parquet_io import list_column, with_metadata, write_parquet
-from qsopipe.stages.mgii_fit import ABSORBER_DTYPE, find_absorbers, running_continuum
+from qsopipe.stages.mgii_fit import ABSORBER_DTYPE, DoubletCriteria, running_continuum, search_doublets
 
 log = logging.getLogger(__name__)
 
@@ -193,13 +193,14 @@ def selection_flags(is_qso, qn_flag, prep_flag):
     return flags.astype(np.int32)
 
 
-def measure_absorbers(flux, ivar, z_qso):
+def measure_absorbers(flux, ivar, z_qso, criteria):
     """Find and fit MgII doublets in each spectrum's search window.
 
     Parameters
     ----------
     flux, ivar : ndarray (n, 3841), on the MgII grid
     z_qso : ndarray (n,)
+    criteria : qsopipe.stages.mgii_fit.DoubletCriteria, the finder's thresholds
 
     Returns
     -------
@@ -208,12 +209,10 @@ def measure_absorbers(flux, ivar, z_qso):
     if len(z_qso) == 0:
         return []
     wave_min, wave_max, _ = search_window(z_qso)
-    continuum = running_continuum(flux, ivar)
-    return [find_absorbers(flux[row], ivar[row], wave_min[row], wave_max[row], continuum[row])
-            for row in range(len(z_qso))]
+    return search_doublets(flux, ivar, wave_min, wave_max, running_continuum(flux, ivar), criteria)
 
 
-def process_plate(shard_table, qn_table, model, threshold=DEFAULT_THRESHOLD):
+def process_plate(shard_table, qn_table, model, threshold=DEFAULT_THRESHOLD, criteria=None):
     """The MgII results of one plate.
 
     Parameters
@@ -224,6 +223,7 @@ def process_plate(shard_table, qn_table, model, threshold=DEFAULT_THRESHOLD):
         (FIBERID, IS_QSO_QN, Z_QN, QN_FLAG)
     model : a Keras MgII CNN or a qsopipe.models.mgii.MgIIPredictor
     threshold : float, IS_MGII_ABS = MGII_PROB > threshold
+    criteria : DoubletCriteria of the doublet finder (None: its defaults)
 
     Returns
     -------
@@ -255,7 +255,8 @@ def process_plate(shard_table, qn_table, model, threshold=DEFAULT_THRESHOLD):
 
     positive = np.flatnonzero(is_absorbed == 1)
     in_candidates = np.searchsorted(candidates, positive)
-    absorbers = measure_absorbers(flux[in_candidates], ivar[in_candidates], z_qso[positive])
+    absorbers = measure_absorbers(flux[in_candidates], ivar[in_candidates], z_qso[positive],
+                                  criteria or DoubletCriteria())
     count[positive] = [len(found) for found in absorbers]
 
     plate = shard_table.column("PLATE").to_numpy().astype(np.int32)

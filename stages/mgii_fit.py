@@ -1,34 +1,47 @@
 """Find and measure MgII 2796/2803 doublets in spectra on the MgII CNN grid.
 
-Three steps, each a function on arrays:
+Four steps, each a function on arrays of many spectra at once:
 
 1. `running_continuum`: a running median (85 pixels, about 5900 km/s, on
    5-pixel block means) over the pixels with ivar > 0, once more after
    clipping absorption dips.
-2. `doublet_matched_filter`: the S/N of a doublet template (two Gaussians of
-   sigma 1.3 pixels, 11.14 pixels apart, 2803/2796 depth 0.7) placed with its
-   2796 line on each pixel, on the continuum-normalised flux.
-3. `fit_doublet`: an ivar-weighted least-squares fit around each peak of two
-   pixel-integrated Gaussians of one velocity width (free z, both observed
-   equivalent widths, the width, and a linear continuum correction);
-   errors from the covariance (J^T J)^-1.
+2. `doublet_matched_filter`: the S/N of a doublet template (two Gaussians
+   of sigma 1.3 pixels, a given separation and depth ratio) placed with its
+   first line on each pixel, on the continuum-normalised flux; peaks of the
+   MgII template are the candidates.
+3. `fit_doublets`: a batched Levenberg-Marquardt fit around every candidate
+   of two pixel-integrated Gaussians of one velocity width (free z, both
+   observed equivalent widths, the width, and a linear continuum
+   correction), a fixed number of iterations at most; errors from the
+   covariance (J^T J)^-1.
+4. `accepted_doublets` and `search_doublets`: a fit is an MgII doublet when
+   both lines are significant, EW_2796/EW_2803 is within the optically thin
+   to saturated range [1, 2] within errors, the line width is within the
+   instrumental + intrinsic range, the dip is better matched by the MgII
+   separation than by the CIV 1548/1550 one, and neither line falls on a
+   line (MgII, FeII, CIV) of a stronger absorber already accepted.
 
-`find_absorbers` chains them for one spectrum and keeps fits that look like
-a doublet: SNR_2796 >= MIN_SNR_2796, EW_2803 > 0, and a 2796/2803 ratio
-consistent with [0.8, 2.2] within DOUBLET_TOLERANCE sigma. Wavelengths in
-Angstrom (observed unless named rest), equivalent widths in rest-frame A.
+All thresholds are fields of `DoubletCriteria`, passed explicitly.
+Wavelengths in Angstrom (observed unless named rest), equivalent widths in
+rest-frame A, line widths sigma in km/s.
 """
+
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import median_filter
-from scipy.optimize import least_squares
 from scipy.signal import find_peaks
 from scipy.special import erf
 
 from qsopipe.grids import MGII_2796, MGII_2803, MGII_DLOGLAM, MGII_NPIX, mgii_loglam
 
 SPEED_OF_LIGHT = 299792.458  # km/s
+
+#: CIV 1548/1550 doublet, rest A (a confuser: 7.2 grid pixels apart against MgII's 11.1).
+CIV_1548, CIV_1550 = 1548.2049, 1550.7785
+#: Lines an MgII absorber may show besides the doublet, rest A: FeII 2600-2344, MgI 2853, CIV.
+COMPANION_LINES = (2600.17, 2586.65, 2382.77, 2374.46, 2344.21, 2852.96, CIV_1548, CIV_1550)
 
 #: Running-median width of the continuum, pixels (odd).
 CONTINUUM_WIDTH = 85
@@ -37,28 +50,26 @@ CONTINUUM_BLOCK = 5
 #: Pixels deeper than this many sigma below the first continuum are ignored in the second pass.
 CONTINUUM_CLIP_SIGMA = 2.5
 
-#: Doublet separation on the grid, pixels: log10(2803/2796) / 1e-4.
+#: Doublet separations on the grid, pixels: log10(red / blue) / 1e-4.
 DOUBLET_SEPARATION_PIX = np.log10(MGII_2803 / MGII_2796) / MGII_DLOGLAM
+CIV_SEPARATION_PIX = np.log10(CIV_1550 / CIV_1548) / MGII_DLOGLAM
 #: Matched-filter line sigma in pixels (instrument and a 1.7 A rest FWHM line, in quadrature).
 FILTER_SIGMA_PIX = 1.3
-#: Matched-filter 2803/2796 depth ratio (between 1/2 and 1, optically thin to saturated).
+#: Matched-filter second/first line depth ratios (MgII between 1/2 and 1; the simulator's CIV 1/1.6).
 FILTER_RATIO = 0.7
-#: Matched-filter S/N a peak needs to be fitted.
-DETECT_SNR = 4.0
+CIV_FILTER_RATIO = 0.6
 #: Closest two candidates may be, pixels (keeps the +-11 pixel ghosts of a doublet out).
 MIN_PEAK_DISTANCE_PIX = 15
 #: Half width of the fit region beyond the doublet, pixels.
 FIT_HALF_WIDTH_PIX = 20
-
-#: Acceptance of a fitted doublet.
-MIN_SNR_2796 = 3.0
-DOUBLET_RATIO_RANGE = (0.8, 2.2)
-DOUBLET_TOLERANCE = 2.0
-#: Two accepted fits closer than this in z (per 1+z) are one absorber.
-DUPLICATE_DZ = 5e-4
-
-#: Bounds of the fitted line width sigma, km/s.
-SIGMA_BOUNDS_KMS = (15.0, 400.0)
+#: Fewest good pixels a fit region needs.
+MIN_FIT_PIXELS = 12
+#: Bounds of the fitted line width sigma, km/s (wider than any accepted range).
+SIGMA_BOUNDS_KMS = (5.0, 600.0)
+#: Levenberg-Marquardt damping (relative to the normal matrix's diagonal) at which a fit has stalled.
+MAX_DAMPING = 1e6
+#: Starting line width sigma of a fit, km/s.
+SIGMA_GUESS_KMS = 80.0
 
 ABSORBER_DTYPE = [
     ("Z_ABS", "f8"), ("Z_ABS_ERR", "f8"),
@@ -72,6 +83,36 @@ WAVE = 10.0 ** _LOGLAM
 _EDGE_LO = 10.0 ** (_LOGLAM - MGII_DLOGLAM / 2)
 _EDGE_HI = 10.0 ** (_LOGLAM + MGII_DLOGLAM / 2)
 PIXEL_WIDTH = _EDGE_HI - _EDGE_LO
+
+
+@dataclass(frozen=True)
+class DoubletCriteria:
+    """Thresholds of the doublet finder.
+
+    detect_snr: matched-filter S/N a peak needs to be fitted.
+    min_snr_doublet: fitted EW_2796 + EW_2803 over its error (the joint
+        detection; a saturated doublet splits its S/N between the lines).
+    min_snr_2796, min_snr_2803: fitted rest EW over its error, each line
+        (both lines must be there: no single line passes).
+    ratio_range, ratio_tolerance: EW_2796/EW_2803 must lie in ratio_range
+        (1 optically thick, 2 thin) within ratio_tolerance sigma.
+    sigma_range_kms: accepted fitted line sigma, km/s: the narrowest
+        intrinsic line (rest FWHM 0.5 A, 23 km/s) up to a saturated 4 A line
+        (about 300 km/s); SDSS's instrumental ~65 km/s adds in quadrature.
+    coincidence_kms: a candidate line this close to a line of a stronger
+        accepted absorber is that line, not a new doublet.
+    max_iterations: Levenberg-Marquardt iterations of each fit, at most.
+    """
+
+    detect_snr: float = 4.5
+    min_snr_doublet: float = 4.5
+    min_snr_2796: float = 2.0
+    min_snr_2803: float = 2.0
+    ratio_range: tuple = (1.0, 2.0)
+    ratio_tolerance: float = 2.0
+    sigma_range_kms: tuple = (20.0, 320.0)
+    coincidence_kms: float = 150.0
+    max_iterations: int = 20
 
 
 def running_continuum(flux, ivar, width=CONTINUUM_WIDTH, clip_sigma=CONTINUUM_CLIP_SIGMA, block=CONTINUUM_BLOCK):
@@ -119,31 +160,32 @@ def _block_median(values, width, block):
     return medians[:, left] * (1 - frac) + medians[:, left + 1] * frac
 
 
-def doublet_template(sigma_pix=FILTER_SIGMA_PIX, ratio=FILTER_RATIO):
-    """Doublet depth template on pixel offsets; returns (offsets int (m,), weights (m,)), 2796 at offset 0."""
+def doublet_template(separation_pix=DOUBLET_SEPARATION_PIX, sigma_pix=FILTER_SIGMA_PIX, ratio=FILTER_RATIO):
+    """Doublet depth template on pixel offsets; returns (offsets int (m,), weights (m,)), first line at 0."""
     reach = int(np.ceil(4 * sigma_pix))
-    offsets = np.arange(-reach, int(np.ceil(DOUBLET_SEPARATION_PIX)) + reach + 1)
+    offsets = np.arange(-reach, int(np.ceil(separation_pix)) + reach + 1)
     weights = np.exp(-0.5 * (offsets / sigma_pix) ** 2)
-    weights += ratio * np.exp(-0.5 * ((offsets - DOUBLET_SEPARATION_PIX) / sigma_pix) ** 2)
+    weights += ratio * np.exp(-0.5 * ((offsets - separation_pix) / sigma_pix) ** 2)
     return offsets, weights
 
 
-def doublet_matched_filter(depth, weight, sigma_pix=FILTER_SIGMA_PIX, ratio=FILTER_RATIO):
-    """S/N and amplitude of the doublet template with its 2796 line on each pixel.
+def doublet_matched_filter(depth, weight, separation_pix=DOUBLET_SEPARATION_PIX, sigma_pix=FILTER_SIGMA_PIX,
+                           ratio=FILTER_RATIO):
+    """S/N and amplitude of a doublet template with its first line on each pixel.
 
     Parameters
     ----------
     depth : ndarray (n, npix), 1 - flux / continuum
     weight : ndarray (n, npix), inverse variance of depth (0 = ignore)
+    separation_pix, sigma_pix, ratio : the template (default MgII 2796/2803)
 
     Returns
     -------
     snr, amplitude : float64 (n, npix); the template's best-fit peak depth
         and its S/N; 0 where the template covers no weight.
     """
-    offsets, template = doublet_template(sigma_pix, ratio)
-    lead, tail = -offsets[0], offsets[-1]
-    pad = ((0, 0), (lead, tail))
+    offsets, template = doublet_template(separation_pix, sigma_pix, ratio)
+    pad = ((0, 0), (-offsets[0], offsets[-1]))
     windows_dw = sliding_window_view(np.pad(depth * weight, pad), template.size, axis=1)
     windows_w = sliding_window_view(np.pad(weight, pad), template.size, axis=1)
     numerator = windows_dw @ template
@@ -162,7 +204,8 @@ def doublet_profile(z_abs, ew_2796_obs, ew_2803_obs, sigma_kms, wave_lo=_EDGE_LO
     wavelength, with area = its observed equivalent width (A), integrated
     over the pixel [wave_lo, wave_hi] and divided by the pixel width, so the
     sum of depth * pixel width is the equivalent width even for lines
-    narrower than a pixel.
+    narrower than a pixel. Arguments broadcast (e.g. (k, 1) parameters
+    against (k, m) pixel edges).
     """
     depth = 0.0
     for rest, ew in ((MGII_2796, ew_2796_obs), (MGII_2803, ew_2803_obs)):
@@ -172,120 +215,243 @@ def doublet_profile(z_abs, ew_2796_obs, ew_2803_obs, sigma_kms, wave_lo=_EDGE_LO
     return depth / (wave_hi - wave_lo)
 
 
-def _residuals(params, flux, sqrt_ivar, continuum, wave, wave_lo, wave_hi, wave_ref):
-    z_abs, ew1, ew2, sigma, c0, c1 = params
-    scale = continuum * (c0 + c1 * (wave - wave_ref) / wave_ref)
-    model = scale * (1.0 - doublet_profile(z_abs, ew1, ew2, sigma, wave_lo, wave_hi))
-    return (flux - model) * sqrt_ivar
+@dataclass
+class _FitRegions:
+    """Pixels around k candidates, (k, m) each: flux, sqrt(ivar) (0 = ignore), continuum,
+    wavelength, pixel edges; wave_ref (k, 1), the continuum slope's pivot."""
+
+    flux: np.ndarray
+    sqrt_ivar: np.ndarray
+    continuum: np.ndarray
+    wave: np.ndarray
+    wave_lo: np.ndarray
+    wave_hi: np.ndarray
+    wave_ref: np.ndarray
+
+    def model(self, params):
+        """Model flux (k, m) for params (k, 6): z, EW_2796 and EW_2803 (observed A), sigma km/s, c0, c1."""
+        z_abs, ew1, ew2, sigma, c0, c1 = (params[:, j:j + 1] for j in range(6))
+        scale = self.continuum * (c0 + c1 * (self.wave - self.wave_ref) / self.wave_ref)
+        return scale * (1.0 - doublet_profile(z_abs, ew1, ew2, sigma, self.wave_lo, self.wave_hi))
+
+    def residuals(self, params):
+        return (self.flux - self.model(params)) * self.sqrt_ivar
+
+    def jacobian(self, params, residuals):
+        """d residuals / d params, (k, m, 6), forward differences (exact for the linear parameters)."""
+        steps = np.array([1e-5, 1e-2, 1e-2, 0.5, 1e-3, 1e-3]) * np.ones_like(params)
+        steps[:, 0] *= 1.0 + params[:, 0]
+        jac = np.empty(residuals.shape + (6,))
+        for j in range(6):
+            moved = params.copy()
+            moved[:, j] += steps[:, j]
+            jac[..., j] = (self.residuals(moved) - residuals) / steps[:, j:j + 1]
+        return jac
 
 
-def fit_doublet(flux, ivar, continuum, z_guess, ew_guess=1.0, sigma_guess_kms=80.0):
-    """Least-squares fit of one MgII doublet near z_guess in one spectrum on the MgII grid.
+def _fit_regions(flux, ivar, continuum, rows, first_pixel, npix):
+    """The _FitRegions of pixels first_pixel[k] .. + npix - 1 of spectrum rows[k]; outside the grid ignored."""
+    columns = np.asarray(first_pixel)[:, None] + np.arange(npix)
+    on_grid = (columns >= 0) & (columns < MGII_NPIX)
+    columns = np.clip(columns, 0, MGII_NPIX - 1)
+    rows = np.asarray(rows)[:, None]
+    cont = continuum[rows, columns].astype(np.float64)
+    good = on_grid & (ivar[rows, columns] > 0) & (cont > 0)
+    wave = WAVE[columns]
+    return _FitRegions(
+        flux=flux[rows, columns].astype(np.float64),
+        sqrt_ivar=np.where(good, np.sqrt(np.where(good, ivar[rows, columns], 0.0)), 0.0),
+        continuum=cont, wave=wave, wave_lo=_EDGE_LO[columns], wave_hi=_EDGE_HI[columns],
+        wave_ref=wave[:, npix // 2:npix // 2 + 1],
+    )
+
+
+def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations):
+    """Batched least-squares fit of one MgII doublet near each z_guess[k] in spectrum rows[k].
+
+    Levenberg-Marquardt with Marquardt scaling, at most max_iterations
+    steps, every candidate at once; z is bound to +-3 pixels of z_guess.
 
     Parameters
     ----------
-    flux, ivar, continuum : ndarray (3841,)
-    z_guess : float, absorber redshift to start from (z bound to +-3 pixels)
-    ew_guess : float, starting observed EW of 2796, A
+    flux, ivar, continuum : ndarray (n, 3841), on the MgII grid
+    rows : int (k,), spectrum of each candidate
+    z_guess : float (k,), absorber redshift to start from
+    ew_guess : float (k,), starting observed EW of 2796, A
+    max_iterations : int
 
     Returns
     -------
-    dict with Z_ABS, Z_ABS_ERR, EW_2796, EW_2796_ERR, EW_2803, EW_2803_ERR
-    (rest frame A), SNR_2796, COV_EW (covariance of the two rest EWs, A^2),
-    SIGMA_KMS; None when the fit region has too few good pixels.
+    dict of (k,) float64 arrays: Z_ABS, Z_ABS_ERR, EW_2796, EW_2796_ERR,
+    EW_2803, EW_2803_ERR (rest A), SNR_2796, SNR_2803, SNR_DOUBLET
+    ((EW_2796 + EW_2803) over its error), COV_EW (k, 2, 2)
+    (rest A^2), SIGMA_KMS and FITTED (bool, False where the region has
+    fewer than MIN_FIT_PIXELS good pixels).
     """
-    centre = np.log10(MGII_2796 * (1.0 + z_guess))
-    first = int(np.floor((centre - _LOGLAM[0]) / MGII_DLOGLAM)) - FIT_HALF_WIDTH_PIX
-    last = first + 2 * FIT_HALF_WIDTH_PIX + int(np.ceil(DOUBLET_SEPARATION_PIX)) + 1
-    region = slice(max(first, 0), min(last, MGII_NPIX))
-    good = (ivar[region] > 0) & (continuum[region] > 0)
-    if good.sum() < 12:
-        return None
-    flux_r = flux[region][good].astype(np.float64)
-    sqrt_ivar = np.sqrt(ivar[region][good].astype(np.float64))
-    cont_r = continuum[region][good]
-    wave_r = WAVE[region][good]
-    args = (flux_r, sqrt_ivar, cont_r, wave_r, _EDGE_LO[region][good], _EDGE_HI[region][good], wave_r.mean())
+    z_guess = np.asarray(z_guess, np.float64)
+    k = z_guess.size
+    centre = (np.log10(MGII_2796 * (1.0 + z_guess)) - _LOGLAM[0]) / MGII_DLOGLAM
+    npix = 2 * FIT_HALF_WIDTH_PIX + int(np.ceil(DOUBLET_SEPARATION_PIX)) + 1
+    regions = _fit_regions(flux, ivar, continuum, rows, np.floor(centre).astype(np.int64) - FIT_HALF_WIDTH_PIX, npix)
     dz = 3 * MGII_DLOGLAM * np.log(10) * (1.0 + z_guess)
-    start = [z_guess, ew_guess, 0.7 * ew_guess, sigma_guess_kms, 1.0, 0.0]
-    lower = [z_guess - dz, -20.0, -20.0, SIGMA_BOUNDS_KMS[0], 0.5, -1.0]
-    upper = [z_guess + dz, 60.0, 60.0, SIGMA_BOUNDS_KMS[1], 1.5, 1.0]
-    start = np.clip(start, lower, upper)
-    result = least_squares(_residuals, start, bounds=(lower, upper), args=args, x_scale="jac",
-                           ftol=1e-6, xtol=1e-6)
-    jac = result.jac
-    covariance = np.linalg.pinv(jac.T @ jac)
-    z_abs, ew1, ew2, sigma = result.x[:4]
-    to_rest = 1.0 / (1.0 + z_abs)
-    errors = np.sqrt(np.clip(np.diag(covariance), 0, None))
-    ew1_err = errors[1] * to_rest
+    ones = np.ones(k)
+    lower = np.stack([z_guess - dz, -20 * ones, -20 * ones, SIGMA_BOUNDS_KMS[0] * ones, 0.5 * ones, -ones], 1)
+    upper = np.stack([z_guess + dz, 60 * ones, 60 * ones, SIGMA_BOUNDS_KMS[1] * ones, 1.5 * ones, ones], 1)
+    ew_guess = np.asarray(ew_guess, np.float64) * ones
+    params = np.clip(np.stack([z_guess, ew_guess, 0.7 * ew_guess, SIGMA_GUESS_KMS * ones, ones, 0 * ones], 1),
+                     lower, upper)
+    residuals = regions.residuals(params)
+    chi2 = np.sum(residuals ** 2, axis=1)
+    jac = regions.jacobian(params, residuals)
+    damping = np.full(k, 1e-3)
+    for _ in range(max_iterations):
+        normal = np.einsum("kmi,kmj->kij", jac, jac)
+        gradient = np.einsum("kmi,km->ki", jac, residuals)
+        scale = np.maximum(np.einsum("kii->ki", normal), 1e-12)
+        step = np.linalg.solve(normal + damping[:, None, None] * scale[:, :, None] * np.eye(6),
+                               -gradient[..., None])[..., 0]
+        trial = np.clip(params + step, lower, upper)
+        trial_residuals = regions.residuals(trial)
+        trial_chi2 = np.sum(trial_residuals ** 2, axis=1)
+        better = trial_chi2 < chi2
+        damping = np.where(better, damping / 3, damping * 8)
+        if np.all(damping > MAX_DAMPING):
+            break
+        params[better], residuals[better], chi2[better] = trial[better], trial_residuals[better], trial_chi2[better]
+        moved = np.flatnonzero(better)
+        sub = _FitRegions(**{name: getattr(regions, name)[moved] for name in regions.__dataclass_fields__})
+        jac[moved] = sub.jacobian(params[moved], residuals[moved])
+    normal = np.einsum("kmi,kmj->kij", jac, jac)
+    covariance = np.linalg.pinv(normal)
+    errors = np.sqrt(np.clip(np.einsum("kii->ki", covariance), 0, None))
+    to_rest = 1.0 / (1.0 + params[:, 0])
+    ew1_err, ew2_err = errors[:, 1] * to_rest, errors[:, 2] * to_rest
+    sum_err = np.sqrt(np.clip(covariance[:, 1, 1] + covariance[:, 2, 2] + 2 * covariance[:, 1, 2], 0, None)) * to_rest
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr1 = np.where(ew1_err > 0, params[:, 1] * to_rest / ew1_err, 0.0)
+        snr2 = np.where(ew2_err > 0, params[:, 2] * to_rest / ew2_err, 0.0)
+        snr_doublet = np.where(sum_err > 0, (params[:, 1] + params[:, 2]) * to_rest / sum_err, 0.0)
     return {
-        "Z_ABS": z_abs, "Z_ABS_ERR": errors[0],
-        "EW_2796": ew1 * to_rest, "EW_2796_ERR": ew1_err,
-        "EW_2803": ew2 * to_rest, "EW_2803_ERR": errors[2] * to_rest,
-        "SNR_2796": ew1 * to_rest / ew1_err if ew1_err > 0 else 0.0,
-        "COV_EW": covariance[1:3, 1:3] * to_rest ** 2,
-        "SIGMA_KMS": sigma,
+        "Z_ABS": params[:, 0], "Z_ABS_ERR": errors[:, 0],
+        "EW_2796": params[:, 1] * to_rest, "EW_2796_ERR": ew1_err,
+        "EW_2803": params[:, 2] * to_rest, "EW_2803_ERR": ew2_err,
+        "SNR_2796": snr1, "SNR_2803": snr2, "SNR_DOUBLET": snr_doublet,
+        "COV_EW": covariance[:, 1:3, 1:3] * to_rest[:, None, None] ** 2,
+        "SIGMA_KMS": params[:, 3],
+        "FITTED": np.sum(regions.sqrt_ivar > 0, axis=1) >= MIN_FIT_PIXELS,
     }
 
 
-def is_doublet(fit, ratio_range=DOUBLET_RATIO_RANGE, tolerance=DOUBLET_TOLERANCE, min_snr=MIN_SNR_2796):
-    """True when a fit is a credible MgII doublet.
+def fit_doublet(flux, ivar, continuum, z_guess, ew_guess=1.0, max_iterations=DoubletCriteria.max_iterations):
+    """`fit_doublets` for one spectrum (3841,) and one z_guess: dict of scalars, None when not fitted."""
+    fits = fit_doublets(np.asarray(flux)[None], np.asarray(ivar)[None], np.asarray(continuum)[None],
+                        [0], [z_guess], [ew_guess], max_iterations)
+    if not fits["FITTED"][0]:
+        return None
+    return {name: value[0] for name, value in fits.items()}
 
-    SNR_2796 >= min_snr, EW_2803 > 0 and EW_2796/EW_2803 within ratio_range
-    at `tolerance` sigma: EW_2796 - r_max EW_2803 <= tolerance * its error and
-    r_min EW_2803 - EW_2796 <= tolerance * its error (linear, so a weak
-    EW_2803 gives no division by ~0).
+
+def accepted_doublets(fits, criteria):
+    """Which fits (dict of (k,) arrays from fit_doublets) are credible MgII doublets; bool (k,).
+
+    SNR_DOUBLET >= min_snr_doublet, SNR_2796 >= min_snr_2796,
+    SNR_2803 >= min_snr_2803, the line width in
+    sigma_range_kms, and r_min <= EW_2796/EW_2803 <= r_max within
+    ratio_tolerance sigma, tested linearly (EW_2796 - r_max EW_2803 <=
+    t sigma and r_min EW_2803 - EW_2796 <= t sigma) so that a weak EW_2803
+    gives no division by ~0.
     """
-    if fit is None or fit["SNR_2796"] < min_snr or fit["EW_2803"] <= 0:
+    ok = fits["FITTED"] & (fits["SNR_DOUBLET"] >= criteria.min_snr_doublet)
+    ok &= (fits["SNR_2796"] >= criteria.min_snr_2796) & (fits["SNR_2803"] >= criteria.min_snr_2803)
+    ok &= (fits["SIGMA_KMS"] >= criteria.sigma_range_kms[0]) & (fits["SIGMA_KMS"] <= criteria.sigma_range_kms[1])
+    covariance = fits["COV_EW"]
+    r_min, r_max = criteria.ratio_range
+    for a, b in ((1.0, -r_max), (-1.0, r_min)):
+        value = a * fits["EW_2796"] + b * fits["EW_2803"]
+        variance = a * a * covariance[:, 0, 0] + b * b * covariance[:, 1, 1] + 2 * a * b * covariance[:, 0, 1]
+        ok &= value <= criteria.ratio_tolerance * np.sqrt(np.clip(variance, 0, None))
+    return ok
+
+
+def _lines_of(z_abs):
+    """Observed wavelengths (A) of the lines of MgII absorbers at z_abs (m,): (m, 2 + len(COMPANION_LINES))."""
+    rest = np.array((MGII_2796, MGII_2803) + COMPANION_LINES)
+    return np.multiply.outer(1.0 + np.asarray(z_abs, np.float64), rest)
+
+
+def _coincides(z_candidate, z_found, tolerance_kms):
+    """True when the 2796 or 2803 line at z_candidate lies within tolerance_kms of a line of any z_found."""
+    if len(z_found) == 0:
         return False
-    covariance = fit["COV_EW"]
-    for a, b in ((1.0, -ratio_range[1]), (-1.0, ratio_range[0])):
-        value = a * fit["EW_2796"] + b * fit["EW_2803"]
-        sigma = np.sqrt(max(a * a * covariance[0, 0] + b * b * covariance[1, 1] + 2 * a * b * covariance[0, 1], 0))
-        if value > tolerance * sigma:
-            return False
-    return True
+    candidate = _lines_of([z_candidate])[0, :2]
+    others = _lines_of(z_found).ravel()
+    return bool(np.any(np.abs(np.log(candidate[:, None] / others[None])) * SPEED_OF_LIGHT < tolerance_kms))
 
 
-def find_absorbers(flux, ivar, wave_min, wave_max, continuum=None, detect_snr=DETECT_SNR):
-    """All MgII doublets with both lines inside [wave_min, wave_max] (observed A) of one spectrum.
+def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria):
+    """All MgII doublets with both lines inside [wave_min[i], wave_max[i]] (observed A) of each spectrum.
 
     Parameters
     ----------
-    flux, ivar : ndarray (3841,), on the MgII grid
-    wave_min, wave_max : float, search window (see qsopipe.stages.mgii.search_window)
-    continuum : ndarray (3841,), optional; running_continuum when omitted
+    flux, ivar, continuum : ndarray (n, 3841), on the MgII grid
+    wave_min, wave_max : float (n,), search windows (qsopipe.stages.mgii.search_window)
+    criteria : DoubletCriteria
 
     Returns
     -------
-    numpy structured array (ABSORBER_DTYPE), one row per absorber, by Z_ABS.
+    list of n numpy structured arrays (ABSORBER_DTYPE), one row per absorber, by Z_ABS.
     """
-    flux = np.asarray(flux, np.float64)
-    ivar = np.asarray(ivar, np.float64)
-    if continuum is None:
-        continuum = running_continuum(flux[None], ivar[None])[0]
+    flux = np.atleast_2d(np.asarray(flux, np.float64))
+    ivar = np.atleast_2d(np.asarray(ivar, np.float64))
     positive = continuum > 0
     safe = np.where(positive, continuum, 1.0)
     depth = np.where(positive, 1.0 - flux / safe, 0.0)
     weight = np.where(positive & (ivar > 0), ivar * safe ** 2, 0.0)
-    snr, amplitude = doublet_matched_filter(depth[None], weight[None])
-    z_of_pixel = WAVE / MGII_2796 - 1.0
-    inside = (WAVE >= wave_min) & (WAVE * MGII_2803 / MGII_2796 <= wave_max)
-    snr = np.where(inside, snr[0], 0.0)
-    peaks, _ = find_peaks(snr, height=detect_snr, distance=MIN_PEAK_DISTANCE_PIX)
-    accepted = []
-    for peak in peaks[np.argsort(-snr[peaks])]:
-        z_guess = z_of_pixel[peak]
-        ew_guess = max(amplitude[0, peak], 0.05) * np.sqrt(2 * np.pi) * FILTER_SIGMA_PIX * PIXEL_WIDTH[peak]
-        fit = fit_doublet(flux, ivar, continuum, z_guess, ew_guess)
-        if not is_doublet(fit):
-            continue
-        if any(abs(fit["Z_ABS"] - other["Z_ABS"]) < DUPLICATE_DZ * (1 + fit["Z_ABS"]) for other in accepted):
-            continue
-        accepted.append(fit)
-    table = np.zeros(len(accepted), ABSORBER_DTYPE)
-    for row, fit in enumerate(sorted(accepted, key=lambda item: item["Z_ABS"])):
+    snr, amplitude = doublet_matched_filter(depth, weight)
+    civ_snr, _ = doublet_matched_filter(depth, weight, CIV_SEPARATION_PIX, FILTER_SIGMA_PIX, CIV_FILTER_RATIO)
+    inside = (WAVE >= np.asarray(wave_min)[:, None]) & (WAVE * (MGII_2803 / MGII_2796) <= np.asarray(wave_max)[:, None])
+    snr = np.where(inside, snr, 0.0)
+    rows, peaks = [], []
+    for row in range(len(flux)):
+        found, _ = find_peaks(snr[row], height=criteria.detect_snr, distance=MIN_PEAK_DISTANCE_PIX)
+        rows.append(np.full(found.size, row))
+        peaks.append(found)
+    rows, peaks = np.concatenate(rows).astype(np.int64), np.concatenate(peaks).astype(np.int64)
+    ew_guess = np.maximum(amplitude[rows, peaks], 0.05) * np.sqrt(2 * np.pi) * FILTER_SIGMA_PIX * PIXEL_WIDTH[peaks]
+    fits = fit_doublets(flux, ivar, continuum, rows, WAVE[peaks] / MGII_2796 - 1.0, ew_guess, criteria.max_iterations)
+    ok = accepted_doublets(fits, criteria) & ~_civ_better(snr, civ_snr, rows, peaks)
+    accepted = [[] for _ in range(len(flux))]
+    for index in np.flatnonzero(ok)[np.lexsort((-fits["SNR_2796"][ok], rows[ok]))]:
+        found = accepted[rows[index]]
+        if not _coincides(fits["Z_ABS"][index], [fits["Z_ABS"][i] for i in found], criteria.coincidence_kms):
+            found.append(index)
+    tables = []
+    for found in accepted:
+        table = np.zeros(len(found), ABSORBER_DTYPE)
         for name, _ in ABSORBER_DTYPE:
-            table[name][row] = fit[name]
-    return table
+            table[name] = fits[name][found]
+        tables.append(np.sort(table, order="Z_ABS"))
+    return tables
+
+
+def _civ_better(snr, civ_snr, rows, peaks):
+    """True where a CIV 1548/1550 template anywhere over a candidate's two lines beats its MgII S/N; bool (k,).
+
+    The CIV template is tried with its 1548 line from one CIV separation
+    blue of the 2796 pixel to the 2803 pixel, so that either MgII line
+    sitting on either CIV line is covered.
+    """
+    offsets = np.arange(-int(np.ceil(CIV_SEPARATION_PIX)) - 1, int(np.ceil(DOUBLET_SEPARATION_PIX)) + 2)
+    columns = np.clip(peaks[:, None] + offsets, 0, snr.shape[1] - 1)
+    return civ_snr[rows[:, None], columns].max(axis=1) > snr[rows, peaks]
+
+
+def find_absorbers(flux, ivar, wave_min, wave_max, criteria, continuum=None):
+    """`search_doublets` for one spectrum (3841,): a structured array (ABSORBER_DTYPE), by Z_ABS.
+
+    The continuum is `running_continuum` when not given.
+    """
+    flux = np.asarray(flux, np.float64)[None]
+    ivar = np.asarray(ivar, np.float64)[None]
+    continuum = running_continuum(flux, ivar) if continuum is None else np.asarray(continuum)[None]
+    return search_doublets(flux, ivar, [wave_min], [wave_max], continuum, criteria)[0]

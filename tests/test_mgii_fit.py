@@ -5,21 +5,33 @@ import pytest
 
 from qsopipe.grids import MGII_2796, MGII_2803
 from qsopipe.stages.mgii_fit import (
-    DOUBLET_SEPARATION_PIX, PIXEL_WIDTH, WAVE, doublet_matched_filter, doublet_profile, find_absorbers,
-    fit_doublet, is_doublet, running_continuum,
+    CIV_1548, CIV_1550, DOUBLET_SEPARATION_PIX, PIXEL_WIDTH, WAVE, DoubletCriteria, accepted_doublets,
+    doublet_matched_filter, doublet_profile, find_absorbers, fit_doublet, fit_doublets, running_continuum,
 )
 
 SPEED_OF_LIGHT = 299792.458
+CRITERIA = DoubletCriteria()
 
 
-def _spectrum(absorbers, snr=50.0, seed=0, fwhm_rest=1.7):
+def _single_lines(lines, fwhm_rest=1.7):
+    """Depth of Gaussian lines [(rest A, z, rest EW A)] on the grid, (3841,)."""
+    depth = np.zeros(WAVE.size)
+    for rest, z, ew in lines:
+        centre, sigma = rest * (1 + z), fwhm_rest / 2.3548 * (1 + z)
+        depth += ew * (1 + z) / (np.sqrt(2 * np.pi) * sigma) * np.exp(-0.5 * ((WAVE - centre) / sigma) ** 2)
+    return depth
+
+
+def _spectrum(absorbers, snr=50.0, seed=0, fwhm_rest=1.7, other_lines=()):
     """Power law with a broad emission bump, Gaussian doublets (z_abs, rest EW_2796, rest EW_2803), noise.
 
-    fwhm_rest is the line FWHM in the absorber's rest frame, Angstrom.
+    fwhm_rest is the line FWHM in the absorber's rest frame, Angstrom;
+    other_lines are further absorption lines [(rest A, z, rest EW A)].
     """
     continuum = 10.0 * (WAVE / 5000.0) ** -1.5 * (1 + 0.4 * np.exp(-0.5 * ((WAVE - 1908.7 * 3.1) / 40.0) ** 2))
     sigma_kms = fwhm_rest / 2.3548 / MGII_2796 * SPEED_OF_LIGHT
     depth = sum(doublet_profile(z, ew1 * (1 + z), ew2 * (1 + z), sigma_kms) for z, ew1, ew2 in absorbers)
+    depth = depth + _single_lines(other_lines, fwhm_rest)
     ivar = (snr / continuum) ** 2
     noise = np.random.default_rng(seed).normal(size=WAVE.size) / np.sqrt(ivar)
     return continuum * (1 - depth) + noise, ivar, continuum
@@ -65,7 +77,7 @@ def test_fit_recovers_redshift_and_equivalent_widths(z_abs, ew_2796, ew_2803, fw
     assert fit["EW_2803"] == pytest.approx(ew_2803, rel=0.05)
     assert 0 < fit["EW_2796_ERR"] < 0.02 and 0 < fit["Z_ABS_ERR"] < 3e-5
     assert fit["SNR_2796"] == pytest.approx(fit["EW_2796"] / fit["EW_2796_ERR"])
-    assert is_doublet(fit)
+    assert accepted_doublets({name: np.array([value]) for name, value in fit.items()}, CRITERIA)[0]
 
 
 def test_fit_errors_match_the_scatter():
@@ -81,7 +93,7 @@ def test_fit_errors_match_the_scatter():
 def test_two_absorbers_on_one_sightline_are_both_found():
     truth = [(1.3, 0.9, 0.6), (1.72, 0.5, 0.35)]
     flux, ivar, _ = _spectrum(truth, snr=40, seed=5)
-    found = find_absorbers(flux, ivar, 1565 * 3.0, 2770 * 3.0)
+    found = find_absorbers(flux, ivar, 1565 * 3.0, 2770 * 3.0, CRITERIA)
     assert len(found) == 2
     np.testing.assert_allclose(found["Z_ABS"], [1.3, 1.72], atol=1e-4)
     assert np.all(np.abs(found["EW_2796"] - [0.9, 0.5]) < 3 * found["EW_2796_ERR"])
@@ -90,14 +102,40 @@ def test_two_absorbers_on_one_sightline_are_both_found():
 
 def test_absorbers_outside_the_window_or_single_lines_are_not_reported():
     flux, ivar, continuum = _spectrum([(1.3, 1.0, 0.7)], snr=40, seed=6)
-    assert len(find_absorbers(flux, ivar, 2796 * 2.5, 2800 * 3.0)) == 0
+    assert len(find_absorbers(flux, ivar, 2796 * 2.5, 2800 * 3.0, CRITERIA)) == 0
     single = 1 - 0.6 * np.exp(-0.5 * ((WAVE - 6000.0) / 1.5) ** 2)
     flux, ivar, continuum = _spectrum([], snr=40, seed=7)
-    found = find_absorbers(flux * single, ivar, 1565 * 3.0, 2770 * 3.0)
+    found = find_absorbers(flux * single, ivar, 1565 * 3.0, 2770 * 3.0, CRITERIA)
     assert len(found) == 0
 
 
 def test_pure_noise_gives_few_false_absorbers():
-    false = sum(len(find_absorbers(*_spectrum([], snr=10, seed=seed)[:2], 1565 * 3.0, 2770 * 3.0))
+    false = sum(len(find_absorbers(*_spectrum([], snr=10, seed=seed)[:2], 1565 * 3.0, 2770 * 3.0, CRITERIA))
                 for seed in range(20))
-    assert false <= 2
+    assert false <= 1
+
+
+@pytest.mark.parametrize("lines", [
+    [(CIV_1548, 3.2, 1.2), (CIV_1550, 3.2, 0.75)],
+    [(CIV_1548, 3.05, 0.9), (CIV_1550, 3.05, 0.9)],
+    [(2600.17, 1.4, 1.0), (2586.65, 1.4, 0.7), (2382.77, 1.4, 0.9), (2374.46, 1.4, 0.4), (2344.21, 1.4, 0.6)],
+])
+def test_civ_doublet_or_feii_lines_without_mgii_give_no_absorber(lines):
+    flux, ivar, _ = _spectrum([], snr=30, seed=8, other_lines=lines)
+    assert len(find_absorbers(flux, ivar, 1565 * 4.3, 2770 * 4.3, CRITERIA)) == 0
+
+
+def test_feii_and_civ_of_a_found_absorber_are_not_new_absorbers():
+    z_abs = 1.62
+    lines = [(rest, z_abs, 0.6 * 1.5) for rest in (2600.17, 2586.65, 2382.77, 2344.21)]
+    lines += [(CIV_1548, z_abs, 1.5), (CIV_1550, z_abs, 1.0)]
+    flux, ivar, _ = _spectrum([(z_abs, 2.0, 1.6)], snr=30, seed=9, other_lines=lines)
+    found = find_absorbers(flux, ivar, 1565 * 3.9, 2770 * 3.9, CRITERIA)
+    np.testing.assert_allclose(found["Z_ABS"], [z_abs], atol=2e-4)
+
+
+def test_fit_width_outside_the_accepted_range_is_rejected():
+    flux, ivar, continuum = _spectrum([(1.4, 1.5, 1.0)], snr=60, seed=10, fwhm_rest=12.0)
+    fits = fit_doublets(flux[None], ivar[None], continuum[None], [0], [1.4], [1.0], CRITERIA.max_iterations)
+    assert fits["SIGMA_KMS"][0] > CRITERIA.sigma_range_kms[1]
+    assert not accepted_doublets(fits, CRITERIA)[0]
