@@ -93,12 +93,18 @@ def write_report(path, summaries, rejects, config, catalog):
 
 
 def write_run_catalog(outdir, summaries, rejects, config):
-    """Assemble the catalog from the results of the plates that finished."""
+    """Assemble the catalog from the results of the plates that finished.
+
+    A plate finished by an earlier run is 'done' in the catalog's INPUTS, so
+    a resumed run writes the same catalog as an uninterrupted one (the run
+    report still says 'resumed').
+    """
     from qsopipe.stages.catalog import catalog_from_results
 
     paths = layout(outdir)
     finished = [(s["plate"], s["mjd"]) for s in summaries if s["status"] in ("done", "resumed")]
-    inputs = [{"path": f, "plate": s["plate"], "mjd": s["mjd"], "status": s["status"], "reason": s["reason"]}
+    inputs = [{"path": f, "plate": s["plate"], "mjd": s["mjd"], "reason": s["reason"],
+               "status": "done" if s["status"] == "resumed" else s["status"]}
               for s in summaries for f in s["files"]]
     inputs += [{"path": r.path, "plate": -1, "mjd": -1, "status": "rejected", "reason": r.reason} for r in rejects]
     return catalog_from_results(paths["results"], paths["catalog"], plates=finished, inputs=inputs, config=config)
