@@ -29,8 +29,7 @@ rest-frame A, line widths sigma in km/s.
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
-from scipy.ndimage import median_filter
+from scipy.ndimage import correlate1d, median_filter
 from scipy.signal import find_peaks
 from scipy.special import erf
 
@@ -58,6 +57,8 @@ FILTER_SIGMA_PIX = 1.3
 #: Matched-filter second/first line depth ratios (MgII between 1/2 and 1; the simulator's CIV 1/1.6).
 FILTER_RATIO = 0.7
 CIV_FILTER_RATIO = 0.6
+#: Fraction of the template's sum of squares that must fall on pixels with data for a filter value.
+MIN_TEMPLATE_COVERAGE = 0.5
 #: Closest two candidates may be, pixels (keeps the +-11 pixel ghosts of a doublet out).
 MIN_PEAK_DISTANCE_PIX = 15
 #: Half width of the fit region beyond the doublet, pixels.
@@ -182,15 +183,15 @@ def doublet_matched_filter(depth, weight, separation_pix=DOUBLET_SEPARATION_PIX,
     Returns
     -------
     snr, amplitude : float64 (n, npix); the template's best-fit peak depth
-        and its S/N; 0 where the template covers no weight.
+        and its S/N; 0 where pixels with weight > 0 hold less than
+        MIN_TEMPLATE_COVERAGE of the template's sum of squares.
     """
     offsets, template = doublet_template(separation_pix, sigma_pix, ratio)
-    pad = ((0, 0), (-offsets[0], offsets[-1]))
-    windows_dw = sliding_window_view(np.pad(depth * weight, pad), template.size, axis=1)
-    windows_w = sliding_window_view(np.pad(weight, pad), template.size, axis=1)
-    numerator = windows_dw @ template
-    denominator = windows_w @ template ** 2
-    covered = denominator > 0
+    origin = -offsets[0] - template.size // 2
+    numerator = correlate1d(depth * weight, template, axis=1, mode="constant", origin=origin)
+    denominator = correlate1d(weight, template ** 2, axis=1, mode="constant", origin=origin)
+    coverage = correlate1d((weight > 0).astype(np.float64), template ** 2, axis=1, mode="constant", origin=origin)
+    covered = (coverage >= MIN_TEMPLATE_COVERAGE * np.sum(template ** 2)) & (denominator > 0)
     safe = np.where(covered, denominator, 1.0)
     snr = np.where(covered, numerator / np.sqrt(safe), 0.0)
     amplitude = np.where(covered, numerator / safe, 0.0)
