@@ -88,7 +88,7 @@ def test_command_trains_checkpoints_and_resumes(tmp_path, monkeypatch):
 
     data = synthetic_spectra(300, seed=1)
     data.prep_flag[:10] = 1                     # dropped: bad input
-    data.class_person[10:20] = 0                # dropped: sky
+    data.class_person[10:20] = 0                # kept: sky fibers are negatives
     monkeypatch.setattr(tq, "read_labelled_spectra", lambda spectra_dirs, truth: data)
     out = tmp_path / "run" / "qn.keras"
     args = ["train", "quasarnet", "--sim", str(tmp_path), "--out", str(out), "--filters", "4",
