@@ -13,8 +13,10 @@ set before exec, so root obeys file permissions like any user. Where that
 drop is not allowed, only the unreadable case is skipped.
 """
 
+import base64
 import ctypes
 import json
+import marshal
 import os
 import shutil
 import subprocess
@@ -22,6 +24,7 @@ import sys
 from pathlib import Path
 
 import fitsio
+import h5py
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -32,6 +35,7 @@ from qsopipe.stages.quasarnet import QNFlag
 REPO = Path(__file__).resolve().parents[1]
 QSOPIPE = str(Path(sys.executable).with_name("qsopipe"))
 TRUNCATED_SPPLATE = "sdss/spplate_truncated/spPlate-4055-55359-0020.fits"
+LEGACY_WEIGHTS = "weights/quasarnet_legacy_keras2_4layer.h5"
 
 #: Linux capability numbers and the prctl that drops one from the bounding set.
 _CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH, _PR_CAPBSET_DROP = 1, 2, 24
@@ -321,3 +325,36 @@ def test_all_good_inputs_exit_zero(tmp_path, models):
     result = run_qsopipe(["run", str(spectra), "--out", str(tmp_path / "out"), "--workers", "1",
                           "--qn-model", str(models[0]), "--mgii-model", str(models[1])])
     assert result.returncode == 0, result.stdout
+
+
+def booby_trapped_legacy_h5(shared_data, path, sentinel):
+    """A copy of the real legacy QuasarNET .h5 whose Lambda holds bytecode that would create `sentinel`.
+
+    The function is stored as Keras 2 did: base64 of marshalled bytecode.
+    """
+    source = f"lambda x: (open({str(sentinel)!r}, 'w').close(), x)[1]"
+    payload = next(const for const in compile(source, "payload", "eval").co_consts if hasattr(const, "co_code"))
+    shutil.copy(shared_data / LEGACY_WEIGHTS, path)
+    path.chmod(0o644)
+    code = base64.encodebytes(marshal.dumps(payload)).decode("ascii")
+    with h5py.File(path, "r+") as handle:
+        config = json.loads(handle.attrs["model_config"])
+        for layer in config["config"]["layers"]:
+            if layer["class_name"] == "Lambda":
+                layer["config"]["function"] = [code, None, None]
+        handle.attrs["model_config"] = json.dumps(config)
+    return path
+
+
+def test_legacy_h5_is_read_as_data_only(tmp_path, shared_data):
+    sentinel = tmp_path / "bytecode-ran"
+    legacy = booby_trapped_legacy_h5(shared_data, tmp_path / "legacy.h5", sentinel)
+    result = run_qsopipe(["import-weights", str(legacy), "--out", str(tmp_path / "imported.keras")])
+    assert result.returncode == 0, result.stdout
+    assert (tmp_path / "imported.keras").is_file()
+    assert not sentinel.exists()
+    from qsopipe.models.store import load_model
+
+    with pytest.raises(ValueError, match="(?i)lambda|unsafe|deserializ"):
+        load_model(str(legacy))
+    assert not sentinel.exists()
