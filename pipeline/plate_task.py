@@ -63,13 +63,18 @@ def process_plate(plate_input, outdir, config):
     except InputError as err:
         summary["reason"] = str(err)
     except Exception as err:  # a bug or a surprise in one plate must not stop the run
-        summary["reason"] = f"{type(err).__name__}: {err}"
+        summary["reason"] = f"{_named(plate_input.files)}: unexpected {type(err).__name__}: {err}"
         log.error("plate %s: unexpected error\n%s", plate_input.name, traceback.format_exc())
     summary["seconds"] = time.perf_counter() - start
     if summary["status"] == "done":
         with atomic_path(marker_path(outdir, plate_input)) as tmp, open(tmp, "w") as handle:
             json.dump(summary, handle)
     return summary
+
+
+def _named(files):
+    """The plate's file, or its first file and how many more, for a failure reason."""
+    return files[0] if len(files) == 1 else f"{files[0]} (and {len(files) - 1} more)"
 
 
 def _run_stages(plate_input, outdir, config):

@@ -358,3 +358,17 @@ def test_legacy_h5_is_read_as_data_only(tmp_path, shared_data):
     with pytest.raises(ValueError, match="(?i)lambda|unsafe|deserializ"):
         load_model(str(legacy))
     assert not sentinel.exists()
+
+
+def test_unexpected_failure_names_the_plate_file(matrix_run, tmp_path):
+    from qsopipe.config import load_config
+    from qsopipe.discovery import discover
+    from qsopipe.plate_task import process_plate
+
+    not_a_model = tmp_path / "qn.keras"
+    not_a_model.write_text("not a model")
+    (plate_input,), _ = discover([matrix_run["root"] / "sim" / "spectra" / "7000"])
+    config = load_config(options={"qn_model": str(not_a_model), "mgii_model": str(not_a_model)}, environ={})
+    summary = process_plate(plate_input, str(tmp_path / "out"), config)
+    assert summary["status"] == "failed"
+    assert summary["reason"].startswith(f"{plate_input.files[0]}: unexpected ")
