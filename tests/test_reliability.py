@@ -1,8 +1,9 @@
 """Issue 10: a tree of damaged and odd inputs through one `qsopipe run`.
 
 One input tree holds two good simulated plates (one with damaged fibers
-injected, one duplicated by its spec-lite files), one good plate whose grid
-runs partly past 10400 A, and one bad file per case of the matrix. The run
+injected, one duplicated by its spec-lite files), one plate whose grid
+starts at 9800 A (partly outside 3600-10400 A: processed, every fiber
+flagged), and one bad file per case of the matrix. The run
 happens once per module; each test asserts one case against its log, its
 run_report.json and its catalog.
 
@@ -142,7 +143,7 @@ def inject_bad_fibers(hdus):
 
 
 def build_tree(root, spectra, truncated):
-    """The input tree: good plates 7000 (damaged fibers), 7001 (+ its spec files), 7002 (grid past 10400 A)."""
+    """The input tree: good plates 7000 (damaged fibers), 7001 (+ its spec files), 7002 (grid from 9800 A)."""
     tree = root / "tree"
     good = spectra / "7000" / "spPlate-7000-57000.fits"
     copy_spplate(good, tree / "7000" / good.name, 7000, 57000, inject_bad_fibers)
@@ -154,7 +155,7 @@ def build_tree(root, spectra, truncated):
             hdus[0][0]["COEFF0"] = coeff0
         return edit
 
-    copy_spplate(good, tree / "7002" / "spPlate-7002-57002.fits", 7002, 57002, shift_grid(np.log10(7000.0)))
+    copy_spplate(good, tree / "7002" / "spPlate-7002-57002.fits", 7002, 57002, shift_grid(np.log10(9800.0)))
     bad = {case: tree / name for case, (name, _) in BAD_FILES.items()}
     bad["empty"].parent.mkdir(parents=True)
     bad["empty"].touch()
@@ -297,6 +298,15 @@ def test_damaged_fibers_are_present_and_flagged(matrix_run, fiber, prep_bits, un
     assert bool(row["QN_FLAG"][0] & QNFlag.UNUSABLE_INPUT) == unusable
     if unusable:
         assert row["IS_QSO_QN"][0] == 0 and row["Z_QN"][0] == -1 and row["MGII_PROB"][0] == -1
+
+
+def test_grid_partly_outside_the_spectrograph_is_processed_and_flagged(matrix_run):
+    catalog, _ = catalog_tables(matrix_run["out"] / "catalog.fits")
+    rows = catalog[catalog["PLATE"] == 7002]
+    assert len(rows) == 20
+    assert np.all(rows["PREP_FLAG"] & (PrepFlag.FEW_QN_BINS | PrepFlag.NO_MGII_PIXEL))
+    assert np.all(rows["QN_FLAG"] == QNFlag.UNUSABLE_INPUT)
+    assert np.all(rows["Z_QN"] == -1) and np.all(rows["MGII_PROB"] == -1)
 
 
 def test_classified_rows_have_no_nan(matrix_run):
