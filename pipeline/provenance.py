@@ -135,3 +135,22 @@ def header_cards(*, c_th=None, n_th=None, mgii_threshold=None, models=(), ninput
     if ninputs is not None:
         cards.append(("NINPUTS", int(ninputs), "number of input files"))
     return cards
+
+
+#: Run-configuration keys that no other card carries: key -> (keyword, comment).
+RUN_CONFIG_KEYWORDS = {
+    "batch_size": ("BATCHSZ", "fixed batch of the compiled forward passes"),
+    "workers": ("NWORKERS", "Dask workers requested (0: one per core)"),
+    "tf_threads": ("TFTHREAD", "TensorFlow intra-op threads per worker"),
+    "memory_limit": ("MEMLIMIT", "memory limit per Dask worker"),
+}
+
+
+def run_config_cards(config):
+    """Header cards for the run configuration (`qsopipe.config`) beyond thresholds and models."""
+    cards = []
+    for key, (keyword, comment) in RUN_CONFIG_KEYWORDS.items():
+        if key in config:
+            value = config[key]
+            cards.append((keyword, 0 if value is None else value, comment))
+    return cards

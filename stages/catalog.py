@@ -386,6 +386,7 @@ def catalog_from_results(results, out, plates=None, inputs=None, config=None, qs
     parameters = {**{key: value for key, value in defaults.items() if value is not None}, **found.parameters}
     cards = results_header_cards(parameters, len(inputs["PATH"]))
     cards.append(("QSOONLY", bool(qso_only), "rows restricted to IS_QSO_QN == 1"))
+    cards.extend(provenance.run_config_cards(config or {}))
     write_catalog(out, catalog, absorbers, inputs, cards)
     log.info("%s: %d plates, %d fibers, %d rows written, %d quasars, %d MgII absorbers",
              out, len(found.qn_tables), nfiber, len(catalog["PLATE"]),
