@@ -6,9 +6,10 @@ each network once.
 """
 
 import functools
-import hashlib
 from importlib import resources
 from pathlib import Path
+
+from qsopipe import provenance
 
 WEIGHTS_DIR = Path(str(resources.files("qsopipe.models").joinpath("weights")))
 
@@ -20,12 +21,8 @@ def default_weights(name):
 
 @functools.lru_cache(maxsize=None)
 def file_sha256(path):
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """Hex sha256 of a model file, computed once per process and path."""
+    return provenance.file_sha256(path)
 
 
 @functools.lru_cache(maxsize=None)
