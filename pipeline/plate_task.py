@@ -34,10 +34,25 @@ def marker_path(outdir, plate_input):
     return layout(outdir)["done"] / f"{plate_input.name}.json"
 
 
+def result_files(outdir, plate_input):
+    """The files of a plate the catalog reads: QuasarNET results, MgII results, absorbers."""
+    from qsopipe.stages import mgii, quasarnet
+
+    results = layout(outdir)["results"]
+    return [quasarnet.result_path(results, plate_input.plate, plate_input.mjd),
+            *mgii.result_paths(results, plate_input.plate, plate_input.mjd)]
+
+
 def read_marker(outdir, plate_input):
-    """The summary of a plate finished by an earlier run, or None if it must be (re)done."""
+    """The summary of a plate finished by an earlier run, or None if it must be (re)done.
+
+    The marker counts only while it is newer than the plate's inputs and
+    every result file it vouches for is still there.
+    """
     path = marker_path(outdir, plate_input)
     if not is_up_to_date(path, plate_input.files):
+        return None
+    if not all(result.is_file() for result in result_files(outdir, plate_input)):
         return None
     with open(path) as handle:
         summary = json.load(handle)

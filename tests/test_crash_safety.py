@@ -8,9 +8,10 @@ temporary name but not yet renamed, SIGKILLs the run's whole process group
 (the `qsopipe run` process and every Dask worker, which all import that
 hook). The three moments are the shard of the second plate (preprocess),
 its QuasarNET results (inference), and catalog.fits (the catalog write).
-Each killed run is resumed into the same OUTDIR without the hook; the
-catalog must equal a clean run's in every column and header card but DATE
-and the checksums, with every fiber exactly once.
+One OUTDIR is killed at each moment in turn, each killed run resuming the
+one before (as a resubmitted batch job would), then resumed to the end
+without the hook; the catalog must equal a clean run's in every column and
+header card but DATE and the checksums, with every fiber exactly once.
 """
 
 import os
@@ -49,7 +50,7 @@ def _killing_atomic_path(path):
 qsopipe.atomic.atomic_path = _killing_atomic_path
 '''
 
-#: moment -> (file name whose rename is never reached, where that file lives under OUTDIR).
+#: moment -> (file name whose rename is never reached, where that file lives under OUTDIR), in run order.
 MOMENTS = {
     "preprocess": ("plate-7001-57001.parquet", "shards/PLATE=7001"),
     "inference": ("qn-7001-57001.parquet", "results/quasarnet"),
@@ -135,16 +136,15 @@ def assert_every_fiber_once(path):
     assert keys == [(plate, fiber) for plate in PLATES for fiber in range(1, FIBERS + 1)]
 
 
-@pytest.mark.parametrize("moment", sorted(MOMENTS))
-def test_kill_9_then_resume_gives_the_same_catalog(setup, reference, moment):
-    name, folder = MOMENTS[moment]
-    out = setup["root"] / f"killed-{moment}"
-    env = {**os.environ, "PYTHONPATH": str(setup["hook"]), "KILL_AT_ATOMIC_WRITE": name}
-    killed = run_qsopipe(["run", *setup["args"], "--out", str(out)], env=env)
-    assert killed.returncode == -signal.SIGKILL, killed.stdout
-    assert not (out / folder / name).exists(), "the killed write must not look complete"
-    assert list((out / folder).glob(f".{name}.*.tmp")), "the kill must land inside the write"
-    assert not (out / "catalog.fits").exists()
+def test_kill_9_at_each_moment_then_resume_gives_the_same_catalog(setup, reference):
+    out = setup["root"] / "killed"
+    for moment, (name, folder) in MOMENTS.items():
+        env = {**os.environ, "PYTHONPATH": str(setup["hook"]), "KILL_AT_ATOMIC_WRITE": name}
+        killed = run_qsopipe(["run", *setup["args"], "--out", str(out)], env=env)
+        assert killed.returncode == -signal.SIGKILL, (moment, killed.stdout)
+        assert not (out / folder / name).exists(), f"{moment}: the killed write must not look complete"
+        assert list((out / folder).glob(f".{name}.*.tmp")), f"{moment}: the kill must land inside the write"
+        assert not (out / "catalog.fits").exists(), moment
 
     resumed = run_qsopipe(["run", *setup["args"], "--out", str(out)])
     assert resumed.returncode == 0, resumed.stdout
@@ -155,3 +155,22 @@ def test_kill_9_then_resume_gives_the_same_catalog(setup, reference, moment):
 def test_two_runs_of_the_same_inputs_give_the_same_catalog(setup, reference):
     assert_every_fiber_once(reference)
     assert_same_catalog(clean_run(setup, "again"), reference)
+
+
+def test_a_done_marker_without_its_results_does_not_count(tmp_path):
+    from qsopipe.discovery import PlateInput
+    from qsopipe.plate_task import marker_path, read_marker, result_files
+
+    source = tmp_path / "spPlate-7000-57000.fits"
+    source.write_bytes(b"")
+    plate_input = PlateInput(7000, 57000, "spplate", [str(source)])
+    out = tmp_path / "out"
+    results = result_files(out, plate_input)
+    for path in results:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    marker_path(out, plate_input).parent.mkdir(parents=True)
+    marker_path(out, plate_input).write_text('{"plate": 7000, "mjd": 57000, "status": "done"}')
+    assert read_marker(out, plate_input)["status"] == "resumed"
+    results[-1].unlink()
+    assert read_marker(out, plate_input) is None
