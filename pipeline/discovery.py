@@ -88,7 +88,11 @@ def discover(inputs):
 
 
 def _walk(directory, rejects):
-    """Files under `directory` named like an input, sorted; other things so named and unlistable dirs go to `rejects`."""
+    """Files under `directory` named like an input, sorted.
+
+    Things so named that are not regular files, and directories that cannot
+    be listed, are appended to `rejects`.
+    """
     found = []
 
     def unlistable(err):

@@ -11,7 +11,7 @@ The unreadable-file case must be real for root too (CI runs as root, and
 root reads a chmod-000 file): when the tests run as root, the run's process
 drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from its capability bounding
 set before exec, so root obeys file permissions like any user. Where that
-drop is not allowed, only the unreadable case is skipped.
+drop is not allowed, the unreadable file is left out and its case skipped.
 """
 
 import base64
@@ -78,13 +78,17 @@ def _drop_dac_capabilities():
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
 
 
-def permissions_enforced(probe):
-    """True if a process started like the run cannot read the chmod-000 file `probe`."""
+def permissions_enforced(directory):
+    """True if a process started like the run (see run_qsopipe's drop_dac) cannot read a chmod-000 file."""
+    probe = directory / "unreadable-probe"
+    probe.touch(mode=0)
     try:
         result = subprocess.run([sys.executable, "-c", f"open({str(probe)!r}).close()"], capture_output=True,
                                 preexec_fn=_drop_dac_capabilities if os.geteuid() == 0 else None)
     except subprocess.SubprocessError:
         return False
+    finally:
+        probe.unlink()
     return result.returncode != 0
 
 
@@ -142,8 +146,11 @@ def inject_bad_fibers(hdus):
     ivar[4, :] = -np.abs(ivar[4, :]) - 1
 
 
-def build_tree(root, spectra, truncated):
-    """The input tree: good plates 7000 (damaged fibers), 7001 (+ its spec files), 7002 (grid from 9800 A)."""
+def build_tree(root, spectra, truncated, unreadable):
+    """The input tree: good plates 7000 (damaged fibers), 7001 (+ its spec files), 7002 (grid from 9800 A).
+
+    Every case of BAD_FILES is added, the unreadable file only when `unreadable` (permissions hold).
+    """
     tree = root / "tree"
     good = spectra / "7000" / "spPlate-7000-57000.fits"
     copy_spplate(good, tree / "7000" / good.name, 7000, 57000, inject_bad_fibers)
@@ -169,8 +176,9 @@ def build_tree(root, spectra, truncated):
 
     copy_spplate(good, bad["plugmap_rows"], 8005, 58005, drop_plugmap_row)
     copy_spplate(good, bad["wavelength_outside"], 8006, 58006, shift_grid(np.log10(12000.0)))
-    copy_spplate(good, bad["unreadable"], 8008, 58008)
-    bad["unreadable"].chmod(0)
+    if unreadable:
+        copy_spplate(good, bad["unreadable"], 8008, 58008)
+        bad["unreadable"].chmod(0)
     spec = read_hdus(next((spectra / "lite" / "7001").glob("spec-*.fits")))
     coadd = spec[1][1]
     spec[1] = (spec[1][0], coadd[[name for name in coadd.dtype.names if name != "IVAR"]])
@@ -190,15 +198,16 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def matrix_run(tmp_path_factory, models, shared_data_or_none):
-    """One `qsopipe run` over the bad-input tree: (inputs, outdir, result, report, can_enforce_permissions)."""
+    """One `qsopipe run` over the bad-input tree: a dict of root, tree, out, result (CompletedProcess),
+    report (run_report.json), permissions_enforced and truncated (the real file's path or None)."""
     root = tmp_path_factory.mktemp("matrix")
     spectra = simulate(root / "sim", plates=2, fibers=20, spec_lite=True)
     truncated = shared_data_or_none / TRUNCATED_SPPLATE if shared_data_or_none else None
-    inputs = build_tree(root, spectra, truncated)
-    enforced = permissions_enforced(root / "tree" / BAD_FILES["unreadable"][0])
+    enforced = permissions_enforced(root)
+    inputs = build_tree(root, spectra, truncated, unreadable=enforced)
     outdir = root / "out"
-    result = run_qsopipe(["run", *inputs, "--out", str(outdir), "--workers", "2",
-                          "--qn-model", str(models[0]), "--mgii-model", str(models[1])], drop_dac=os.geteuid() == 0)
+    result = run_qsopipe(["run", *inputs, "--out", str(outdir), "--workers", "2", "--qn-model", str(models[0]),
+                          "--mgii-model", str(models[1])], drop_dac=enforced and os.geteuid() == 0)
     report = json.loads((outdir / "run_report.json").read_text())
     return {"root": root, "tree": root / "tree", "out": outdir, "result": result, "report": report,
             "permissions_enforced": enforced, "truncated": truncated}
