@@ -391,3 +391,19 @@ def test_unexpected_failure_names_the_plate_file(matrix_run, tmp_path):
     summary = process_plate(plate_input, str(tmp_path / "out"), config)
     assert summary["status"] == "failed"
     assert summary["reason"].startswith(f"{plate_input.files[0]}: unexpected ")
+
+
+def test_unlistable_directory_is_rejected_by_name(tmp_path):
+    if not permissions_enforced(tmp_path):
+        pytest.skip("this process cannot make a directory unreadable to itself (root without CAP_SETPCAP)")
+    hidden = tmp_path / "tree" / "7000"
+    hidden.mkdir(parents=True)
+    (hidden / "spPlate-7000-57000.fits").touch()
+    hidden.chmod(0)
+    script = ("import json, sys; from qsopipe.discovery import discover; "
+              "plates, rejects = discover(sys.argv[1:]); print(json.dumps([r.__dict__ for r in rejects]))")
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "tree")], capture_output=True, text=True,
+                            preexec_fn=_drop_dac_capabilities if os.geteuid() == 0 else None)
+    hidden.chmod(0o755)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [{"path": str(hidden), "reason": "directory cannot be listed (Permission denied)"}]
