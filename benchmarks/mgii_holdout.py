@@ -14,8 +14,14 @@ search window) it reports, in DIR/mgii_holdout.json:
   strong absorbers, CNN included);
 - the median fitted/true EW_2796 (and EW_2803) for localised absorbers with
   EW_2796 >= 0.5 A;
+- false absorbers: fits more than |dz| 0.005 from every truth absorber, per
+  flagged sightline without any truth absorber in its window;
+- the doublet finder alone, run on every sightline: localised fraction of
+  the strong absorbers and false absorbers per absorber-free sightline;
+- accuracy against the threshold (to see what the threshold choice costs);
 - completeness against EW_2796 (sightline flagged, and flagged + localised),
-  plotted in DIR/mgii_completeness.png.
+  plotted in DIR/mgii_completeness.png; fitted against true EW_2796 of the
+  localised absorbers in DIR/mgii_ew.png.
 
 Acceptance: accuracy >= 0.95, localised >= 0.90, EW median ratio within 5%.
 """
@@ -39,6 +45,32 @@ LOCALISATION_DZ = 0.005
 EW_BINS = (0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 6.0)
 #: EW_2796 from which the EW bias is measured, rest A.
 EW_BIAS_MIN = 0.5
+#: Thresholds of the accuracy-against-threshold table.
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def false_fits(rows, found, absorbers):
+    """Fits more than LOCALISATION_DZ from every truth absorber (any strength) of their sightline.
+
+    rows : sightlines searched; found : list of structured arrays, one per row;
+    absorbers : the Sightlines.absorbers dict. Returns int (len(rows),), false fits per row.
+    """
+    count = np.zeros(len(rows), np.int64)
+    for k, (row, fits) in enumerate(zip(rows, found)):
+        truth = absorbers["z_abs"][absorbers["row"] == row]
+        for z_fit in fits["Z_ABS"]:
+            count[k] += not np.any(np.abs(truth - z_fit) < LOCALISATION_DZ)
+    return count
+
+
+def finder_alone(sightlines, strong, clean, criteria):
+    """The doublet finder on every sightline: (localised fraction of strong absorbers, false per clean sightline)."""
+    rows = np.arange(len(sightlines))
+    found = measure_absorbers(sightlines.flux, sightlines.ivar, sightlines.z_qso, criteria)
+    truth = {key: value[strong] for key, value in sightlines.absorbers.items()}
+    dz, _ = match_absorbers(truth["row"], truth["z_abs"], dict(zip(rows.tolist(), found)))
+    false = false_fits(rows, found, sightlines.absorbers)
+    return float(np.mean(dz < LOCALISATION_DZ)), float(false[clean].sum() / max(clean.sum(), 1))
 
 
 def match_absorbers(rows, z_true, found):
@@ -61,6 +93,8 @@ def match_absorbers(rows, z_true, found):
 def evaluate(sightlines, predictor, threshold=DEFAULT_THRESHOLD, seed=1234):
     """The acceptance metrics (dict) and the per-absorber arrays for the completeness plot."""
     label, clean = sightline_labels(sightlines)
+    absorbers = sightlines.absorbers
+    criteria = DoubletCriteria()
     x, _ = prepare_input(sightlines.flux, sightlines.ivar, sightlines.z_qso)
     probability = predictor(x)
     flagged = probability > threshold
@@ -70,7 +104,7 @@ def evaluate(sightlines, predictor, threshold=DEFAULT_THRESHOLD, seed=1234):
 
     positive_rows = np.flatnonzero(flagged)
     fits = measure_absorbers(sightlines.flux[positive_rows], sightlines.ivar[positive_rows],
-                             sightlines.z_qso[positive_rows], DoubletCriteria())
+                             sightlines.z_qso[positive_rows], criteria)
     found = dict(zip(positive_rows.tolist(), fits))
     strong = strong_absorbers(sightlines)
     truth = {key: value[strong] for key, value in sightlines.absorbers.items()}
@@ -85,6 +119,9 @@ def evaluate(sightlines, predictor, threshold=DEFAULT_THRESHOLD, seed=1234):
         return float(mask[of].mean()) if of.any() else float("nan")
 
     n_fits = sum(len(f) for f in fits)
+    false = false_fits(positive_rows, fits, absorbers)
+    flagged_clean = clean[positive_rows]
+    finder_localised, finder_false = finder_alone(sightlines, strong, clean, criteria)
     matched_fits = len({(int(r), int(i)) for r, i, ok in zip(truth["row"], index, localised) if ok})
     metrics = {
         "threshold": threshold,
@@ -100,6 +137,12 @@ def evaluate(sightlines, predictor, threshold=DEFAULT_THRESHOLD, seed=1234):
         "localisation_dz": LOCALISATION_DZ,
         "fitted_absorbers": n_fits,
         "fitted_matching_truth": matched_fits,
+        "flagged_absorber_free": int(flagged_clean.sum()),
+        "false_per_flagged_absorber_free": float(false[flagged_clean].sum() / max(flagged_clean.sum(), 1)),
+        "false_fits_on_flagged": int(false.sum()),
+        "finder_alone_localised": finder_localised,
+        "finder_alone_false_per_absorber_free": finder_false,
+        "accuracy_vs_threshold": {f"{t:.1f}": float(np.mean((probability > t) == (label == 1))) for t in THRESHOLDS},
         "ew_2796_median_ratio": float(np.median(ew_fit[measured] / truth["ew_2796"][measured]))
         if measured.any() else float("nan"),
         "ew_2803_median_ratio": float(np.median(ew3_fit[measured] / truth["ew_2803"][measured]))
@@ -113,6 +156,8 @@ def evaluate(sightlines, predictor, threshold=DEFAULT_THRESHOLD, seed=1234):
         {"ew_min": float(edges[b]), "ew_max": float(edges[b + 1]), "count": int(np.sum(which == b)),
          "flagged": fraction(on_flagged, which == b), "flagged_and_localised": fraction(on_flagged & localised, which == b)}
         for b in range(len(edges) - 1)]
+    metrics["ew_pairs"] = {"true": truth["ew_2796"][localised & on_flagged].tolist(),
+                           "fitted": ew_fit[localised & on_flagged].tolist()}
     metrics["pass"] = bool(metrics["accuracy"] >= 0.95 and metrics["localised_on_flagged"] >= 0.90
                            and abs(metrics["ew_2796_median_ratio"] - 1) <= 0.05)
     return metrics
@@ -146,6 +191,21 @@ def plot_completeness(metrics, path):
     figure.savefig(path, dpi=100)
 
 
+def plot_ew(metrics, path):
+    """Fitted against true rest EW_2796 of the localised absorbers, PNG."""
+    from matplotlib.figure import Figure
+
+    true, fitted = np.asarray(metrics["ew_pairs"]["true"]), np.asarray(metrics["ew_pairs"]["fitted"])
+    figure = Figure(figsize=(5, 5), layout="constrained")
+    axes = figure.subplots()
+    axes.loglog(true, np.clip(fitted, 1e-2, None), ".", alpha=0.5)
+    axes.plot([0.1, 10], [0.1, 10], "k-", lw=0.8)
+    axes.axvline(EW_BIAS_MIN, color="grey", ls=":")
+    axes.set(xlabel="true rest EW(2796) [A]", ylabel="fitted rest EW(2796) [A]", xlim=(0.2, 8), ylim=(0.1, 10),
+             title=f"median fitted/true (EW >= {EW_BIAS_MIN} A): {metrics['ew_2796_median_ratio']:.3f}")
+    figure.savefig(path, dpi=100)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sim", required=True, help="held-out simulator run (spectra/ and truth.fits)")
@@ -160,8 +220,10 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     metrics["model"], metrics["sim"] = str(args.model), str(args.sim)
-    (out / "mgii_holdout.json").write_text(json.dumps(json_safe(metrics), indent=1, allow_nan=False))
     plot_completeness(metrics, out / "mgii_completeness.png")
+    plot_ew(metrics, out / "mgii_ew.png")
+    del metrics["ew_pairs"]
+    (out / "mgii_holdout.json").write_text(json.dumps(json_safe(metrics), indent=1, allow_nan=False))
     print(json.dumps({key: value for key, value in metrics.items() if key != "completeness_vs_ew"}, indent=1))
 
 

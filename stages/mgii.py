@@ -143,6 +143,22 @@ def continuum_level(flux, ivar, z_qso):
     return level
 
 
+def bridge_masked_pixels(flux, ivar):
+    """Flux with every pixel of ivar <= 0 replaced by the linear interpolation of its good neighbours.
+
+    A masked pixel left at 0 would look like a saturated absorption line to
+    the CNN; bridged, it carries no feature. Rows without a good pixel are
+    returned as they are. float64 (n, npix).
+    """
+    flux = np.array(flux, np.float64)
+    masked = np.asarray(ivar) <= 0
+    pixels = np.arange(flux.shape[1])
+    for row in np.flatnonzero(masked.any(axis=1) & ~masked.all(axis=1)):
+        good = ~masked[row]
+        flux[row, ~good] = np.interp(pixels[~good], pixels[good], flux[row, good])
+    return flux
+
+
 def prepare_input_flagged(flux, ivar, z_qso):
     """The CNN input and the MgIIFlag bits (WINDOW_OFF_GRID, NO_CONTINUUM, Z_OUT_OF_RANGE).
 
@@ -162,9 +178,9 @@ def prepare_input_flagged(flux, ivar, z_qso):
     flags[in_range & ~has_continuum] |= MgIIFlag.NO_CONTINUUM
     first, last = _window_pixels(wave_min, wave_max)
     pixels = np.arange(MGII_NPIX)
-    keep = (pixels >= first[:, None]) & (pixels <= last[:, None]) & (ivar > 0) & (flags == 0)[:, None]
+    window = (pixels >= first[:, None]) & (pixels <= last[:, None]) & (flags == 0)[:, None]
     scale = np.where(flags == 0, level, 1.0)
-    x = np.where(keep, flux / scale[:, None], 0.0).astype(np.float32)
+    x = np.where(window, bridge_masked_pixels(flux, ivar) / scale[:, None], 0.0).astype(np.float32)
     return x, flags
 
 
@@ -179,7 +195,8 @@ def prepare_input(flux, ivar, z_qso):
     Returns
     -------
     x : float32 (n, 3841); flux / continuum_level inside the search window
-        where ivar > 0, 0 elsewhere and on rows that cannot be searched
+        (pixels with ivar = 0 bridged by `bridge_masked_pixels`), 0 outside
+        it and on rows that cannot be searched
     searchable : bool (n,)
     """
     x, flags = prepare_input_flagged(flux, ivar, z_qso)

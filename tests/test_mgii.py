@@ -27,7 +27,8 @@ def test_search_window_bounds_and_grid():
 
 @pytest.mark.parametrize("z_qso", [0.8, 1.5, 2.3, 3.5])
 def test_prepare_input_rescales_by_the_bins_window(z_qso):
-    """Window median known by construction: level 4 with one high outlier and one masked spike."""
+    """Window median known by construction: level 4 with one high outlier and one masked spike;
+    a masked pixel in the search window is bridged from its neighbours, not left as a 0 (a fake line)."""
     (z_high, rest_min, rest_max), = [w for w, low in zip(CONTINUUM_WINDOWS, (0, 1.0, 1.8, 2.8))
                                       if low < z_qso <= w[0]]
     flux = np.full(MGII_NPIX, 2.0, np.float32)
@@ -37,14 +38,16 @@ def test_prepare_input_rescales_by_the_bins_window(z_qso):
     flux[window[3]] = 1e4
     flux[window[5]], ivar[window[5]] = -1e4, 0
     masked = np.flatnonzero(WAVE > SEARCH_REST_MIN * (1 + z_qso))[7]
-    ivar[masked] = 0
+    flux[masked], ivar[masked] = -50.0, 0
     x, searchable = prepare_input(flux[None], ivar[None], np.array([z_qso]))
     assert searchable.tolist() == [True]
     wave_min, wave_max, _ = search_window([z_qso])
-    inside = (WAVE >= wave_min[0]) & (WAVE <= wave_max[0]) & (ivar > 0)
+    inside = (WAVE >= wave_min[0]) & (WAVE <= wave_max[0])
+    bridged = flux.copy()
+    bridged[masked], bridged[window[5]] = 2.0, 4.0
     assert x.dtype == np.float32 and x.shape == (1, MGII_NPIX)
-    np.testing.assert_allclose(x[0], np.where(inside, flux / 4.0, 0), rtol=1e-6)
-    assert x[0, masked] == 0
+    np.testing.assert_allclose(x[0], np.where(inside, bridged / 4.0, 0), rtol=1e-6)
+    assert x[0, masked] == pytest.approx(0.5)
 
 
 def test_prepare_input_flags():
