@@ -71,6 +71,8 @@ def run_plates(client, plates, outdir, config):
                        "status": "failed", "reason": f"worker lost: {type(err).__name__}: {err}",
                        "nfiber": 0, "nqso": 0, "nabs": 0, "seconds": 0.0}
         summaries[plate.name] = summary
+        for path, reason in summary.get("skipped", {}).items():
+            log.warning("not processed: %s: %s", path, reason)
         progress.update(summary)
     ordered = [summaries[plate.name] for plate in plates]
     log.info(progress.summary_line(Counter(s["status"] for s in ordered)))
@@ -93,21 +95,27 @@ def write_report(path, summaries, rejects, config, catalog):
 
 
 def write_run_catalog(outdir, summaries, rejects, config):
-    """Assemble the catalog from the results of the plates that finished.
-
-    A plate finished by an earlier run is 'done' in the catalog's INPUTS, so
-    a resumed run writes the same catalog as an uninterrupted one (the run
-    report still says 'resumed').
-    """
+    """Assemble the catalog from the results of the plates that finished."""
     from qsopipe.stages.catalog import catalog_from_results
 
     paths = layout(outdir)
     finished = [(s["plate"], s["mjd"]) for s in summaries if s["status"] in ("done", "resumed")]
-    inputs = [{"path": f, "plate": s["plate"], "mjd": s["mjd"], "reason": s["reason"],
-               "status": "done" if s["status"] == "resumed" else s["status"]}
-              for s in summaries for f in s["files"]]
+    inputs = [_input_record(s, f) for s in summaries for f in s["files"]]
     inputs += [{"path": r.path, "plate": -1, "mjd": -1, "status": "rejected", "reason": r.reason} for r in rejects]
     return catalog_from_results(paths["results"], paths["catalog"], plates=finished, inputs=inputs, config=config)
+
+
+def _input_record(summary, path):
+    """The catalog's INPUTS row of one file of a plate.
+
+    A plate finished by an earlier run is 'done', so a resumed run writes
+    the same catalog as an uninterrupted one (the run report still says
+    'resumed'); a spec file the plate left out is 'failed' with its reason.
+    """
+    skipped = summary.get("skipped", {})
+    status = "failed" if path in skipped else "done" if summary["status"] == "resumed" else summary["status"]
+    return {"path": path, "plate": summary["plate"], "mjd": summary["mjd"], "status": status,
+            "reason": skipped.get(path, summary["reason"])}
 
 
 @click.command(name="run")
@@ -136,5 +144,5 @@ def command(inputs, outdir, cluster, workers, config_file, qn_model, mgii_model,
     write_report(layout(outdir)["report"], summaries, rejects, config, catalog)
     if catalog:
         click.echo(str(catalog))
-    if rejects or any(s["status"] == "failed" for s in summaries):
+    if rejects or any(s["status"] == "failed" or s.get("skipped") for s in summaries):
         raise SystemExit(1)
