@@ -64,11 +64,13 @@ def process_plate(plate_input, outdir, config):
     """Run every stage on one plate; never raises for a bad plate.
 
     Returns a summary dict: plate, mjd, name, files, status ('done',
-    'resumed' or 'failed'), reason, nfiber, nqso, nabs, seconds.
+    'resumed' or 'failed'), reason, skipped (unreadable spec files left out
+    of a plate that was processed: path -> reason), nfiber, nqso, nabs,
+    seconds.
     """
     start = time.perf_counter()
     summary = {"plate": plate_input.plate, "mjd": plate_input.mjd, "name": plate_input.name,
-               "files": plate_input.files, "status": "failed", "reason": "", "nfiber": 0, "nqso": 0, "nabs": 0}
+               "files": plate_input.files, "status": "failed", "reason": "", "skipped": {}, "nfiber": 0, "nqso": 0, "nabs": 0}
     try:
         previous = read_marker(outdir, plate_input)
         if previous is not None:
@@ -94,16 +96,19 @@ def _named(files):
 
 def _run_stages(plate_input, outdir, config):
     from qsopipe.models.store import default_weights, file_sha256, load_model
-    from qsopipe.parquet_io import with_metadata, write_parquet
+    from qsopipe.parquet_io import read_metadata, with_metadata, write_parquet
     from qsopipe.stages import mgii, quasarnet
     from qsopipe.stages.preprocess import preprocess_input
 
     paths = layout(outdir)
     seconds = {}
     start = time.perf_counter()
-    shard_file, shard = preprocess_input(plate_input, paths["shards"])
+    shard_file, shard = preprocess_input(plate_input, paths["shards"], skip_unreadable=True)
     if shard is None:
         shard = pq.read_table(shard_file)
+    skipped = read_metadata(shard.schema).get("skipped", {})
+    for path, reason in skipped.items():
+        log.warning("plate %s: left out %s: %s", plate_input.name, path, reason)
     seconds["preprocess"] = time.perf_counter() - start
 
     qn_model = Path(config["qn_model"] or default_weights("quasarnet"))
@@ -131,7 +136,7 @@ def _run_stages(plate_input, outdir, config):
         absorbers = with_metadata(absorbers, metadata)
         write_parquet(absorbers, absorbers_file)
     seconds["mgii"] = time.perf_counter() - start
-    return {"nfiber": qn_table.num_rows, "stage_seconds": seconds, "worker_pid": os.getpid(),
+    return {"nfiber": qn_table.num_rows, "skipped": skipped, "stage_seconds": seconds, "worker_pid": os.getpid(),
             "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "nqso": int(np.sum(qn_table.column("IS_QSO_QN").to_numpy())),
             "nabs": absorbers.num_rows}

@@ -276,16 +276,21 @@ def shard_path(root, plate, mjd):
     return Path(root) / f"PLATE={plate:04d}" / f"plate-{plate:04d}-{mjd:05d}.parquet"
 
 
-def preprocess_input(plate_input, root, force=False):
+def preprocess_input(plate_input, root, force=False, skip_unreadable=False):
     """Read one discovered plate and write its shard, unless an up-to-date shard exists.
 
     Returns (shard path, the shard table written, or None when skipped).
-    Raises InputError when the plate's file(s) cannot be read.
+    Raises InputError when the plate's file(s) cannot be read. With
+    `skip_unreadable`, a spec plate leaves out its unreadable files and lists
+    them in the shard's `qsopipe.skipped` metadata (path -> reason).
     """
     path = shard_path(root, plate_input.plate, plate_input.mjd)
     if not force and is_up_to_date(path, plate_input.files):
         return path, None
-    table = preprocess_plate(read_plate(plate_input))
+    skipped = {} if skip_unreadable else None
+    table = preprocess_plate(read_plate(plate_input, skipped))
+    if skipped:
+        table = with_metadata(table, {"skipped": skipped})
     write_parquet(table, path)
     return path, table
 

@@ -1,9 +1,10 @@
 """Issue 10: a tree of damaged and odd inputs through one `qsopipe run`.
 
-One input tree holds two good simulated plates (one with damaged fibers
-injected, one duplicated by its spec-lite files), one plate whose grid
-starts at 9800 A (partly outside 3600-10400 A: processed, every fiber
-flagged), and one bad file per case of the matrix. The run
+One input tree holds three good simulated plates (7000 with damaged fibers
+injected, 7001 duplicated by its spec-lite files, 7002 as spec-lite files
+only, one of them broken), one plate whose grid starts at 9800 A (partly
+outside 3600-10400 A: processed, every fiber flagged), and one bad file per
+case of the matrix. The run
 happens once per module; each test asserts one case against its log, its
 run_report.json and its catalog.
 
@@ -52,7 +53,7 @@ BAD_FILES = {
     "plugmap_rows": ("bad/spPlate-8005-58005.fits", "PLUGMAP has 19 rows but the image has 20 fibers"),
     "wavelength_outside": ("bad/spPlate-8006-58006.fits", "lies outside 3600-10400 A"),
     "unreadable": ("bad/spPlate-8008-58008.fits", "not readable"),
-    "spec_missing_column": ("bad/spec-8010-58010-0001.fits", "lacks column(s) IVAR"),
+    "spec_missing_column": ("lite/7002/spec-7002-57002-0021.fits", "lacks column(s) IVAR"),
     "header_disagrees_with_name": ("bad/spPlate-8011-58011.fits", "disagrees with the file name"),
     "directory_named_like_input": ("bad/spPlate-8012-58012.fits", "not a regular file"),
 }
@@ -147,7 +148,8 @@ def inject_bad_fibers(hdus):
 
 
 def build_tree(root, spectra, truncated, unreadable):
-    """The input tree: good plates 7000 (damaged fibers), 7001 (+ its spec files), 7002 (grid from 9800 A).
+    """The input tree: good plates 7000 (damaged fibers), 7001 (+ its spec files), 7002 (spec files only),
+    7003 (grid from 9800 A).
 
     Every case of BAD_FILES is added, the unreadable file only when `unreadable` (permissions hold).
     """
@@ -156,13 +158,14 @@ def build_tree(root, spectra, truncated, unreadable):
     copy_spplate(good, tree / "7000" / good.name, 7000, 57000, inject_bad_fibers)
     shutil.copytree(spectra / "7001", tree / "7001")
     shutil.copytree(spectra / "lite" / "7001", tree / "lite" / "7001")
+    shutil.copytree(spectra / "lite" / "7002", tree / "lite" / "7002")
 
     def shift_grid(coeff0):
         def edit(hdus):
             hdus[0][0]["COEFF0"] = coeff0
         return edit
 
-    copy_spplate(good, tree / "7002" / "spPlate-7002-57002.fits", 7002, 57002, shift_grid(np.log10(9800.0)))
+    copy_spplate(good, tree / "7003" / "spPlate-7003-57003.fits", 7003, 57003, shift_grid(np.log10(9800.0)))
     bad = {case: tree / name for case, (name, _) in BAD_FILES.items()}
     bad["empty"].parent.mkdir(parents=True)
     bad["empty"].touch()
@@ -179,7 +182,7 @@ def build_tree(root, spectra, truncated, unreadable):
     if unreadable:
         copy_spplate(good, bad["unreadable"], 8008, 58008)
         bad["unreadable"].chmod(0)
-    spec = read_hdus(next((spectra / "lite" / "7001").glob("spec-*.fits")))
+    spec = read_hdus(spectra / "lite" / "7002" / "spec-7002-57002-0001.fits")
     coadd = spec[1][1]
     spec[1] = (spec[1][0], coadd[[name for name in coadd.dtype.names if name != "IVAR"]])
     write_hdus(bad["spec_missing_column"], spec)
@@ -201,7 +204,7 @@ def matrix_run(tmp_path_factory, models, shared_data_or_none):
     """One `qsopipe run` over the bad-input tree: a dict of root, tree, out, result (CompletedProcess),
     report (run_report.json), permissions_enforced and truncated (the real file's path or None)."""
     root = tmp_path_factory.mktemp("matrix")
-    spectra = simulate(root / "sim", plates=2, fibers=20, spec_lite=True)
+    spectra = simulate(root / "sim", plates=3, fibers=20, spec_lite=True)
     truncated = shared_data_or_none / TRUNCATED_SPPLATE if shared_data_or_none else None
     enforced = permissions_enforced(root)
     inputs = build_tree(root, spectra, truncated, unreadable=enforced)
@@ -228,6 +231,8 @@ def report_entries(report):
     for summary in report["plates"]:
         for path in summary["files"]:
             entries[path] = (summary["status"], summary["reason"])
+        for path, reason in summary["skipped"].items():
+            entries[path] = ("failed", reason)
     for reject in report["rejected"]:
         entries[reject["path"]] = ("rejected", reject["reason"])
     return entries
@@ -276,7 +281,7 @@ def test_exit_code_is_nonzero_when_any_input_failed(matrix_run):
     assert matrix_run["result"].returncode == 1, matrix_run["result"].stdout
 
 
-@pytest.mark.parametrize("plate", [7000, 7001, 7002])
+@pytest.mark.parametrize("plate", [7000, 7001, 7002, 7003])
 def test_good_plates_are_fully_in_the_catalog(matrix_run, plate):
     catalog, _ = catalog_tables(matrix_run["out"] / "catalog.fits")
     rows = catalog[catalog["PLATE"] == plate]
@@ -287,7 +292,7 @@ def test_good_plates_are_fully_in_the_catalog(matrix_run, plate):
 
 def test_only_good_plates_are_in_the_catalog(matrix_run):
     catalog, _ = catalog_tables(matrix_run["out"] / "catalog.fits")
-    assert set(catalog["PLATE"]) == {7000, 7001, 7002}
+    assert set(catalog["PLATE"]) == {7000, 7001, 7002, 7003}
     targetid = catalog["TARGETID"]
     assert len(np.unique(targetid)) == len(targetid)
 
@@ -311,7 +316,7 @@ def test_damaged_fibers_are_present_and_flagged(matrix_run, fiber, prep_bits, un
 
 def test_grid_partly_outside_the_spectrograph_is_processed_and_flagged(matrix_run):
     catalog, _ = catalog_tables(matrix_run["out"] / "catalog.fits")
-    rows = catalog[catalog["PLATE"] == 7002]
+    rows = catalog[catalog["PLATE"] == 7003]
     assert len(rows) == 20
     assert np.all(rows["PREP_FLAG"] & (PrepFlag.FEW_QN_BINS | PrepFlag.NO_MGII_PIXEL))
     assert np.all(rows["QN_FLAG"] == QNFlag.UNUSABLE_INPUT)
@@ -407,3 +412,14 @@ def test_unlistable_directory_is_rejected_by_name(tmp_path):
     hidden.chmod(0o755)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [{"path": str(hidden), "reason": "directory cannot be listed (Permission denied)"}]
+
+
+def test_a_spec_plate_with_no_readable_file_fails_naming_it(matrix_run):
+    from qsopipe.errors import InputError
+    from qsopipe.sdss.spec import read_spec_plate
+
+    bad = str(matrix_run["tree"] / BAD_FILES["spec_missing_column"][0])
+    skipped = {}
+    with pytest.raises(InputError, match="lacks column.*none of the plate's 1 spec file") as raised:
+        read_spec_plate([bad], skipped)
+    assert raised.value.path == bad and list(skipped) == [bad]

@@ -81,16 +81,30 @@ def _ids(path, header, meta):
     return ids
 
 
-def read_spec_plate(paths):
+def read_spec_plate(paths, skipped=None):
     """Read the spec files of one plate-MJD into one Plate, fibers sorted by FIBERID.
 
     Spectra whose first pixels sit on one 1e-4 log-lambda grid share a single
     loglam row (padded with ivar = 0); otherwise each fiber keeps its own row.
-    Raises InputError for the first unreadable file or mixed plate-MJDs.
+    Raises InputError for the first unreadable file or mixed plate-MJDs,
+    unless `skipped` is a dict: then each unreadable file is left out and
+    recorded in it (path -> the InputError's message, which starts with the
+    path), and InputError is raised only when no file is readable.
     """
-    spectra = [read_spec(path) for path in paths]
-    if not spectra:
+    if not paths:
         raise ValueError("read_spec_plate needs at least one file")
+    spectra, errors = [], []
+    for path in paths:
+        try:
+            spectra.append(read_spec(path))
+        except InputError as err:
+            if skipped is None:
+                raise
+            errors.append(err)
+            skipped[err.path] = str(err)
+    if not spectra:
+        raise InputError(errors[0].path, f"{errors[0].reason}; none of the plate's {len(paths)} spec file(s) "
+                                         f"is readable")
     names = {spec.name for spec in spectra}
     if len(names) > 1:
         raise InputError(paths[0], f"spec files of different plate-MJDs grouped together: {sorted(names)}")
