@@ -10,6 +10,7 @@ searched and MGII_FLAG then says why; IS_MGII_ABS and N_MGII_ABS are -1 on
 those fibers too, so "not searched" never reads as "no absorber".
 """
 
+import dataclasses
 import enum
 import hashlib
 import logging
@@ -309,12 +310,14 @@ def absorbers_table(plate, mjd, fiberid, z_qso, probability, rows, absorbers):
     return pa.table(columns)
 
 
-def results_metadata(model_path, threshold):
-    """Schema metadata of both MgII result tables: model path, its sha256 and the threshold."""
+def results_metadata(model_path, threshold, criteria=None):
+    """Schema metadata of both MgII result tables: model path, its sha256, the threshold and the
+    doublet finder's thresholds (DoubletCriteria as a dict; None: its defaults)."""
     return {
         "mgii_model": str(model_path),
         "mgii_model_sha256": file_sha256(model_path),
         "mgii_threshold": float(threshold),
+        "mgii_finder": dataclasses.asdict(criteria or DoubletCriteria()),
     }
 
 

@@ -11,7 +11,7 @@ from qsopipe.stages.mgii import (
     CONTINUUM_WINDOWS, MgIIFlag, SEARCH_REST_MAX, SEARCH_REST_MIN, grid_wavelength, prepare_input,
     prepare_input_flagged, process_plate, search_window, selection_flags,
 )
-from qsopipe.stages.mgii_fit import doublet_profile
+from qsopipe.stages.mgii_fit import DoubletCriteria, doublet_profile
 
 WAVE = grid_wavelength()
 
@@ -170,6 +170,7 @@ def test_command_writes_both_tables(cnn, tmp_path):
     assert mgii.num_rows == 5 and absorbers.num_rows == 2
     metadata = read_metadata(absorbers.schema)
     assert metadata["mgii_threshold"] == 0.0 and len(metadata["mgii_model_sha256"]) == 64
+    assert metadata["mgii_finder"]["min_snr_doublet"] == DoubletCriteria().min_snr_doublet
     assert sorted(p.name for p in (tmp_path / "results" / "mgii").iterdir()) == [
         "absorbers-7001-56000.parquet", "mgii-7001-56000.parquet"]
 
