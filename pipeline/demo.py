@@ -30,9 +30,19 @@ def real_data_dir():
     return root if (root / REAL_SPECTRA[0]).is_dir() else None
 
 
+def scalar_figures(metrics, prefix=""):
+    """The scalar entries of a nested metrics dict as (dotted name, value), lists left out."""
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            yield from scalar_figures(value, f"{prefix}{key}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield f"{prefix}{key}", value
+
+
 def print_summary(title, metrics):
     print(f"\n== {title} ==")
-    print(json.dumps(metrics, indent=1))
+    for name, value in scalar_figures(metrics):
+        print(f"  {name:45s} {value:.4g}" if isinstance(value, float) else f"  {name:45s} {value}")
 
 
 def main():
