@@ -71,8 +71,8 @@ def run_plates(client, plates, outdir, config):
                        "status": "failed", "reason": f"worker lost: {type(err).__name__}: {err}",
                        "nfiber": 0, "nqso": 0, "nabs": 0, "seconds": 0.0}
         summaries[plate.name] = summary
-        for path, reason in summary.get("skipped", {}).items():
-            log.warning("not processed: %s: %s", path, reason)
+        for message in summary.get("skipped", {}).values():  # each starts with the file's path
+            log.warning("not processed: %s", message)
         progress.update(summary)
     ordered = [summaries[plate.name] for plate in plates]
     log.info(progress.summary_line(Counter(s["status"] for s in ordered)))
