@@ -17,11 +17,15 @@ conv3  Conv1D(48, kernel 7, valid), ReLU             (89, 48)
 conv4  Conv1D(48, kernel 7, valid), ReLU             (83, 48)
 conv5  Conv1D(32, kernel 7, valid), ReLU             (77, 32)
 pool3  MaxPool1D(3)                                  (25, 32)
-fc1    Flatten, Dense(64), ReLU, Dropout(0.5)        (64,)
+gmax   GlobalMaxPooling1D over the 25 positions       (32,)
+fc1    Dense(64), ReLU, Dropout(0.5)                  (64,)
 fc2    Dense(1), sigmoid: P(strong MgII absorber)    (1,)
 =====  ===========================================  ============
 
-conv1's 15-pixel kernel spans the doublet (2796/2803 A are 11.1 pixels
+The global max over the stack's 25 positions (in place of the paper's
+flatten) makes the detector translation invariant; with a flatten this
+network stayed at chance even on obvious simulated doublets. conv1's
+15-pixel kernel spans the doublet (2796/2803 A are 11.1 pixels
 apart on the 1e-4 dex grid). Trained with Adam on binary cross-entropy. The
 network uses only built-in Keras layers, so a saved `.keras` file loads with
 `keras.models.load_model` and no custom objects.
@@ -62,7 +66,7 @@ def build_model(learning_rate=1e-3):
     x = layers.Conv1D(48, 7, padding="valid", activation="relu", name="conv4")(x)
     x = layers.Conv1D(32, 7, padding="valid", activation="relu", name="conv5")(x)
     x = layers.MaxPooling1D(3, name="pool3")(x)
-    x = layers.Flatten(name="flatten")(x)
+    x = layers.GlobalMaxPooling1D(name="gmax")(x)
     x = layers.Dense(64, activation="relu", name="fc1")(x)
     x = layers.Dropout(0.5, name="dropout")(x)
     outputs = layers.Dense(1, activation="sigmoid", name="fc2")(x)

@@ -257,7 +257,11 @@ def draw_epoch(sightlines, label, clean, size, rng):
 
     Returns (x float32 (size, 3841) CNN inputs, y float32 (size,) labels).
     Positives: the labelled ones, topped up with injections into clean
-    sightlines; negatives: clean sightlines; CONFUSER_FRACTION of both get confusers.
+    sightlines (an injection too weak to be a strong absorber is dropped, not
+    labelled 0: the same doublet must not be a positive on one spectrum and a
+    negative on a noisier one); negatives: clean sightlines;
+    CONFUSER_FRACTION of both get confusers. Slightly fewer than `size`
+    spectra come back when injections are dropped.
     """
     half = size // 2
     real = np.flatnonzero(label == 1)
@@ -277,7 +281,9 @@ def draw_epoch(sightlines, label, clean, size, rng):
     confused = np.flatnonzero(rng.random(size) < CONFUSER_FRACTION)
     flux[confused] = inject_confusers(flux[confused], z_qso[confused], rng)
     x, _ = prepare_input_flagged(flux, ivar, z_qso)
-    order = rng.permutation(size)
+    detectable = np.ones(size, bool)
+    detectable[new] = y[new] == 1
+    order = rng.permutation(np.flatnonzero(detectable))
     return x[order], y[order].astype(np.float32)
 
 

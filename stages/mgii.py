@@ -181,12 +181,17 @@ def prepare_input_flagged(flux, ivar, z_qso):
     pixels = np.arange(MGII_NPIX)
     window = (pixels >= first[:, None]) & (pixels <= last[:, None]) & (flags == 0)[:, None]
     scale = np.where(flags == 0, level, 1.0)
-    x = np.where(window, bridge_masked_pixels(flux, ivar) / scale[:, None], 0.0).astype(np.float32)
+    x = np.where(window, bridge_masked_pixels(flux, ivar) / scale[:, None] - 1.0, 0.0).astype(np.float32)
     return x, flags
 
 
 def prepare_input(flux, ivar, z_qso):
-    """The MgII CNN input: flux over its continuum-window median, zero outside the search window.
+    """The MgII CNN input: flux over its continuum-window median, minus 1, zero outside the search window.
+
+    Subtracting 1 puts the continuum and everything outside the window at 0,
+    so that only absorption (negative) and emission stand out; with 0 for
+    "outside" but 1 for continuum, the window's edges look like saturated
+    absorption to the network's max-pooling, and it did not learn.
 
     Parameters
     ----------
@@ -195,7 +200,7 @@ def prepare_input(flux, ivar, z_qso):
 
     Returns
     -------
-    x : float32 (n, 3841); flux / continuum_level inside the search window
+    x : float32 (n, 3841); flux / continuum_level - 1 inside the search window
         (pixels with ivar = 0 bridged by `bridge_masked_pixels`), 0 outside
         it and on rows that cannot be searched
     searchable : bool (n,)

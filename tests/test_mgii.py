@@ -46,8 +46,8 @@ def test_prepare_input_rescales_by_the_bins_window(z_qso):
     bridged = flux.copy()
     bridged[masked], bridged[window[5]] = 2.0, 4.0
     assert x.dtype == np.float32 and x.shape == (1, MGII_NPIX)
-    np.testing.assert_allclose(x[0], np.where(inside, bridged / 4.0, 0), rtol=1e-6)
-    assert x[0, masked] == pytest.approx(0.5)
+    np.testing.assert_allclose(x[0], np.where(inside, bridged / 4.0 - 1, 0), rtol=1e-6, atol=1e-7)
+    assert x[0, masked] == pytest.approx(-0.5)
 
 
 def test_prepare_input_flags():
@@ -57,6 +57,7 @@ def test_prepare_input_flags():
     z_qso = np.array([1.5, 5.0, 0.2, 2.3, -1.0])
     window = (WAVE >= 2150 * 3.3) & (WAVE <= 2250 * 3.3)
     flux[3, window] = -1.0
+    flux[0, np.flatnonzero(WAVE > 1700 * 2.5)[0]] = 0.5
     x, flags = prepare_input_flagged(flux, ivar, z_qso)
     assert flags.tolist() == [0, MgIIFlag.Z_OUT_OF_RANGE, MgIIFlag.WINDOW_OFF_GRID, MgIIFlag.NO_CONTINUUM,
                               MgIIFlag.Z_OUT_OF_RANGE]
