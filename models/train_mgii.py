@@ -33,6 +33,7 @@ import click
 import numpy as np
 
 from qsopipe.grids import MGII_2796, MGII_2803, MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX, mgii_loglam
+from qsopipe.models.training_files import output_paths, write_json
 from qsopipe.stages.mgii import prepare_input_flagged, search_window
 
 log = logging.getLogger(__name__)
@@ -285,21 +286,6 @@ def draw_epoch(sightlines, label, clean, size, rng):
     detectable[new] = y[new] == 1
     order = rng.permutation(np.flatnonzero(detectable))
     return x[order], y[order].astype(np.float32)
-
-
-def output_paths(out):
-    """Paths of the trained model and its companions, from OUT (NAME.keras)."""
-    stem = Path(out).with_suffix("")
-    return {"model": Path(out), "checkpoint": Path(f"{stem}.checkpoint.keras"),
-            "state": Path(f"{stem}.checkpoint.json"), "history": Path(f"{stem}.history.json"),
-            "plot": Path(f"{stem}.history.png")}
-
-
-def write_json(path, payload):
-    """Write JSON to `path` through a temporary file and a rename."""
-    partial = Path(f"{path}.partial")
-    partial.write_text(json.dumps(payload, indent=1))
-    os.replace(partial, path)
 
 
 def plot_history(history, path):

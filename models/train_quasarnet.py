@@ -32,6 +32,7 @@ import click
 import numpy as np
 
 from qsopipe.discovery import discover
+from qsopipe.models.training_files import output_paths, write_json
 from qsopipe.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -148,21 +149,6 @@ def split_by_object(ids, fraction=0.1, seed=0):
     return np.isin(ids, chosen)
 
 
-def output_paths(out):
-    """Paths of the trained model and its companions, from OUT (NAME.keras)."""
-    out = Path(out)
-    stem = out.with_suffix("")
-    return {"model": out, "checkpoint": Path(f"{stem}.checkpoint.keras"),
-            "state": Path(f"{stem}.checkpoint.json"), "history": Path(f"{stem}.history.json"),
-            "plot": Path(f"{stem}.history.png")}
-
-
-def _write_json(path, payload):
-    partial = Path(f"{path}.partial")
-    partial.write_text(json.dumps(payload, indent=1))
-    os.replace(partial, path)
-
-
 def fit_quasarnet(model, train, validation, paths, epochs, batch_size=256, initial_epoch=0, history=None):
     """Fit a compiled QuasarNET; checkpoint after every epoch. Returns the history (dict of lists).
 
@@ -179,7 +165,7 @@ def fit_quasarnet(model, train, validation, paths, epochs, batch_size=256, initi
         def on_epoch_end(self, epoch, logs=None):
             for key, value in (logs or {}).items():
                 history.setdefault(key, []).append(float(value))
-            _write_json(paths["state"], {"epoch": epoch + 1, "history": history})
+            write_json(paths["state"], {"epoch": epoch + 1, "history": history})
 
     x_train, t_train, w_train = train
     fit_kwargs = {}
@@ -291,6 +277,6 @@ def command(sim_dir, spectra_dirs, truth, out, epochs, batch_size, learning_rate
     partial = paths["model"].with_name(f".{paths['model'].name}.{os.getpid()}.partial.keras")
     model.save(partial)
     os.replace(partial, paths["model"])
-    _write_json(paths["history"], history)
+    write_json(paths["history"], history)
     plot_history(history, paths["plot"])
     click.echo(f"wrote {paths['model']}, {paths['history']}, {paths['plot']}")
