@@ -12,7 +12,6 @@ those fibers too, so "not searched" never reads as "no absorber".
 
 import dataclasses
 import enum
-import hashlib
 import logging
 import re
 import time
@@ -22,6 +21,7 @@ import click
 import numpy as np
 import pyarrow as pa
 
+from qsopipe import provenance
 from qsopipe.grids import MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX
 from qsopipe.parquet_io import list_column, with_metadata, write_parquet
 from qsopipe.stages.mgii_fit import ABSORBER_DTYPE, DoubletCriteria, running_continuum, search_doublets
@@ -320,19 +320,10 @@ def results_metadata(model_path, threshold, criteria=None):
     doublet finder's thresholds (DoubletCriteria as a dict; None: its defaults)."""
     return {
         "mgii_model": str(model_path),
-        "mgii_model_sha256": file_sha256(model_path),
+        "mgii_model_sha256": provenance.file_sha256(model_path),
         "mgii_threshold": float(threshold),
         "mgii_finder": dataclasses.asdict(criteria or DoubletCriteria()),
     }
-
-
-def file_sha256(path):
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def result_paths(results, plate, mjd):
