@@ -24,18 +24,14 @@ from qsopipe.progress import PlateProgress
 
 log = logging.getLogger("qsopipe.run")
 
-#: Environment every worker process inherits: one thread per worker for BLAS and TensorFlow.
-_WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
 @contextlib.contextmanager
 def dask_client(cluster, workers, config):
     """A dask.distributed Client on 'local', 'slurm' or a scheduler ADDRESS; closes what it started."""
     from distributed import Client
 
-    os.environ.update(_WORKER_ENV)
-    os.environ["TF_NUM_INTRAOP_THREADS"] = os.environ["QSOPIPE_TF_THREADS"] = str(config["tf_threads"])
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Worker processes inherit the environment; configure_threads reads this before TF starts.
+    os.environ["QSOPIPE_TF_THREADS"] = str(config["tf_threads"])
     logging.getLogger("distributed").setLevel(max(logging.WARNING, logging.getLogger().level))
     if cluster in ("local", "slurm"):
         from qsopipe.slurm_cluster import make_cluster
