@@ -41,11 +41,6 @@ MGII_2796 = 2796.3542699
 MGII_2803 = 2803.5314853
 
 
-def qn_loglam():
-    """Centres of the QuasarNET bins' lower edges, log10(A), shape (443,)."""
-    return QN_LOGLAM_MIN + QN_DLOGLAM * np.arange(QN_NBINS)
-
-
 def mgii_loglam():
     """log10(A) of the MgII CNN grid pixels, shape (3841,)."""
     return MGII_LOGLAM_MIN + MGII_DLOGLAM * np.arange(MGII_NPIX)
