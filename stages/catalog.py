@@ -8,7 +8,7 @@ checksums, atomically. `command` is the thin `qsopipe catalog` CLI.
 Every fiber of every plate in the QuasarNET results is a row. A fiber that
 QuasarNET did not classify (QN_FLAG != 0) has C_* = 0, Z_* = Z_QN = -1,
 IS_QSO_QN = BAL_FLAG_QN = 0. A fiber of a plate without MgII results has
-MGII_PROB = -1, IS_MGII_ABS = N_MGII_ABS = 0 and MGII_FLAG bit
+MGII_PROB = -1, IS_MGII_ABS = N_MGII_ABS = -1 (not searched) and MGII_FLAG bit
 MGII_FLAG_NO_RESULTS.
 """
 
@@ -43,7 +43,7 @@ QN_REQUIRED = (
 #: Defaults of the fiber columns a results table may lack.
 FIBER_DEFAULTS = {"THING_ID": -1, "RA": np.nan, "DEC": np.nan, "OBJTYPE": "", "PREP_FLAG": 0}
 #: Columns of a MgII results table and their values where a plate has none.
-MGII_DEFAULTS = {"MGII_PROB": -1.0, "IS_MGII_ABS": 0, "N_MGII_ABS": 0, "MGII_FLAG": MGII_FLAG_NO_RESULTS}
+MGII_DEFAULTS = {"MGII_PROB": -1.0, "IS_MGII_ABS": -1, "N_MGII_ABS": -1, "MGII_FLAG": MGII_FLAG_NO_RESULTS}
 #: Confidence columns (0 when unclassified) and redshift columns (-1).
 _CONFIDENCES = (*CONFIDENCE_COLUMNS, "C_BAL_CIV")
 _REDSHIFTS = (*LINE_REDSHIFT_COLUMNS, "Z_BAL_CIV", "Z_QN")

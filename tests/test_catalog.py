@@ -136,12 +136,12 @@ def test_every_fiber_is_a_row_sorted_and_blanked(results_dir):
     for name in (*LINE_REDSHIFT_COLUMNS, "Z_QN"):
         assert np.all(catalog[name][~classified] == -1)
     no_mgii = catalog["PLATE"] == 7000
-    assert np.all(catalog["MGII_PROB"][no_mgii] == -1)
+    assert np.all(catalog["MGII_PROB"][no_mgii] == -1) and np.all(catalog["N_MGII_ABS"][no_mgii] == -1)
     assert np.all(catalog["MGII_FLAG"][no_mgii] & MGII_FLAG_NO_RESULTS)
     assert np.all(catalog["MGII_FLAG"][~no_mgii] & MGII_FLAG_NO_RESULTS == 0)
     assert catalog["TARGETID"][0] == 7000 * 10**9 + 56500 * 10**4 + 1
     assert len(absorbers["Z_ABS"]) == 3
-    assert np.sum(catalog["N_MGII_ABS"]) == 3
+    assert np.sum(catalog["N_MGII_ABS"][~no_mgii]) == 3
 
 
 def test_catalog_round_trips_with_units_descriptions_and_checksums(catalog_path):
