@@ -22,9 +22,7 @@ NAME.checkpoint.json after every epoch (`--resume` continues from them),
 NAME.history.json and NAME.history.png.
 """
 
-import json
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +31,7 @@ import click
 import numpy as np
 
 from qsopipe.grids import MGII_2796, MGII_2803, MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX, mgii_loglam
-from qsopipe.models.training_files import output_paths, write_json
+from qsopipe.models.training_files import load_checkpoint, output_paths, save_model, write_json
 from qsopipe.stages.mgii import prepare_input_flagged, search_window
 
 log = logging.getLogger(__name__)
@@ -309,8 +307,6 @@ def train(model, sightlines, is_validation, paths, epochs, samples_per_epoch, ba
 
     Returns the history, dict of lists (loss, accuracy, val_loss, val_accuracy).
     """
-    import keras
-
     label, clean = sightline_labels(sightlines)
     train_rows = np.flatnonzero(~is_validation)
     validation = None
@@ -367,20 +363,14 @@ def command(sim_dir, out, epochs, samples_per_epoch, batch_size, learning_rate, 
                                                sightlines.fiberid), validation_fraction, seed)
     keras.utils.set_random_seed(seed)
     if resume:
-        if not (paths["checkpoint"].exists() and paths["state"].exists()):
-            raise click.ClickException(f"--resume: no checkpoint {paths['checkpoint']} with {paths['state']}")
-        model = keras.models.load_model(paths["checkpoint"])
-        state = json.loads(paths["state"].read_text())
-        initial_epoch, history = state["epoch"], state["history"]
+        model, initial_epoch, history = load_checkpoint(paths)
         log.info("resuming from %s after epoch %d", paths["checkpoint"], initial_epoch)
     else:
         model = build_model(learning_rate)
         initial_epoch, history = 0, {}
     size = samples_per_epoch or 2 * int((~is_validation).sum())
     history = train(model, sightlines, is_validation, paths, epochs, size, batch_size, seed, initial_epoch, history)
-    partial = paths["model"].with_name(f".{paths['model'].name}.{os.getpid()}.partial.keras")
-    model.save(partial)
-    os.replace(partial, paths["model"])
+    save_model(model, paths["model"])
     write_json(paths["history"], history)
     plot_history(history, paths["plot"])
     click.echo(f"wrote {paths['model']}, {paths['history']}, {paths['plot']}")

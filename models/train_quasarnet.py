@@ -22,9 +22,7 @@ TensorFlow is imported only inside the command, after the thread counts
 are set from the environment (see `qsopipe.models.quasarnet.configure_threads`).
 """
 
-import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +30,7 @@ import click
 import numpy as np
 
 from qsopipe.discovery import discover
-from qsopipe.models.training_files import output_paths, write_json
+from qsopipe.models.training_files import load_checkpoint, output_paths, save_model, write_json
 from qsopipe.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -261,11 +259,7 @@ def command(sim_dir, spectra_dirs, truth, out, epochs, batch_size, learning_rate
 
     keras.utils.set_random_seed(seed)
     if resume:
-        if not (paths["checkpoint"].exists() and paths["state"].exists()):
-            raise click.ClickException(f"--resume: no checkpoint {paths['checkpoint']} with {paths['state']}")
-        model = keras.models.load_model(paths["checkpoint"])
-        state = json.loads(paths["state"].read_text())
-        initial_epoch, history = state["epoch"], state["history"]
+        model, initial_epoch, history = load_checkpoint(paths)
         log.info("resuming from %s after epoch %d", paths["checkpoint"], initial_epoch)
     else:
         model = quasarnet.build_quasarnet(nconv=conv_layers, filters=filters, dense_units=dense_units,
@@ -274,9 +268,7 @@ def command(sim_dir, spectra_dirs, truth, out, epochs, batch_size, learning_rate
         initial_epoch, history = 0, {}
     history = fit_quasarnet(model, arrays(~is_validation), arrays(is_validation), paths, epochs,
                             batch_size, initial_epoch, history)
-    partial = paths["model"].with_name(f".{paths['model'].name}.{os.getpid()}.partial.keras")
-    model.save(partial)
-    os.replace(partial, paths["model"])
+    save_model(model, paths["model"])
     write_json(paths["history"], history)
     plot_history(history, paths["plot"])
     click.echo(f"wrote {paths['model']}, {paths['history']}, {paths['plot']}")
