@@ -30,7 +30,6 @@ FAINT_FLUX = 1.0  # median flux below which a spectrum is sky-noise dominated
 
 
 def noise_and_sky(sdss_dir):
-    grid = COEFF0 + COEFF1 * np.arange(NPIX)
     sigma, sky, bits = [], [], []
     for path in sorted(glob.glob(str(sdss_dir / "dr16_spec_lite_picca" / "*" / "spec-*.fits"))):
         coadd = fitsio.read(path, 1)
