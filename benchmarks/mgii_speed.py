@@ -14,7 +14,6 @@ process_plate (per input fiber).
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -26,6 +25,7 @@ from qsopipe.grids import MGII_NPIX, mgii_loglam  # noqa: E402
 from qsopipe.parquet_io import fixed_size_list  # noqa: E402
 from qsopipe.stages.mgii import measure_absorbers, prepare_input, process_plate  # noqa: E402
 from qsopipe.stages.mgii_fit import DoubletCriteria, doublet_profile  # noqa: E402
+from timing import best_of  # noqa: E402
 
 
 def synthetic_plate(nfiber, seed=0):
@@ -51,16 +51,6 @@ def synthetic_plate(nfiber, seed=0):
     qn = pa.table({**ids, "IS_QSO_QN": pa.array(is_qso), "Z_QN": pa.array(z_qso),
                    "QN_FLAG": pa.array(np.zeros(nfiber, np.int32))})
     return shard, qn, flux.astype(np.float32), ivar.astype(np.float32), z_qso, is_qso
-
-
-def best_of(repeat, function):
-    """Smallest wall time of `repeat` calls, seconds, and the last result."""
-    times, result = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def main():

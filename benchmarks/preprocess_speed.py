@@ -14,7 +14,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -22,22 +21,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from qsopipe.parquet_io import write_parquet  # noqa: E402
 from qsopipe.sdss import read_spplate  # noqa: E402
 from qsopipe.stages.preprocess import clean_pixels, mgii_input, preprocess_plate, quasarnet_input  # noqa: E402
+from timing import best_of  # noqa: E402
 
 
 def simulated_plate(workdir, fibers):
     subprocess.run([sys.executable, "-m", "qsopipe", "simulate", "--out", str(workdir), "--plates", "1",
                     "--fibers", str(fibers), "--seed", "11"], check=True)
     return next(Path(workdir).rglob("spPlate-*.fits"))
-
-
-def best_of(repeat, function):
-    """Smallest wall time of `repeat` calls, in seconds, and the last result."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def main():

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from timing import best_of
 
 
 def qsopipe(*args):
@@ -48,7 +49,7 @@ def forward_rate(predict, width, batch, repeat=5):
     """Spectra/s of a compiled forward pass on random (batch, width) inputs, best of `repeat`."""
     x = np.random.default_rng(0).normal(size=(batch, width)).astype(np.float32)
     predict(x)
-    best = min(_seconds(lambda: predict(x)) for _ in range(repeat))
+    best, _ = best_of(repeat, lambda: predict(x))
     return batch / best
 
 
@@ -59,12 +60,6 @@ def read_rate(paths):
     start = time.perf_counter()
     nfiber = sum(read_spplate(path).nfiber for path in paths)
     return nfiber / (time.perf_counter() - start)
-
-
-def _seconds(function):
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
 
 
 def measure_limit(plates, mgii_fraction, workers, batch):

@@ -5,9 +5,9 @@ command and a one-line help. Importing this module imports neither
 TensorFlow nor any trainer, so `qsopipe train --help` stays instant.
 """
 
-import importlib
-
 import click
+
+from qsopipe.lazy_group import LazyGroup
 
 #: subcommand -> (module:attribute of its click command, one-line help)
 TRAINERS = {
@@ -18,23 +18,6 @@ TRAINERS = {
 }
 
 
-class LazyTrainerGroup(click.Group):
-    """A click group whose trainers are imported on first use."""
-
-    def list_commands(self, ctx):
-        return sorted(TRAINERS)
-
-    def get_command(self, ctx, name):
-        if name not in TRAINERS:
-            return None
-        module_name, attribute = TRAINERS[name][0].split(":")
-        return getattr(importlib.import_module(module_name), attribute)
-
-    def format_commands(self, ctx, formatter):
-        with formatter.section("Networks"):
-            formatter.write_dl([(name, TRAINERS[name][1]) for name in self.list_commands(ctx)])
-
-
-@click.group("train", cls=LazyTrainerGroup)
+@click.group("train", cls=LazyGroup, lazy_commands=TRAINERS, section="Networks")
 def command():
     """Train one of qsopipe's networks (writes a .keras model, checkpoints and history)."""

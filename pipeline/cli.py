@@ -5,13 +5,13 @@ instant and never imports TensorFlow. Each stage module keeps its science
 functions apart from a thin click command named `command`.
 """
 
-import importlib
 import logging
 import sys
 
 import click
 
 from qsopipe import __version__
+from qsopipe.lazy_group import LazyGroup
 
 #: name -> (module:attribute of the click command, one-line help)
 COMMANDS = {
@@ -27,25 +27,7 @@ COMMANDS = {
 }
 
 
-class LazyGroup(click.Group):
-    """A click group whose subcommands are imported on first use."""
-
-    def list_commands(self, ctx):
-        return sorted(COMMANDS)
-
-    def get_command(self, ctx, name):
-        if name not in COMMANDS:
-            return None
-        module_name, attribute = COMMANDS[name][0].split(":")
-        return getattr(importlib.import_module(module_name), attribute)
-
-    def format_commands(self, ctx, formatter):
-        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
-
-
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="qsopipe")
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
 def cli(verbose):

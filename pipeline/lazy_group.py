@@ -1,0 +1,31 @@
+"""A click group whose subcommands are imported only when invoked."""
+
+import importlib
+
+import click
+
+
+class LazyGroup(click.Group):
+    """A click group built from a table {name: ("module:attribute", one-line help)}.
+
+    Listing and help use the table alone, so `--help` imports no subcommand
+    (and so no TensorFlow); a subcommand's module is imported when it runs.
+    """
+
+    def __init__(self, *args, lazy_commands, section="Commands", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = lazy_commands
+        self.section = section
+
+    def list_commands(self, ctx):
+        return sorted(self.lazy_commands)
+
+    def get_command(self, ctx, name):
+        if name not in self.lazy_commands:
+            return None
+        module_name, attribute = self.lazy_commands[name][0].split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+    def format_commands(self, ctx, formatter):
+        with formatter.section(self.section):
+            formatter.write_dl([(name, self.lazy_commands[name][1]) for name in self.list_commands(ctx)])
