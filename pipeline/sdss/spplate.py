@@ -56,6 +56,8 @@ def read_spplate(path):
     if len(np.unique(fibers["FIBERID"])) != nfiber:
         raise InputError(path, "HDU5 PLUGMAP lists the same FIBERID more than once")
     order = np.argsort(fibers["FIBERID"], kind="stable")
+    if np.array_equal(order, np.arange(nfiber)):
+        order = slice(None)  # already by FIBERID, as spPlate files are: no copy of the images
     return Plate(
         plate=plate, mjd=mjd, fibers=fibers[order], loglam=loglam,
         flux=flux[order].astype(np.float32, copy=False),
