@@ -36,6 +36,7 @@ import weakref
 import numpy as np
 
 from qsopipe.grids import MGII_NPIX
+from qsopipe.models.batching import batch_plan, batch_sizes
 
 #: Layer names and output lengths (pixels) of the conv/pool stack, for tests and docs.
 STACK_LENGTHS = {
@@ -80,11 +81,12 @@ def build_model(learning_rate=1e-3):
 
 
 class MgIIPredictor:
-    """A loaded MgII CNN with a compiled, fixed-batch forward pass.
+    """A loaded MgII CNN with a compiled forward pass on fixed-size batches.
 
-    The forward pass is one `tf.function` traced once for input shape
-    (batch_size, 3841, 1); inputs are cut into batches and the last one is
-    zero-padded, so no call ever retraces.
+    One `tf.function` per batch size of
+    `qsopipe.models.batching.batch_sizes(batch_size)`, each traced once for
+    input (size, 3841, 1); inputs are cut by `batch_plan` and only the last
+    batch is zero-padded, so no call ever retraces.
     """
 
     def __init__(self, model, batch_size=DEFAULT_BATCH):
@@ -92,8 +94,9 @@ class MgIIPredictor:
 
         self.model = model
         self.batch_size = int(batch_size)
-        spec = tf.TensorSpec((self.batch_size, MGII_NPIX, 1), tf.float32)
-        self._forward = tf.function(self._model_forward, input_signature=[spec])
+        self._sizes = batch_sizes(self.batch_size)
+        self._forwards = {size: tf.function(self._model_forward, input_signature=[
+            tf.TensorSpec((size, MGII_NPIX, 1), tf.float32)]) for size in self._sizes}
 
     def _model_forward(self, x):
         return self.model(x, training=False)
@@ -101,14 +104,11 @@ class MgIIPredictor:
     def __call__(self, x):
         """P(strong absorber) for x float32 (n, 3841) -> float32 (n,)."""
         x = np.asarray(x, dtype=np.float32)
-        n = x.shape[0]
-        out = np.empty(n, np.float32)
-        batch = np.zeros((self.batch_size, MGII_NPIX, 1), np.float32)
-        for start in range(0, n, self.batch_size):
-            stop = min(start + self.batch_size, n)
+        out = np.empty(x.shape[0], np.float32)
+        for start, stop, size in batch_plan(x.shape[0], self._sizes):
+            batch = np.zeros((size, MGII_NPIX, 1), np.float32)
             batch[: stop - start, :, 0] = x[start:stop]
-            batch[stop - start:] = 0
-            out[start:stop] = self._forward(batch).numpy()[: stop - start, 0]
+            out[start:stop] = self._forwards[size](batch).numpy()[: stop - start, 0]
         return out
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from qsopipe.grids import QN_BAL_LINE, QN_DLOGLAM, QN_LINES, QN_LOGLAM_MIN, QN_NBINS, QN_NBOXES
+from qsopipe.models.batching import batch_plan, batch_sizes
 
 log = logging.getLogger(__name__)
 
@@ -319,41 +320,43 @@ def configure_threads(nthreads=None):
 class CompiledForward:
     """A traced forward pass of a QuasarNET model on fixed-size batches.
 
-    Traced once for input (batch, npix, 1) float32; inputs of any length are
-    cut into batches and the last one is zero-padded, so calls never retrace.
-    Calling it on x (n, npix) or (n, npix, 1) returns (confidence, offset),
-    float32 numpy arrays (n, nfinders, nboxes).
+    Traced once per batch size of `qsopipe.models.batching.batch_sizes(batch)`
+    for input (size, npix, 1) float32; inputs of any length are cut by
+    `batch_plan` and only the last batch is zero-padded, so calls never
+    retrace. Calling it on x (n, npix) or (n, npix, 1) returns
+    (confidence, offset), float32 numpy arrays (n, nfinders, nboxes).
     """
 
     def __init__(self, model, batch=1024):
         self.model = model
         self.batch = int(batch)
         self.npix = int(model.inputs[0].shape[1])
-        spec = tf.TensorSpec((self.batch, self.npix, 1), tf.float32)
-        self._function = tf.function(self._forward, input_signature=[spec], reduce_retracing=True)
+        self.sizes = batch_sizes(self.batch)
+        self._functions = {size: tf.function(self._forward, input_signature=[
+            tf.TensorSpec((size, self.npix, 1), tf.float32)]) for size in self.sizes}
 
     def _forward(self, x):
         return tf.stack(self.model(x, training=False), axis=1)
 
     @property
     def tracing_count(self):
-        """How many times the forward pass was traced (1 after the first call)."""
-        return self._function.experimental_get_tracing_count()
+        """How many times the forward pass was traced (at most one per batch size)."""
+        return sum(function.experimental_get_tracing_count() for function in self._functions.values())
 
     def __call__(self, x):
         x = np.asarray(x, np.float32).reshape(len(x), self.npix, 1)
         n = len(x)
         chunks = []
-        for start in range(0, n, self.batch):
-            chunk = x[start:start + self.batch]
-            if len(chunk) < self.batch:
-                chunk = np.concatenate([chunk, np.zeros((self.batch - len(chunk), self.npix, 1), np.float32)])
-            chunks.append(self._function(tf.constant(chunk)).numpy())
+        for start, stop, size in batch_plan(n, self.sizes):
+            chunk = x[start:stop]
+            if stop - start < size:
+                chunk = np.concatenate([chunk, np.zeros((size - (stop - start), self.npix, 1), np.float32)])
+            chunks.append(self._functions[size](tf.constant(chunk)).numpy()[:stop - start])
         if not chunks:
             nfinders, width = len(self.model.outputs), int(self.model.outputs[0].shape[-1])
             out = np.zeros((0, nfinders, width), np.float32)
         else:
-            out = np.concatenate(chunks)[:n]
+            out = np.concatenate(chunks)
         nboxes = out.shape[-1] // 2
         return out[..., :nboxes], out[..., nboxes:]
 
