@@ -2,7 +2,9 @@
 
 `process_plate` runs on a Dask worker: preprocess -> quasarnet -> mgii, each
 stage skipped when its output is already up to date, then a done-marker is
-written last. A plate whose marker exists is complete; anything short of it
+written last. The shard stays in memory between the stages; it is written
+to OUTDIR/shards only with the `keep_shards` setting (rebuilding a shard
+from its plate costs less than writing its 25 MB). A plate whose marker exists is complete; anything short of it
 is redone from the last finished stage, so a killed run resumes cleanly.
 """
 
@@ -98,14 +100,19 @@ def _run_stages(plate_input, outdir, config):
     from qsopipe.models.store import default_weights, file_sha256, load_model
     from qsopipe.parquet_io import read_metadata, with_metadata, write_parquet
     from qsopipe.stages import mgii, quasarnet
-    from qsopipe.stages.preprocess import preprocess_input
+    from qsopipe.stages.preprocess import preprocess_input, shard_table
 
     paths = layout(outdir)
     seconds = {}
     start = time.perf_counter()
-    shard_file, shard = preprocess_input(plate_input, paths["shards"], skip_unreadable=True)
-    if shard is None:
-        shard = pq.read_table(shard_file)
+    if config["keep_shards"]:
+        shard_file, shard = preprocess_input(plate_input, paths["shards"], skip_unreadable=True)
+        if shard is None:
+            shard = pq.read_table(shard_file)
+        qn_inputs = [shard_file]
+    else:
+        shard = shard_table(plate_input, skip_unreadable=True)
+        qn_inputs = list(plate_input.files)
     skipped = read_metadata(shard.schema).get("skipped", {})
     for path, reason in skipped.items():
         log.warning("plate %s: left out %s: %s", plate_input.name, path, reason)
@@ -114,7 +121,7 @@ def _run_stages(plate_input, outdir, config):
     qn_model = Path(config["qn_model"] or default_weights("quasarnet"))
     qn_file = quasarnet.result_path(paths["results"], plate_input.plate, plate_input.mjd)
     start = time.perf_counter()
-    if is_up_to_date(qn_file, [shard_file, qn_model]):
+    if is_up_to_date(qn_file, [*qn_inputs, qn_model]):
         qn_table = pq.read_table(qn_file)
     else:
         forward = quasarnet.make_forward(qn_model, config["batch_size"])

@@ -125,10 +125,14 @@ def _input_record(summary, path):
 @click.option("--c-th", type=float, help="QuasarNET confidence threshold [0.4].")
 @click.option("--n-th", type=int, help="Lines above c_th for a quasar [1].")
 @click.option("--mgii-threshold", type=float, help="MgII probability threshold [0.5].")
-def command(inputs, outdir, cluster, workers, config_file, qn_model, mgii_model, c_th, n_th, mgii_threshold):
+@click.option("--keep-shards", is_flag=True, default=None,
+              help="Also write each plate's Parquet shard to OUTDIR/shards (for rerunning one stage).")
+def command(inputs, outdir, cluster, workers, config_file, qn_model, mgii_model, c_th, n_th, mgii_threshold,
+            keep_shards):
     """Run preprocess, quasarnet and mgii on every plate under INPUTS, then write OUTDIR/catalog.fits."""
     config = load_config(config_file, {"qn_model": qn_model, "mgii_model": mgii_model, "c_th": c_th,
-                                       "n_th": n_th, "mgii_threshold": mgii_threshold, "workers": workers})
+                                       "n_th": n_th, "mgii_threshold": mgii_threshold, "workers": workers,
+                                       "keep_shards": keep_shards})
     plates, rejects = discover(inputs)
     for reject in rejects:
         log.warning("not processed: %s: %s", reject.path, reject.reason)

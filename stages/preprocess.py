@@ -326,12 +326,18 @@ def preprocess_input(plate_input, root, force=False, skip_unreadable=False):
     path = shard_path(root, plate_input.plate, plate_input.mjd)
     if not force and is_up_to_date(path, plate_input.files):
         return path, None
+    table = shard_table(plate_input, skip_unreadable)
+    write_parquet(table, path)
+    return path, table
+
+
+def shard_table(plate_input, skip_unreadable=False):
+    """Read one discovered plate and return its shard table, in memory (see `preprocess_input`)."""
     skipped = {} if skip_unreadable else None
     table = preprocess_plate(read_plate(plate_input, skipped))
     if skipped:
         table = with_metadata(table, {"skipped": skipped})
-    write_parquet(table, path)
-    return path, table
+    return table
 
 
 @click.command(name="preprocess")

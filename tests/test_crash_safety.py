@@ -6,8 +6,9 @@ pipeline's code is unchanged) wraps `qsopipe.atomic.atomic_path`, and when a
 file whose name matches KILL_AT_ATOMIC_WRITE has been written to its
 temporary name but not yet renamed, SIGKILLs the run's whole process group
 (the `qsopipe run` process and every Dask worker, which all import that
-hook). The three moments are the shard of the second plate (preprocess),
-its QuasarNET results (inference), and catalog.fits (the catalog write).
+hook). The three moments are the shard of the second plate (preprocess,
+with --keep-shards only: otherwise no shard is written), its QuasarNET
+results (inference), and catalog.fits (the catalog write).
 One OUTDIR is killed at each moment in turn, each killed run resuming the
 one before (as a resubmitted batch job would), then resumed to the end
 without the hook; the catalog must equal a clean run's in every column and
@@ -136,18 +137,23 @@ def assert_every_fiber_once(path):
     assert keys == [(plate, fiber) for plate in PLATES for fiber in range(1, FIBERS + 1)]
 
 
-def test_kill_9_at_each_moment_then_resume_gives_the_same_catalog(setup, reference):
-    out = setup["root"] / "killed"
+@pytest.mark.parametrize("keep_shards", [True, False], ids=["shards-kept", "shards-in-memory"])
+def test_kill_9_at_each_moment_then_resume_gives_the_same_catalog(setup, reference, keep_shards):
+    out = setup["root"] / f"killed-{keep_shards}"
+    shard_option = ["--keep-shards"] if keep_shards else []
     for moment, (name, folder) in MOMENTS.items():
+        if moment == "preprocess" and not keep_shards:
+            continue
         env = {**os.environ, "PYTHONPATH": str(setup["hook"]), "KILL_AT_ATOMIC_WRITE": name}
-        killed = run_qsopipe(["run", *setup["args"], "--out", str(out)], env=env)
+        killed = run_qsopipe(["run", *setup["args"], *shard_option, "--out", str(out)], env=env)
         assert killed.returncode == -signal.SIGKILL, (moment, killed.stdout)
         assert not (out / folder / name).exists(), f"{moment}: the killed write must not look complete"
         assert list((out / folder).glob(f".{name}.*.tmp")), f"{moment}: the kill must land inside the write"
         assert not (out / "catalog.fits").exists(), moment
 
-    resumed = run_qsopipe(["run", *setup["args"], "--out", str(out)])
+    resumed = run_qsopipe(["run", *setup["args"], *shard_option, "--out", str(out)])
     assert resumed.returncode == 0, resumed.stdout
+    assert (out / "shards").exists() == keep_shards
     assert_every_fiber_once(out / "catalog.fits")
     assert_same_catalog(out / "catalog.fits", reference)
 
