@@ -29,7 +29,7 @@ rest-frame A, line widths sigma in km/s.
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import correlate1d, median_filter
+from scipy.ndimage import correlate1d
 from scipy.signal import find_peaks
 from scipy.special import erf
 
@@ -148,13 +148,19 @@ def running_continuum(flux, ivar, width=CONTINUUM_WIDTH, clip_sigma=CONTINUUM_CL
 
 
 def _block_median(values, width, block):
-    """Running median over ~width pixels of block means, linearly interpolated back; (n, npix)."""
+    """Running median over ~width pixels of block means, linearly interpolated back; (n, npix).
+
+    The median runs over an odd number of blocks, the edge blocks repeated
+    beyond the ends, by one partition of every window at once.
+    """
     n, npix = values.shape
     nblock = -(-npix // block)
     padded = np.pad(values, ((0, 0), (0, nblock * block - npix)), mode="edge")
     means = padded.reshape(n, nblock, block).mean(axis=2)
-    size = max(width // block, 1) | 1
-    medians = median_filter(means, size=(1, size), mode="nearest")
+    half = max(width // block, 1) // 2
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(means, ((0, 0), (half, half)), mode="edge"),
+                                                       2 * half + 1, axis=1)
+    medians = np.partition(windows, half, axis=2)[..., half]
     position = (np.arange(npix) - (block - 1) / 2) / block
     left = np.clip(np.floor(position).astype(np.int64), 0, nblock - 2)
     frac = np.clip(position - left, 0.0, 1.0)
@@ -198,6 +204,14 @@ def doublet_matched_filter(depth, weight, separation_pix=DOUBLET_SEPARATION_PIX,
     return snr, amplitude
 
 
+def _line_terms(z_abs, sigma_kms, wave_lo, wave_hi):
+    """Per line of the doublet: (rest A, erf argument at the pixel's blue and red edges, line sigma * sqrt 2)."""
+    for rest in (MGII_2796, MGII_2803):
+        centre = rest * (1.0 + z_abs)
+        scale = np.sqrt(2.0) * sigma_kms / SPEED_OF_LIGHT * centre
+        yield rest, (wave_lo - centre) / scale, (wave_hi - centre) / scale, scale
+
+
 def doublet_profile(z_abs, ew_2796_obs, ew_2803_obs, sigma_kms, wave_lo=_EDGE_LO, wave_hi=_EDGE_HI):
     """Fractional absorption depth of a Gaussian doublet, averaged over each pixel.
 
@@ -209,11 +223,31 @@ def doublet_profile(z_abs, ew_2796_obs, ew_2803_obs, sigma_kms, wave_lo=_EDGE_LO
     against (k, m) pixel edges).
     """
     depth = 0.0
-    for rest, ew in ((MGII_2796, ew_2796_obs), (MGII_2803, ew_2803_obs)):
-        centre = rest * (1.0 + z_abs)
-        scale = np.sqrt(2.0) * sigma_kms / SPEED_OF_LIGHT * centre
-        depth = depth + ew * 0.5 * (erf((wave_hi - centre) / scale) - erf((wave_lo - centre) / scale))
+    for ew, (_, blue, red, _) in zip((ew_2796_obs, ew_2803_obs), _line_terms(z_abs, sigma_kms, wave_lo, wave_hi)):
+        depth = depth + ew * 0.5 * (erf(red) - erf(blue))
     return depth / (wave_hi - wave_lo)
+
+
+def doublet_profile_gradient(z_abs, ew_2796_obs, ew_2803_obs, sigma_kms, wave_lo, wave_hi):
+    """`doublet_profile` and its derivatives by (z, EW_2796, EW_2803, sigma_kms); depth (k, m), gradient (k, m, 4).
+
+    With a, b the erf arguments at a pixel's edges and s the line's sigma
+    times sqrt 2: d erf(x) = 2 / sqrt(pi) exp(-x^2) dx, da/dz = -rest / s -
+    a / (1 + z) and da/dsigma = -a / sigma (the same for b).
+    """
+    width = wave_hi - wave_lo
+    depth = 0.0
+    gradient = np.zeros(np.broadcast(z_abs, wave_lo).shape + (4,))
+    for k, (ew, (rest, blue, red, scale)) in enumerate(
+            zip((ew_2796_obs, ew_2803_obs), _line_terms(z_abs, sigma_kms, wave_lo, wave_hi))):
+        area = 0.5 * (erf(red) - erf(blue)) / width
+        density_red, density_blue = np.exp(-red ** 2) / np.sqrt(np.pi), np.exp(-blue ** 2) / np.sqrt(np.pi)
+        depth = depth + ew * area
+        gradient[..., 0] += ew / width * (density_red * (-rest / scale - red / (1.0 + z_abs))
+                                          - density_blue * (-rest / scale - blue / (1.0 + z_abs)))
+        gradient[..., 1 + k] = area
+        gradient[..., 3] += ew / width * (density_blue * blue - density_red * red) / sigma_kms
+    return depth, gradient
 
 
 @dataclass
@@ -229,24 +263,28 @@ class _FitRegions:
     wave_hi: np.ndarray
     wave_ref: np.ndarray
 
+    def _slope(self):
+        return (self.wave - self.wave_ref) / self.wave_ref
+
     def model(self, params):
         """Model flux (k, m) for params (k, 6): z, EW_2796 and EW_2803 (observed A), sigma km/s, c0, c1."""
         z_abs, ew1, ew2, sigma, c0, c1 = (params[:, j:j + 1] for j in range(6))
-        scale = self.continuum * (c0 + c1 * (self.wave - self.wave_ref) / self.wave_ref)
+        scale = self.continuum * (c0 + c1 * self._slope())
         return scale * (1.0 - doublet_profile(z_abs, ew1, ew2, sigma, self.wave_lo, self.wave_hi))
 
     def residuals(self, params):
         return (self.flux - self.model(params)) * self.sqrt_ivar
 
-    def jacobian(self, params, residuals):
-        """d residuals / d params, (k, m, 6), forward differences (exact for the linear parameters)."""
-        steps = np.array([1e-5, 1e-2, 1e-2, 0.5, 1e-3, 1e-3]) * np.ones_like(params)
-        steps[:, 0] *= 1.0 + params[:, 0]
-        jac = np.empty(residuals.shape + (6,))
-        for j in range(6):
-            moved = params.copy()
-            moved[:, j] += steps[:, j]
-            jac[..., j] = (self.residuals(moved) - residuals) / steps[:, j:j + 1]
+    def jacobian(self, params):
+        """d residuals / d params, (k, m, 6), analytic."""
+        z_abs, ew1, ew2, sigma, c0, c1 = (params[:, j:j + 1] for j in range(6))
+        depth, gradient = doublet_profile_gradient(z_abs, ew1, ew2, sigma, self.wave_lo, self.wave_hi)
+        slope = self._slope()
+        scale = self.continuum * (c0 + c1 * slope)
+        jac = np.empty(depth.shape + (6,))
+        jac[..., :4] = (scale * self.sqrt_ivar)[..., None] * gradient
+        jac[..., 4] = -self.continuum * (1.0 - depth) * self.sqrt_ivar
+        jac[..., 5] = jac[..., 4] * slope
         return jac
 
 
@@ -303,11 +341,11 @@ def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations)
                      lower, upper)
     residuals = regions.residuals(params)
     chi2 = np.sum(residuals ** 2, axis=1)
-    jac = regions.jacobian(params, residuals)
+    jac = regions.jacobian(params)
     damping = np.full(k, 1e-3)
     for _ in range(max_iterations):
-        normal = np.einsum("kmi,kmj->kij", jac, jac)
-        gradient = np.einsum("kmi,km->ki", jac, residuals)
+        normal = np.matmul(jac.transpose(0, 2, 1), jac)
+        gradient = np.matmul(jac.transpose(0, 2, 1), residuals[..., None])[..., 0]
         scale = np.maximum(np.einsum("kii->ki", normal), 1e-12)
         step = np.linalg.solve(normal + damping[:, None, None] * scale[:, :, None] * np.eye(6),
                                -gradient[..., None])[..., 0]
@@ -321,8 +359,8 @@ def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations)
         params[better], residuals[better], chi2[better] = trial[better], trial_residuals[better], trial_chi2[better]
         moved = np.flatnonzero(better)
         sub = _FitRegions(**{name: getattr(regions, name)[moved] for name in regions.__dataclass_fields__})
-        jac[moved] = sub.jacobian(params[moved], residuals[moved])
-    normal = np.einsum("kmi,kmj->kij", jac, jac)
+        jac[moved] = sub.jacobian(params[moved])
+    normal = np.matmul(jac.transpose(0, 2, 1), jac)
     covariance = np.linalg.pinv(normal)
     errors = np.sqrt(np.clip(np.einsum("kii->ki", covariance), 0, None))
     to_rest = 1.0 / (1.0 + params[:, 0])
