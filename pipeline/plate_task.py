@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from qsopipe.atomic import atomic_path, is_up_to_date
 from qsopipe.errors import InputError
+from qsopipe.malloc import tune_malloc
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ def process_plate(plate_input, outdir, config):
     of a plate that was processed: path -> reason), nfiber, nqso, nabs,
     seconds.
     """
+    tune_malloc()
     start = time.perf_counter()
     summary = {"plate": plate_input.plate, "mjd": plate_input.mjd, "name": plate_input.name,
                "files": plate_input.files, "status": "failed", "reason": "", "skipped": {}, "nfiber": 0, "nqso": 0, "nabs": 0}
