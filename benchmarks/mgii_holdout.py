@@ -6,9 +6,11 @@ On the searchable quasar sightlines of the run (labels as in training:
 positive = a strong absorber, rest EW_2796 >= 0.3 A and >= 3 sigma, in the
 search window) it reports, in DIR/mgii_holdout.json:
 
-- accuracy, completeness and purity of IS_MGII_ABS on the run's own sightlines,
-  and accuracy on a balanced sample drawn as in training (injected doublets
-  and confusers, fixed seed);
+- accuracy, completeness and purity of IS_MGII_ABS (the stage's decision:
+  MGII_PROB > threshold and a doublet fitted) on the run's own sightlines;
+  the same for the CNN alone (MGII_PROB > threshold), and the CNN's
+  accuracy on a balanced sample drawn as in training (injected doublets and
+  confusers, fixed seed);
 - the fraction of strong truth absorbers on CNN-positive sightlines that a
   fitted absorber localises within |dz| < 0.005 (and the same over all
   strong absorbers, CNN included);
@@ -18,7 +20,7 @@ search window) it reports, in DIR/mgii_holdout.json:
   flagged sightline without any truth absorber in its window;
 - the doublet finder alone, run on every sightline: localised fraction of
   the strong absorbers and false absorbers per absorber-free sightline;
-- accuracy against the threshold (to see what the threshold choice costs);
+- the CNN's accuracy against the threshold (to see what the threshold choice costs);
 - completeness against EW_2796 (sightline flagged, and flagged + localised),
   plotted in DIR/mgii_completeness.png; fitted against true EW_2796 of the
   localised absorbers in DIR/mgii_ew.png.
@@ -118,6 +120,8 @@ def evaluate(sightlines, predictor, threshold=DEFAULT_THRESHOLD, seed=1234):
     def fraction(mask, of):
         return float(mask[of].mean()) if of.any() else float("nan")
 
+    confirmed = np.zeros_like(flagged)
+    confirmed[positive_rows] = [len(f) > 0 for f in fits]
     n_fits = sum(len(f) for f in fits)
     false = false_fits(positive_rows, fits, absorbers)
     flagged_clean = clean[positive_rows]
@@ -126,11 +130,14 @@ def evaluate(sightlines, predictor, threshold=DEFAULT_THRESHOLD, seed=1234):
     metrics = {
         "threshold": threshold,
         "sightlines": len(sightlines), "positives": int(label.sum()), "flagged": int(flagged.sum()),
-        "accuracy": float(np.mean(flagged == (label == 1))),
-        "completeness": fraction(flagged, label == 1),
-        "purity": fraction(label == 1, flagged),
+        "accuracy": float(np.mean(confirmed == (label == 1))),
+        "completeness": fraction(confirmed, label == 1),
+        "purity": fraction(label == 1, confirmed),
+        "cnn_accuracy": float(np.mean(flagged == (label == 1))),
+        "cnn_completeness": fraction(flagged, label == 1),
+        "cnn_purity": fraction(label == 1, flagged),
         "balanced_sample_size": int(len(y_balanced)),
-        "balanced_accuracy_injected": float(np.mean(balanced_flagged == (y_balanced == 1))),
+        "cnn_balanced_accuracy_injected": float(np.mean(balanced_flagged == (y_balanced == 1))),
         "strong_absorbers": int(strong.sum()),
         "localised_on_flagged": fraction(localised, on_flagged),
         "localised_all": float(localised.mean()) if localised.size else float("nan"),
@@ -142,7 +149,7 @@ def evaluate(sightlines, predictor, threshold=DEFAULT_THRESHOLD, seed=1234):
         "false_fits_on_flagged": int(false.sum()),
         "finder_alone_localised": finder_localised,
         "finder_alone_false_per_absorber_free": finder_false,
-        "accuracy_vs_threshold": {f"{t:.1f}": float(np.mean((probability > t) == (label == 1))) for t in THRESHOLDS},
+        "cnn_accuracy_vs_threshold": {f"{t:.1f}": float(np.mean((probability > t) == (label == 1))) for t in THRESHOLDS},
         "ew_2796_median_ratio": float(np.median(ew_fit[measured] / truth["ew_2796"][measured]))
         if measured.any() else float("nan"),
         "ew_2803_median_ratio": float(np.median(ew3_fit[measured] / truth["ew_2803"][measured]))
@@ -186,7 +193,7 @@ def plot_completeness(metrics, path):
     axes.plot(centre, [r["flagged"] for r in rows], "o-", label="sightline flagged (MGII_PROB > threshold)")
     axes.plot(centre, [r["flagged_and_localised"] for r in rows], "s--", label=f"and localised, |dz| < {LOCALISATION_DZ}")
     axes.set(xscale="log", xlabel="rest EW(2796) [A]", ylabel="completeness", ylim=(0, 1.05),
-             title=f"MgII CNN hold-out: accuracy {metrics['accuracy']:.3f}")
+             title=f"MgII stage hold-out: IS_MGII_ABS accuracy {metrics['accuracy']:.3f}")
     axes.legend(loc="lower right")
     figure.savefig(path, dpi=100)
 
