@@ -69,6 +69,8 @@ MIN_FIT_PIXELS = 12
 SIGMA_BOUNDS_KMS = (5.0, 600.0)
 #: Levenberg-Marquardt damping (relative to the normal matrix's diagonal) at which a fit has stalled.
 MAX_DAMPING = 1e6
+#: A step that lowers chi^2 by less than this ends a fit: far below any change a parameter's error could show.
+CONVERGED_DCHI2 = 1e-4
 #: Starting line width sigma of a fit, km/s.
 SIGMA_GUESS_KMS = 80.0
 
@@ -263,6 +265,10 @@ class _FitRegions:
     wave_hi: np.ndarray
     wave_ref: np.ndarray
 
+    def subset(self, rows):
+        """The regions of candidates `rows` (int array)."""
+        return _FitRegions(**{name: getattr(self, name)[rows] for name in self.__dataclass_fields__})
+
     def _slope(self):
         return (self.wave - self.wave_ref) / self.wave_ref
 
@@ -343,23 +349,26 @@ def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations)
     chi2 = np.sum(residuals ** 2, axis=1)
     jac = regions.jacobian(params)
     damping = np.full(k, 1e-3)
+    active = np.arange(k)
     for _ in range(max_iterations):
-        normal = np.matmul(jac.transpose(0, 2, 1), jac)
-        gradient = np.matmul(jac.transpose(0, 2, 1), residuals[..., None])[..., 0]
+        jac_active = jac[active]
+        normal = np.matmul(jac_active.transpose(0, 2, 1), jac_active)
+        gradient = np.matmul(jac_active.transpose(0, 2, 1), residuals[active][..., None])[..., 0]
         scale = np.maximum(np.einsum("kii->ki", normal), 1e-12)
-        step = np.linalg.solve(normal + damping[:, None, None] * scale[:, :, None] * np.eye(6),
+        step = np.linalg.solve(normal + damping[active, None, None] * scale[:, :, None] * np.eye(6),
                                -gradient[..., None])[..., 0]
-        trial = np.clip(params + step, lower, upper)
-        trial_residuals = regions.residuals(trial)
+        trial = np.clip(params[active] + step, lower[active], upper[active])
+        trial_residuals = regions.subset(active).residuals(trial)
         trial_chi2 = np.sum(trial_residuals ** 2, axis=1)
-        better = trial_chi2 < chi2
-        damping = np.where(better, damping / 3, damping * 8)
-        if np.all(damping > MAX_DAMPING):
+        better = trial_chi2 < chi2[active]
+        converged = better & (chi2[active] - trial_chi2 < CONVERGED_DCHI2)
+        damping[active] = np.where(better, damping[active] / 3, damping[active] * 8)
+        moved = active[better]
+        params[moved], residuals[moved], chi2[moved] = trial[better], trial_residuals[better], trial_chi2[better]
+        jac[moved] = regions.subset(moved).jacobian(params[moved])
+        active = active[~converged & (damping[active] <= MAX_DAMPING)]
+        if active.size == 0:
             break
-        params[better], residuals[better], chi2[better] = trial[better], trial_residuals[better], trial_chi2[better]
-        moved = np.flatnonzero(better)
-        sub = _FitRegions(**{name: getattr(regions, name)[moved] for name in regions.__dataclass_fields__})
-        jac[moved] = sub.jacobian(params[moved])
     normal = np.matmul(jac.transpose(0, 2, 1), jac)
     covariance = np.linalg.pinv(normal)
     errors = np.sqrt(np.clip(np.einsum("kii->ki", covariance), 0, None))
