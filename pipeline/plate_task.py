@@ -4,8 +4,9 @@
 stage skipped when its output is already up to date, then a done-marker is
 written last. The shard stays in memory between the stages; it is written
 to OUTDIR/shards only with the `keep_shards` setting (rebuilding a shard
-from its plate costs less than writing its 25 MB). A plate whose marker exists is complete; anything short of it
-is redone from the last finished stage, so a killed run resumes cleanly.
+from its plate costs less than writing its 25 MB). A plate whose marker
+exists is complete; anything short of it is redone from the last finished
+stage, so a killed run resumes cleanly.
 """
 
 import json
