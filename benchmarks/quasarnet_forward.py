@@ -36,7 +36,7 @@ def main():
     x = np.random.default_rng(0).normal(size=(args.n, quasarnet.QN_NBINS)).astype(np.float32)
 
     start = time.perf_counter()
-    quasarnet.predict(model, x[:1], batch=args.batch)
+    quasarnet.predict(model, x[:args.batch], batch=args.batch)
     trace_s = time.perf_counter() - start
     start = time.perf_counter()
     quasarnet.predict(model, x, batch=args.batch)
