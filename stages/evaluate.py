@@ -162,19 +162,19 @@ def velocity_statistics(dv, edges=DV_EDGES):
     }
 
 
-def bal_metrics(c_bal, bal_flag, truth_bal, truth_non_bal, c_grid=C_TH_GRID):
+def bal_metrics(c_bal, bal_flag, truth_bal, truth_non_bal, n_excluded=0, c_grid=C_TH_GRID):
     """BAL quasars recognised and non-BAL quasars rejected: at the catalog's flag and vs c_th.
 
     c_bal : C_BAL_CIV; bal_flag : BAL_FLAG_QN == 1; truth_bal, truth_non_bal :
     bool masks over the BAL sample (truth quasars classified quasar, CIV on
     the QuasarNET grid, known visual BAL flag). None when either is empty.
     `evaluate` passes the quasars whose visual flag and BI_CIV > 0 agree, the
-    labels the BAL finder is trained on, and counts the others in `n_excluded`.
+    labels the BAL finder is trained on, and the number of others as n_excluded.
     """
     if not truth_bal.any() or not truth_non_bal.any():
         return None
     return {
-        "n_bal": int(truth_bal.sum()), "n_non_bal": int(truth_non_bal.sum()),
+        "n_bal": int(truth_bal.sum()), "n_non_bal": int(truth_non_bal.sum()), "n_excluded": int(n_excluded),
         "recognised": _ratio((bal_flag & truth_bal).sum(), truth_bal.sum()),
         "rejected": _ratio((~bal_flag & truth_non_bal).sum(), truth_non_bal.sum()),
         "c_th": [float(c) for c in c_grid],
@@ -293,10 +293,9 @@ def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=
     bal_sample = truth_qso & classified & civ_on_grid
     visual_bal = bal_sample & ((bal_vi == 1) | (cls == CLASS_PERSON["QSO_BAL"]))
     visual_non_bal = bal_sample & (bal_vi == 0) & (cls != CLASS_PERSON["QSO_BAL"])
+    disagree = (visual_bal & ~bal_bi) | (visual_non_bal & bal_bi)
     metrics["bal"] = bal_metrics(column["C_BAL_CIV"], column["BAL_FLAG_QN"] == 1,
-                                 visual_bal & bal_bi, visual_non_bal & ~bal_bi)
-    if metrics["bal"] is not None:
-        metrics["bal"]["n_excluded"] = int((visual_bal & ~bal_bi).sum() + (visual_non_bal & bal_bi).sum())
+                                 visual_bal & bal_bi, visual_non_bal & ~bal_bi, disagree.sum())
     metrics["mgii"] = None
     if truth_absorbers is not None:
         metrics["mgii"] = mgii_metrics(catalog, truth, cat_index, truth_index, column,
