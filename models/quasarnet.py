@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from qsopipe.grids import QN_BAL_LINE, QN_DLOGLAM, QN_LINES, QN_LOGLAM_MIN, QN_NBINS, QN_NBOXES
 from qsopipe.models.batching import batch_plan, batch_sizes
+from qsopipe.sdss.catalogs import balnicity_bal
 
 log = logging.getLogger(__name__)
 
@@ -280,8 +281,7 @@ def training_targets(class_person, z, bal_flag_vi, bi_civ, nboxes=QN_NBOXES):
     """
     is_qso = np.isin(np.asarray(class_person), QSO_CLASSES)
     is_bal_vi = np.asarray(bal_flag_vi) > 0
-    with np.errstate(invalid="ignore"):
-        is_bal_bi = np.asarray(bi_civ, dtype=np.float64) > 0
+    is_bal_bi = balnicity_bal(bi_civ)
     z_qso = np.where(is_qso, np.asarray(z, dtype=np.float64), np.nan)
     targets, weights = [], []
     for k, (name, rest) in enumerate(FINDERS):

@@ -12,6 +12,11 @@ Definitions follow Busca & Balland (2018, QuasarNET):
   completeness = truth quasars classified quasar with right z / truth quasars;
   catastrophic rate = truth quasars classified quasar with |dv| >= 6000 /
   quasar classifications.
+- BAL sample: truth quasars classified quasar with CIV(1548) on the
+  QuasarNET grid. A BAL when the visual flag (BAL_FLAG_VI == 1 or
+  CLASS_PERSON 30) and BI_CIV > 0 both say so, a non-BAL when neither does;
+  the rest, where the two labels disagree (the BAL finder trains on them
+  with weight 0), are left out and counted in the BAL `n_excluded`.
 
 Catalog rows are matched to truth rows on (PLATE, MJD, FIBERID), then
 remaining rows on THING_ID (> 0). Science functions take arrays; `evaluate`
@@ -27,7 +32,7 @@ import numpy as np
 
 from qsopipe.atomic import atomic_path
 from qsopipe.errors import InputError
-from qsopipe.sdss.catalogs import CLASS_PERSON, read_dr12q, read_spall
+from qsopipe.sdss.catalogs import CLASS_PERSON, balnicity_bal, read_dr12q, read_spall
 from qsopipe.sdss.fitsfile import open_fits, read_columns
 from qsopipe.stages.catalog import lookup_rows, target_id
 from qsopipe.stages.catalog_columns import CONFIDENCE_COLUMNS
@@ -157,17 +162,19 @@ def velocity_statistics(dv, edges=DV_EDGES):
     }
 
 
-def bal_metrics(c_bal, bal_flag, truth_bal, truth_non_bal, c_grid=C_TH_GRID):
+def bal_metrics(c_bal, bal_flag, truth_bal, truth_non_bal, n_excluded=0, c_grid=C_TH_GRID):
     """BAL quasars recognised and non-BAL quasars rejected: at the catalog's flag and vs c_th.
 
     c_bal : C_BAL_CIV; bal_flag : BAL_FLAG_QN == 1; truth_bal, truth_non_bal :
     bool masks over the BAL sample (truth quasars classified quasar, CIV on
     the QuasarNET grid, known visual BAL flag). None when either is empty.
+    `evaluate` passes the quasars whose visual flag and BI_CIV > 0 agree, the
+    labels the BAL finder is trained on, and the number of others as n_excluded.
     """
     if not truth_bal.any() or not truth_non_bal.any():
         return None
     return {
-        "n_bal": int(truth_bal.sum()), "n_non_bal": int(truth_non_bal.sum()),
+        "n_bal": int(truth_bal.sum()), "n_non_bal": int(truth_non_bal.sum()), "n_excluded": int(n_excluded),
         "recognised": _ratio((bal_flag & truth_bal).sum(), truth_bal.sum()),
         "rejected": _ratio((~bal_flag & truth_non_bal).sum(), truth_non_bal.sum()),
         "c_th": [float(c) for c in c_grid],
@@ -281,11 +288,14 @@ def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=
     }
 
     bal_vi = np.asarray(truth["BAL_FLAG_VI"])[truth_index]
+    bal_bi = balnicity_bal(np.asarray(truth["BI_CIV"])[truth_index])
     civ_on_grid = (z_true > BAL_Z_RANGE[0]) & (z_true < BAL_Z_RANGE[1])
     bal_sample = truth_qso & classified & civ_on_grid
-    truth_bal = bal_sample & ((bal_vi == 1) | (cls == CLASS_PERSON["QSO_BAL"]))
-    truth_non_bal = bal_sample & (bal_vi == 0) & (cls != CLASS_PERSON["QSO_BAL"])
-    metrics["bal"] = bal_metrics(column["C_BAL_CIV"], column["BAL_FLAG_QN"] == 1, truth_bal, truth_non_bal)
+    visual_bal = bal_sample & ((bal_vi == 1) | (cls == CLASS_PERSON["QSO_BAL"]))
+    visual_non_bal = bal_sample & (bal_vi == 0) & (cls != CLASS_PERSON["QSO_BAL"])
+    disagree = (visual_bal & ~bal_bi) | (visual_non_bal & bal_bi)
+    metrics["bal"] = bal_metrics(column["C_BAL_CIV"], column["BAL_FLAG_QN"] == 1,
+                                 visual_bal & bal_bi, visual_non_bal & ~bal_bi, disagree.sum())
     metrics["mgii"] = None
     if truth_absorbers is not None:
         metrics["mgii"] = mgii_metrics(catalog, truth, cat_index, truth_index, column,

@@ -41,7 +41,8 @@ def make_truth():
         "FIBERID": np.array(fibers + [5], np.int32), "THING_ID": np.array([100 + f for f in fibers] + [1010]),
         "CLASS_PERSON": np.array([r[0] for r in rows], np.int16), "Z_VI": np.array([r[1] for r in rows]),
         "Z_CONF_PERSON": np.array([r[2] for r in rows], np.int16),
-        "BAL_FLAG_VI": np.array([r[3] for r in rows], np.int16), "BI_CIV": np.zeros(len(rows)),
+        "BAL_FLAG_VI": np.array([r[3] for r in rows], np.int16),
+        "BI_CIV": np.where(np.array([r[3] for r in rows]) == 1, 500.0, 0.0),
     }
 
 
@@ -87,6 +88,15 @@ def test_velocity_offset_and_nmad():
     assert ev.nmad([0.0, 1.0, 2.0]) == pytest.approx(1.4826)
 
 
+def test_bal_sample_leaves_out_disagreeing_labels():
+    """Fiber 1 (visual non-BAL, flagged BAL) gets BI_CIV > 0: its labels disagree, so it leaves the sample."""
+    truth = make_truth()
+    truth["BI_CIV"][0] = 300.0
+    bal = ev.evaluate(make_catalog(), truth)["bal"]
+    assert (bal["n_bal"], bal["n_non_bal"], bal["n_excluded"]) == (1, 2, 1)
+    assert bal["recognised"] == 1.0 and bal["rejected"] == 1.0
+
+
 def test_hand_made_metrics():
     cat_abs, truth_abs = make_absorbers()
     metrics = ev.evaluate(make_catalog(), make_truth(), cat_abs, truth_abs, c_th=0.4, n_th=1)
@@ -112,6 +122,7 @@ def test_hand_made_metrics():
     bal = metrics["bal"]
     assert (bal["n_bal"], bal["n_non_bal"]) == (1, 3)
     assert bal["recognised"] == 1.0 and bal["rejected"] == pytest.approx(2 / 3)
+    assert bal["n_excluded"] == 0
 
     sightlines = metrics["mgii"]["sightlines"]
     assert sightlines["n_searched"] == 4 and sightlines["accuracy"] == pytest.approx(0.5)

@@ -31,6 +31,18 @@ DR12Q_COLUMNS = {
 #: DR12Q CLASS_PERSON codes.
 CLASS_PERSON = {"STAR": 1, "QSO": 3, "QSO_BAL": 30, "GALAXY": 4}
 
+
+def balnicity_bal(bi_civ):
+    """BI_CIV > 0 (km/s; NaN and DR12Q's -1 count as not BAL): the balnicity BAL label. bool (n,).
+
+    The QuasarNET paper trains its BAL finder only where this label and the
+    visual flag BAL_FLAG_VI agree; `qsopipe.models.quasarnet.training_targets`
+    and `qsopipe.stages.evaluate` both use this one definition.
+    """
+    with np.errstate(invalid="ignore"):
+        return np.asarray(bi_civ, dtype=np.float64) > 0
+
+
 #: Other spellings of required columns found in real catalogs.
 _ALIASES = {"FIBERID": ("FIBER",), "Z_VI": ("Z",)}
 
