@@ -1,0 +1,72 @@
+"""The shipped weights on the real SDSS spectra in ../shared/data (skipped when absent).
+
+QuasarNET against the spAll labels (the model card's rule: a spAll QSO must
+be classified a quasar within 6000 km/s, anything else must not be), and
+the MgII stage on the two catalogued DR12 absorbers that lie in a search
+window of these spectra.
+"""
+
+import fitsio
+import numpy as np
+import pytest
+
+from qsopipe.discovery import discover
+from qsopipe.models.store import default_weights, load_model
+from qsopipe.sdss.reader import read_plate
+from qsopipe.stages import mgii, quasarnet
+from qsopipe.stages.preprocess import preprocess_plate
+
+SPEED_OF_LIGHT = 299792.458  # km/s
+#: Catalogued DR12 absorbers (Raghunathan et al. 2016) in the search windows: (plate, mjd, fiber) -> z_abs.
+CATALOGUED_ABSORBERS = {(3655, 55240, 156): 1.409, (3655, 55240, 714): 1.592}
+
+
+@pytest.fixture(scope="module")
+def real_results(sdss_dir):
+    """[(shard table, QuasarNET result table)] of every real plate, through the shipped QuasarNET."""
+    plates, _ = discover([sdss_dir / "dr16_spec_lite_picca", sdss_dir / "spec_full_pyqsofit"])
+    model_path = default_weights("quasarnet")
+    forward = quasarnet.make_forward(model_path)
+    results = []
+    for plate_input in plates:
+        shard = preprocess_plate(read_plate(plate_input))
+        results.append((shard, quasarnet.process_shard(shard, forward, model_path, "test")))
+    return results
+
+
+def test_shipped_quasarnet_agrees_with_spall(sdss_dir, real_results):
+    spall = fitsio.read(sdss_dir / "dr16_spec_lite_picca" / "catalogs" / "spAll-plate3655.fits",
+                        columns=["PLATE", "MJD", "FIBERID", "CLASS", "Z"])
+    labels = {(int(p), int(m), int(f)): (c.strip(), z) for p, m, f, c, z in spall}
+    agree = total = 0
+    for _, table in real_results:
+        columns = table.select(["PLATE", "MJD", "FIBERID", "IS_QSO_QN", "Z_QN"]).to_pydict()
+        for plate, mjd, fiber, is_qso, z_qn in zip(*columns.values()):
+            if (plate, mjd, fiber) not in labels:
+                continue
+            label, z = labels[(plate, mjd, fiber)]
+            total += 1
+            if label == "QSO":
+                agree += is_qso == 1 and abs(SPEED_OF_LIGHT * (z_qn - z) / (1 + z)) < 6000
+            else:
+                agree += is_qso != 1
+    assert total == 79
+    assert agree >= 75, f"{agree} / {total} agree with spAll (the model card says 75)"
+
+
+def test_shipped_mgii_stage_finds_the_catalogued_absorbers(real_results):
+    cnn = load_model(str(default_weights("mgii")))
+    found = {}
+    for shard, qn_table in real_results:
+        table, absorbers = mgii.process_plate(shard, qn_table, cnn)
+        flags = table.select(["PLATE", "MJD", "FIBERID", "IS_MGII_ABS"]).to_pydict()
+        rows = absorbers.select(["PLATE", "MJD", "FIBERID", "Z_ABS"]).to_pydict()
+        for plate, mjd, fiber, is_abs in zip(*flags.values()):
+            if (plate, mjd, fiber) in CATALOGUED_ABSORBERS:
+                z_abs = [z for p, m, f, z in zip(*rows.values()) if (p, m, f) == (plate, mjd, fiber)]
+                found[(plate, mjd, fiber)] = (is_abs, z_abs)
+    assert found.keys() == CATALOGUED_ABSORBERS.keys()
+    for key, z_catalogue in CATALOGUED_ABSORBERS.items():
+        is_abs, z_abs = found[key]
+        assert is_abs == 1, key
+        assert np.min(np.abs(np.array(z_abs) - z_catalogue)) < 0.002, (key, z_abs)
