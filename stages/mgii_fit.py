@@ -314,8 +314,10 @@ def _fit_regions(flux, ivar, continuum, rows, first_pixel, npix):
 def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations):
     """Batched least-squares fit of one MgII doublet near each z_guess[k] in spectrum rows[k].
 
-    Levenberg-Marquardt with Marquardt scaling, at most max_iterations
-    steps, every candidate at once; z is bound to +-3 pixels of z_guess.
+    Levenberg-Marquardt with Marquardt scaling and an analytic Jacobian, at
+    most max_iterations steps, every candidate at once; a candidate leaves
+    the iteration once a step lowers its chi^2 by less than CONVERGED_DCHI2
+    or its damping passes MAX_DAMPING. z is bound to +-3 pixels of z_guess.
 
     Parameters
     ----------
