@@ -4,8 +4,11 @@ A `tf.function` traced for one batch shape never retraces, but padding a
 short last batch up to that shape wastes work: 529 MgII sightlines in
 batches of 256 compute 768. `batch_sizes` gives a few fixed sizes (the
 largest, then halves) and `batch_plan` covers n rows with them, so the
-padding stays below the smallest size.
+padding stays below the smallest size. `FixedBatchForward` runs a network
+that way; both networks' compiled forward passes are one.
 """
+
+import numpy as np
 
 #: Smallest traced batch: below it, a call's fixed cost outweighs the padded rows.
 SMALLEST_BATCH = 32
@@ -37,3 +40,39 @@ def batch_plan(n, sizes):
     if start < n:
         plan.append((start, n, sizes[-1]))
     return plan
+
+
+class FixedBatchForward:
+    """`forward` traced once per batch size of `batch_sizes(batch)`, run over inputs of any length.
+
+    forward : callable, a float32 tensor (size, *sample_shape) -> a tensor (size, ...)
+    sample_shape : shape of one input, e.g. (443, 1)
+    Calling it on x float32 (n, *sample_shape) returns the numpy outputs
+    (n, ...): the rows are cut by `batch_plan` and only the last batch is
+    zero-padded, so no call retraces. TensorFlow is imported on construction.
+    """
+
+    def __init__(self, forward, sample_shape, batch):
+        import tensorflow as tf
+
+        self.sample_shape = tuple(sample_shape)
+        self.sizes = batch_sizes(batch)
+        self._functions = {size: tf.function(forward, input_signature=[
+            tf.TensorSpec((size, *self.sample_shape), tf.float32)]) for size in self.sizes}
+
+    @property
+    def tracing_count(self):
+        """How many times the forward pass was traced (at most one per batch size)."""
+        return sum(function.experimental_get_tracing_count() for function in self._functions.values())
+
+    def __call__(self, x):
+        x = np.asarray(x, np.float32).reshape(-1, *self.sample_shape)
+        if len(x) == 0:
+            return self._functions[self.sizes[-1]](np.zeros((self.sizes[-1], *self.sample_shape), np.float32)).numpy()[:0]
+        outputs = []
+        for start, stop, size in batch_plan(len(x), self.sizes):
+            batch = x[start:stop]
+            if stop - start < size:
+                batch = np.concatenate([batch, np.zeros((size - (stop - start), *self.sample_shape), np.float32)])
+            outputs.append(self._functions[size](batch).numpy()[:stop - start])
+        return np.concatenate(outputs)

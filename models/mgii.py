@@ -36,7 +36,7 @@ import weakref
 import numpy as np
 
 from qsopipe.grids import MGII_NPIX
-from qsopipe.models.batching import batch_plan, batch_sizes
+from qsopipe.models.batching import FixedBatchForward
 
 #: Layer names and output lengths (pixels) of the conv/pool stack, for tests and docs.
 STACK_LENGTHS = {
@@ -81,35 +81,20 @@ def build_model(learning_rate=1e-3):
 
 
 class MgIIPredictor:
-    """A loaded MgII CNN with a compiled forward pass on fixed-size batches.
-
-    One `tf.function` per batch size of
-    `qsopipe.models.batching.batch_sizes(batch_size)`, each traced once for
-    input (size, 3841, 1); inputs are cut by `batch_plan` and only the last
-    batch is zero-padded, so no call ever retraces.
-    """
+    """A loaded MgII CNN with a compiled forward pass on fixed-size batches
+    (`qsopipe.models.batching.FixedBatchForward`); calls never retrace."""
 
     def __init__(self, model, batch_size=DEFAULT_BATCH):
-        import tensorflow as tf
-
         self.model = model
         self.batch_size = int(batch_size)
-        self._sizes = batch_sizes(self.batch_size)
-        self._forwards = {size: tf.function(self._model_forward, input_signature=[
-            tf.TensorSpec((size, MGII_NPIX, 1), tf.float32)]) for size in self._sizes}
+        self._forward = FixedBatchForward(self._probability, (MGII_NPIX, 1), self.batch_size)
 
-    def _model_forward(self, x):
+    def _probability(self, x):
         return self.model(x, training=False)
 
     def __call__(self, x):
         """P(strong absorber) for x float32 (n, 3841) -> float32 (n,)."""
-        x = np.asarray(x, dtype=np.float32)
-        out = np.empty(x.shape[0], np.float32)
-        for start, stop, size in batch_plan(x.shape[0], self._sizes):
-            batch = np.zeros((size, MGII_NPIX, 1), np.float32)
-            batch[: stop - start, :, 0] = x[start:stop]
-            out[start:stop] = self._forwards[size](batch).numpy()[: stop - start, 0]
-        return out
+        return self._forward(x)[:, 0]
 
 
 _PREDICTORS = weakref.WeakKeyDictionary()

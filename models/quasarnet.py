@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from qsopipe.grids import QN_BAL_LINE, QN_DLOGLAM, QN_LINES, QN_LOGLAM_MIN, QN_NBINS, QN_NBOXES
-from qsopipe.models.batching import batch_plan, batch_sizes
+from qsopipe.models.batching import FixedBatchForward
 from qsopipe.sdss.catalogs import balnicity_bal
 
 log = logging.getLogger(__name__)
@@ -318,45 +318,27 @@ def configure_threads(nthreads=None):
 
 
 class CompiledForward:
-    """A traced forward pass of a QuasarNET model on fixed-size batches.
+    """The QuasarNET forward pass on fixed-size batches (`qsopipe.models.batching.FixedBatchForward`).
 
-    Traced once per batch size of `qsopipe.models.batching.batch_sizes(batch)`
-    for input (size, npix, 1) float32; inputs of any length are cut by
-    `batch_plan` and only the last batch is zero-padded, so calls never
-    retrace. Calling it on x (n, npix) or (n, npix, 1) returns
-    (confidence, offset), float32 numpy arrays (n, nfinders, nboxes).
+    Calling it on x (n, npix) or (n, npix, 1) returns (confidence, offset),
+    float32 numpy arrays (n, nfinders, nboxes); calls never retrace.
     """
 
     def __init__(self, model, batch=1024):
         self.model = model
         self.batch = int(batch)
-        self.npix = int(model.inputs[0].shape[1])
-        self.sizes = batch_sizes(self.batch)
-        self._functions = {size: tf.function(self._forward, input_signature=[
-            tf.TensorSpec((size, self.npix, 1), tf.float32)]) for size in self.sizes}
+        self._forward = FixedBatchForward(self._finders, (int(model.inputs[0].shape[1]), 1), self.batch)
 
-    def _forward(self, x):
+    def _finders(self, x):
         return tf.stack(self.model(x, training=False), axis=1)
 
     @property
     def tracing_count(self):
         """How many times the forward pass was traced (at most one per batch size)."""
-        return sum(function.experimental_get_tracing_count() for function in self._functions.values())
+        return self._forward.tracing_count
 
     def __call__(self, x):
-        x = np.asarray(x, np.float32).reshape(len(x), self.npix, 1)
-        n = len(x)
-        chunks = []
-        for start, stop, size in batch_plan(n, self.sizes):
-            chunk = x[start:stop]
-            if stop - start < size:
-                chunk = np.concatenate([chunk, np.zeros((size - (stop - start), self.npix, 1), np.float32)])
-            chunks.append(self._functions[size](tf.constant(chunk)).numpy()[:stop - start])
-        if not chunks:
-            nfinders, width = len(self.model.outputs), int(self.model.outputs[0].shape[-1])
-            out = np.zeros((0, nfinders, width), np.float32)
-        else:
-            out = np.concatenate(chunks)
+        out = self._forward(x)
         nboxes = out.shape[-1] // 2
         return out[..., :nboxes], out[..., nboxes:]
 
