@@ -269,29 +269,22 @@ class _FitRegions:
         """The regions of candidates `rows` (int array)."""
         return _FitRegions(**{name: getattr(self, name)[rows] for name in self.__dataclass_fields__})
 
-    def _slope(self):
-        return (self.wave - self.wave_ref) / self.wave_ref
+    def evaluate(self, params):
+        """Residuals (flux - model) * sqrt(ivar), (k, m), and their derivatives by params, (k, m, 6), analytic.
 
-    def model(self, params):
-        """Model flux (k, m) for params (k, 6): z, EW_2796 and EW_2803 (observed A), sigma km/s, c0, c1."""
-        z_abs, ew1, ew2, sigma, c0, c1 = (params[:, j:j + 1] for j in range(6))
-        scale = self.continuum * (c0 + c1 * self._slope())
-        return scale * (1.0 - doublet_profile(z_abs, ew1, ew2, sigma, self.wave_lo, self.wave_hi))
-
-    def residuals(self, params):
-        return (self.flux - self.model(params)) * self.sqrt_ivar
-
-    def jacobian(self, params):
-        """d residuals / d params, (k, m, 6), analytic."""
+        params (k, 6): z, EW_2796 and EW_2803 (observed A), sigma km/s, and
+        the continuum correction c0 + c1 (wave - wave_ref) / wave_ref.
+        """
         z_abs, ew1, ew2, sigma, c0, c1 = (params[:, j:j + 1] for j in range(6))
         depth, gradient = doublet_profile_gradient(z_abs, ew1, ew2, sigma, self.wave_lo, self.wave_hi)
-        slope = self._slope()
+        slope = (self.wave - self.wave_ref) / self.wave_ref
         scale = self.continuum * (c0 + c1 * slope)
+        residuals = (self.flux - scale * (1.0 - depth)) * self.sqrt_ivar
         jac = np.empty(depth.shape + (6,))
         jac[..., :4] = (scale * self.sqrt_ivar)[..., None] * gradient
         jac[..., 4] = -self.continuum * (1.0 - depth) * self.sqrt_ivar
         jac[..., 5] = jac[..., 4] * slope
-        return jac
+        return residuals, jac
 
 
 def _fit_regions(flux, ivar, continuum, rows, first_pixel, npix):
@@ -347,9 +340,8 @@ def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations)
     ew_guess = np.asarray(ew_guess, np.float64) * ones
     params = np.clip(np.stack([z_guess, ew_guess, 0.7 * ew_guess, SIGMA_GUESS_KMS * ones, ones, 0 * ones], 1),
                      lower, upper)
-    residuals = regions.residuals(params)
+    residuals, jac = regions.evaluate(params)
     chi2 = np.sum(residuals ** 2, axis=1)
-    jac = regions.jacobian(params)
     damping = np.full(k, 1e-3)
     active = np.arange(k)
     for _ in range(max_iterations):
@@ -360,14 +352,14 @@ def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations)
         step = np.linalg.solve(normal + damping[active, None, None] * scale[:, :, None] * np.eye(6),
                                -gradient[..., None])[..., 0]
         trial = np.clip(params[active] + step, lower[active], upper[active])
-        trial_residuals = regions.subset(active).residuals(trial)
+        trial_residuals, trial_jac = regions.subset(active).evaluate(trial)
         trial_chi2 = np.sum(trial_residuals ** 2, axis=1)
         better = trial_chi2 < chi2[active]
         converged = better & (chi2[active] - trial_chi2 < CONVERGED_DCHI2)
         damping[active] = np.where(better, damping[active] / 3, damping[active] * 8)
         moved = active[better]
         params[moved], residuals[moved], chi2[moved] = trial[better], trial_residuals[better], trial_chi2[better]
-        jac[moved] = regions.subset(moved).jacobian(params[moved])
+        jac[moved] = trial_jac[better]
         active = active[~converged & (damping[active] <= MAX_DAMPING)]
         if active.size == 0:
             break
