@@ -9,6 +9,7 @@ drop a row.
 import enum
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -90,7 +91,40 @@ def qn_bin_index(loglam):
     return np.floor((loglam - grids.QN_LOGLAM_MIN) / grids.QN_DLOGLAM).astype(np.int64)
 
 
-def rebin_sums(loglam, weighted_flux, ivar):
+@dataclass(frozen=True)
+class GridPlan:
+    """How fibers on one shared log-lambda grid map onto both networks' grids; computed once per plate.
+
+    qn_runs : (first, stop, run_starts, run_bins) when every QuasarNET bin is
+        one run of consecutive native pixels (pixels first..stop-1 are in
+        range, run k starts at run_starts[k] and fills bin run_bins[k]), or
+        None where a per-fiber bincount is needed.
+    mgii_start : fractional native pixel of the first MgII grid pixel when
+        the native grid has 1e-4 dex pixels, or None (per-fiber interpolation).
+    """
+
+    qn_runs: tuple = None
+    mgii_start: float = None
+
+
+def grid_plan(loglam):
+    """The GridPlan of a wavelength grid, log10(A): (npix,) shared by all fibers, or (nfiber, npix)."""
+    if loglam.ndim != 1:
+        return GridPlan()
+    runs = None
+    bins = qn_bin_index(loglam)
+    inside = np.flatnonzero((bins >= 0) & (bins < grids.QN_NBINS))
+    if np.all(np.diff(bins) >= 0) and inside.size:
+        first, stop = int(inside[0]), int(inside[-1]) + 1
+        run_starts = first + np.flatnonzero(np.diff(bins[first:stop], prepend=bins[first] - 1))
+        runs = (first, stop, run_starts, bins[run_starts])
+    start = None
+    if np.allclose(np.diff(loglam), grids.MGII_DLOGLAM, rtol=0, atol=1e-9):
+        start = (grids.MGII_LOGLAM_MIN - loglam[0]) / grids.MGII_DLOGLAM
+    return GridPlan(runs, start)
+
+
+def rebin_sums(loglam, weighted_flux, ivar, plan=None):
     """Sum flux*ivar and ivar into the 443 QuasarNET bins.
 
     On a shared, increasing grid every bin is one run of consecutive pixels
@@ -101,27 +135,22 @@ def rebin_sums(loglam, weighted_flux, ivar):
     ----------
     loglam : ndarray (npix,) or (nfiber, npix), log10(A)
     weighted_flux, ivar : ndarray (nfiber, npix)
+    plan : GridPlan of loglam (computed here when not given)
 
     Returns
     -------
     flux_sum, ivar_sum : float64 arrays (nfiber, 443)
     """
-    bins = qn_bin_index(loglam)
-    if bins.ndim == 1 and np.all(np.diff(bins) >= 0):
-        return _run_sums(bins, weighted_flux, ivar)
-    return _bincount_sums(np.broadcast_to(bins, weighted_flux.shape), weighted_flux, ivar)
+    plan = grid_plan(loglam) if plan is None else plan
+    if plan.qn_runs is not None:
+        return _run_sums(plan.qn_runs, weighted_flux, ivar)
+    return _bincount_sums(np.broadcast_to(qn_bin_index(loglam), weighted_flux.shape), weighted_flux, ivar)
 
 
-def _run_sums(bins, weighted_flux, ivar):
-    """Sums over the runs of equal bin number of a non-decreasing `bins` (npix,), all rows at once."""
-    nrow = weighted_flux.shape[0]
-    sums = np.zeros((2, nrow, grids.QN_NBINS), np.float64)
-    inside = np.flatnonzero((bins >= 0) & (bins < grids.QN_NBINS))
-    if inside.size == 0:
-        return sums[0], sums[1]
-    first, stop = int(inside[0]), int(inside[-1]) + 1
-    run_starts = first + np.flatnonzero(np.diff(bins[first:stop], prepend=bins[first] - 1))
-    run_bins = bins[run_starts]
+def _run_sums(runs, weighted_flux, ivar):
+    """Sums over the runs (GridPlan.qn_runs) of every row at once."""
+    first, stop, run_starts, run_bins = runs
+    sums = np.zeros((2, weighted_flux.shape[0], grids.QN_NBINS), np.float64)
     for k, values in enumerate((weighted_flux, ivar)):
         sums[k][:, run_bins] = np.add.reduceat(values[:, first:stop], run_starts - first, axis=1)
     return sums[0], sums[1]
@@ -160,9 +189,9 @@ def quasarnet_input(loglam, flux, ivar, and_mask):
     return _normalised_bins(loglam, flux, ivar, flag)
 
 
-def _normalised_bins(loglam, flux, ivar, flag):
+def _normalised_bins(loglam, flux, ivar, flag, plan=None):
     """QuasarNET input and flags from cleaned flux and ivar (COMBINEREJ pixels already at ivar = 0)."""
-    flux_sum, ivar_sum = rebin_sums(loglam, flux * ivar, ivar)
+    flux_sum, ivar_sum = rebin_sums(loglam, flux * ivar, ivar, plan)
     filled = ivar_sum > 0
     binned = np.divide(flux_sum, ivar_sum, out=np.zeros_like(flux_sum), where=filled)
     weight = ivar_sum.sum(axis=1)
@@ -178,7 +207,7 @@ def _normalised_bins(loglam, flux, ivar, flag):
     return x.astype(np.float32), flag
 
 
-def mgii_input(loglam, flux, ivar):
+def mgii_input(loglam, flux, ivar, plan=None):
     """Flux and ivar linearly interpolated onto the MgII CNN grid (3841 pixels of 1e-4 dex from 3800 A).
 
     A shared native grid of 1e-4 dex pixels is the MgII grid shifted by a
@@ -191,14 +220,16 @@ def mgii_input(loglam, flux, ivar):
     ----------
     loglam : ndarray (npix,) or (nfiber, npix), log10(A)
     flux, ivar : ndarray (nfiber, npix), already cleaned (ivar = 0 on bad pixels)
+    plan : GridPlan of loglam (computed here when not given)
 
     Returns
     -------
     flux, ivar : float32 arrays (nfiber, 3841)
     """
+    plan = grid_plan(loglam) if plan is None else plan
+    if plan.mgii_start is not None:
+        return _shifted_blend(flux, ivar, plan.mgii_start)
     target = grids.mgii_loglam()
-    if loglam.ndim == 1 and np.allclose(np.diff(loglam), grids.MGII_DLOGLAM, rtol=0, atol=1e-9):
-        return _shifted_blend(flux, ivar, (target[0] - loglam[0]) / grids.MGII_DLOGLAM)
     rows = np.broadcast_to(loglam, flux.shape)
     out_flux = np.zeros((flux.shape[0], target.size), np.float32)
     out_ivar = np.zeros_like(out_flux)
@@ -262,9 +293,10 @@ BLOCK_FIBERS = 64
 def plate_inputs(loglam, flux, ivar, and_mask):
     """Both networks' inputs and PREP_FLAG of every fiber of a plate.
 
-    The fibers are processed in blocks of BLOCK_FIBERS (every function is
-    vectorised over the fibers of a block); each block is cleaned once and
-    feeds both the QuasarNET rebin and the MgII regrid.
+    The grid's GridPlan is made once; the fibers are processed in blocks of
+    BLOCK_FIBERS (every function is vectorised over the fibers of a block);
+    each block is cleaned once and feeds both the QuasarNET rebin and the
+    MgII regrid.
 
     Parameters
     ----------
@@ -281,13 +313,14 @@ def plate_inputs(loglam, flux, ivar, and_mask):
     mgii_flux = np.empty((nfiber, grids.MGII_NPIX), np.float32)
     mgii_ivar = np.empty_like(mgii_flux)
     flag = np.empty(nfiber, np.int32)
+    plan = grid_plan(loglam)
     for start in range(0, nfiber, BLOCK_FIBERS):
         rows = slice(start, start + BLOCK_FIBERS)
         block_loglam = loglam if loglam.ndim == 1 else loglam[rows]
         block_flux, block_ivar, block_flag = clean_pixels(flux[rows], ivar[rows])
         qn_ivar = zero_masked(block_ivar, and_mask[rows], (grids.COMBINEREJ_BIT,))
-        qn_x[rows], flag[rows] = _normalised_bins(block_loglam, block_flux, qn_ivar, block_flag)
-        mgii_flux[rows], mgii_ivar[rows] = mgii_input(block_loglam, block_flux, block_ivar)
+        qn_x[rows], flag[rows] = _normalised_bins(block_loglam, block_flux, qn_ivar, block_flag, plan)
+        mgii_flux[rows], mgii_ivar[rows] = mgii_input(block_loglam, block_flux, block_ivar, plan)
     flag |= np.where((mgii_ivar > 0).any(axis=1), 0, PrepFlag.NO_MGII_PIXEL).astype(np.int32)
     return qn_x, mgii_flux, mgii_ivar, flag
 
