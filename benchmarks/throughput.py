@@ -107,9 +107,9 @@ def main():
                 "--seed", 31, "--first-plate", 9500)
         plates = sorted((work / "sim" / "spectra").rglob("spPlate-*.fits"))
         t_small = min(timed_run(plates[:2], work / f"run2-{k}", args.workers)[0] for k in range(args.repeat))
-        runs = [timed_run(plates, work / f"runN-{k}", args.workers) for k in range(args.repeat)]
-        t_all, report = min(runs, key=lambda run: run[0])
-        fastest = work / f"runN-{runs.index((t_all, report))}"
+        runs = {work / f"runN-{k}": timed_run(plates, work / f"runN-{k}", args.workers) for k in range(args.repeat)}
+        fastest = min(runs, key=lambda outdir: runs[outdir][0])
+        t_all, report = runs[fastest]
         stages, rss = stage_costs(report)
         import pyarrow.parquet as pq
 

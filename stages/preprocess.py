@@ -273,7 +273,7 @@ def _two_tap(flux_left, flux_right, ivar_left, ivar_right, frac):
 
     ivar = 1 / ((1 - frac)^2 / ivar_left + frac^2 / ivar_right), written as
     ivar_left * ivar_right / ((1 - frac)^2 ivar_right + frac^2 ivar_left) so
-    that a tap without data gives 0 with no division by zero. float32.
+    that a tap without data gives 0 with no division by zero. float32 in, float32 out.
     """
     keep = np.float32(1) - frac
     product = ivar_left * ivar_right
@@ -283,7 +283,7 @@ def _two_tap(flux_left, flux_right, ivar_left, ivar_right, frac):
     out_flux = flux_left * keep
     out_flux += flux_right * frac
     out_flux *= product > 0
-    return out_flux.astype(np.float32, copy=False), out_ivar.astype(np.float32, copy=False)
+    return out_flux, out_ivar
 
 
 #: Fibers preprocessed together: a block's temporaries stay in a core's L2 cache (about 1.5 MB each).
