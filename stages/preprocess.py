@@ -212,9 +212,13 @@ def mgii_input(loglam, flux, ivar, plan=None):
 
     A shared native grid of 1e-4 dex pixels is the MgII grid shifted by a
     fraction of a pixel: one two-tap blend of two slices serves every fiber.
-    Other grids are interpolated per fiber. ivar propagates as
-    1 / sum(w_k^2 / ivar_k) and is 0 where either tap has none, or off the
-    native grid.
+    Other grids are interpolated per fiber. ivar is the interpolation of
+    the taps' variances, 1 / sum(w_k / ivar_k), so that sums over a few
+    pixels (a line's equivalent width, a matched filter) keep the native
+    noise: neighbouring interpolated pixels share a native pixel, and
+    1 / sum(w_k^2 / ivar_k), right for a single pixel, ignores that
+    covariance and overstates such S/N by up to sqrt(2). 0 where either tap
+    has no data, or off the native grid.
 
     Parameters
     ----------
@@ -269,16 +273,17 @@ _TINY = np.float32(1e-30)
 
 
 def _two_tap(flux_left, flux_right, ivar_left, ivar_right, frac):
-    """(1 - frac) * left + frac * right, with ivar propagated; 0 where either tap has ivar = 0.
+    """(1 - frac) * left + frac * right, with ivar interpolated; 0 where either tap has ivar = 0.
 
-    ivar = 1 / ((1 - frac)^2 / ivar_left + frac^2 / ivar_right), written as
-    ivar_left * ivar_right / ((1 - frac)^2 ivar_right + frac^2 ivar_left) so
-    that a tap without data gives 0 with no division by zero. float32 in, float32 out.
+    ivar = 1 / ((1 - frac) / ivar_left + frac / ivar_right) (see
+    `mgii_input`), written as ivar_left * ivar_right / ((1 - frac) ivar_right
+    + frac ivar_left) so that a tap without data gives 0 with no division by
+    zero. float32 in, float32 out.
     """
     keep = np.float32(1) - frac
     product = ivar_left * ivar_right
-    denominator = ivar_right * (keep * keep)
-    denominator += ivar_left * (frac * frac)
+    denominator = ivar_right * keep
+    denominator += ivar_left * frac
     out_ivar = product / np.maximum(denominator, _TINY, out=denominator)
     out_flux = flux_left * keep
     out_flux += flux_right * frac

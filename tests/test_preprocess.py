@@ -1,6 +1,7 @@
 """Preprocess: the QuasarNET recipe on real spectra, flags, shards, reruns."""
 
 import numpy as np
+import pytest
 import pyarrow.parquet as pq
 from click.testing import CliRunner
 
@@ -9,6 +10,7 @@ from qsopipe.discovery import discover
 from qsopipe.parquet_io import list_column, read_metadata
 from qsopipe.sdss import read_spec
 from qsopipe.sdss.reader import read_plate
+from qsopipe.stages.mgii_fit import doublet_matched_filter
 from qsopipe.stages.preprocess import PrepFlag, mgii_input, preprocess_plate, quasarnet_input
 
 
@@ -77,6 +79,17 @@ def test_mgii_grid_interpolation_of_a_smooth_spectrum():
     assert np.all(out_ivar >= 4.0 - 1e-3)
     per_row, _ = mgii_input(np.tile(loglam, (3, 1)), flux, ivar)
     np.testing.assert_allclose(per_row, out_flux, rtol=1e-6)
+
+
+@pytest.mark.parametrize("coeff0", [3.5528, 3.55295, 3.55297])
+def test_mgii_ivar_keeps_the_noise_of_a_doublet_filter(coeff0):
+    """White noise regridded by a 0.84, 0.34 and 0.14 pixel shift: the doublet filter's S/N has unit spread."""
+    rng = np.random.default_rng(5)
+    loglam = coeff0 + 1e-4 * np.arange(4600)
+    flux = (1.0 + 0.1 * rng.standard_normal((400, loglam.size))).astype(np.float32)
+    out_flux, out_ivar = mgii_input(loglam, flux, np.full_like(flux, 100.0))
+    snr, _ = doublet_matched_filter(1.0 - out_flux.astype(np.float64), out_ivar.astype(np.float64))
+    assert 0.95 < np.std(snr[:, 50:-50]) < 1.05
 
 
 def test_cli_writes_one_shard_per_plate_and_skips_on_rerun(sdss_dir, tmp_path):
