@@ -20,6 +20,9 @@ search window) it reports, in DIR/mgii_holdout.json:
   flagged sightline without any truth absorber in its window;
 - the doublet finder alone, run on every sightline: localised fraction of
   the strong absorbers and false absorbers per absorber-free sightline;
+- the localised fraction (stage, and finder alone) against the absorber's
+  significance EW_2796 / sigma (the label's sigma), to show what the
+  3-sigma labels ask of any detector;
 - the CNN's accuracy against the threshold (to see what the threshold choice costs);
 - completeness against EW_2796 (sightline flagged, and flagged + localised),
   plotted in DIR/mgii_completeness.png; fitted against true EW_2796 of the
@@ -37,7 +40,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from qsopipe.models.train_mgii import draw_epoch, read_sim_sightlines, sightline_labels, strong_absorbers  # noqa: E402
+from qsopipe.models.train_mgii import (draw_epoch, ew_noise, read_sim_sightlines, sightline_labels,  # noqa: E402
+                                       strong_absorbers)
 from qsopipe.stages.mgii import DEFAULT_THRESHOLD, measure_absorbers, prepare_input  # noqa: E402
 from qsopipe.stages.mgii_fit import DoubletCriteria  # noqa: E402
 
@@ -47,6 +51,8 @@ LOCALISATION_DZ = 0.005
 EW_BINS = (0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 6.0)
 #: EW_2796 from which the EW bias is measured, rest A.
 EW_BIAS_MIN = 0.5
+#: Significance (EW_2796 over the label's sigma) bin edges of the localisation table.
+SIGMA_BINS = (3.0, 4.0, 5.0, 7.0, 10.0, np.inf)
 #: Thresholds of the accuracy-against-threshold table.
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -66,13 +72,13 @@ def false_fits(rows, found, absorbers):
 
 
 def finder_alone(sightlines, strong, clean, criteria):
-    """The doublet finder on every sightline: (localised fraction of strong absorbers, false per clean sightline)."""
+    """The doublet finder on every sightline: (localised bool per strong absorber, false per clean sightline)."""
     rows = np.arange(len(sightlines))
     found = measure_absorbers(sightlines.flux, sightlines.ivar, sightlines.z_qso, criteria)
     truth = {key: value[strong] for key, value in sightlines.absorbers.items()}
     dz, _ = match_absorbers(truth["row"], truth["z_abs"], dict(zip(rows.tolist(), found)))
     false = false_fits(rows, found, sightlines.absorbers)
-    return float(np.mean(dz < LOCALISATION_DZ)), float(false[clean].sum() / max(clean.sum(), 1))
+    return dz < LOCALISATION_DZ, float(false[clean].sum() / max(clean.sum(), 1))
 
 
 def match_absorbers(rows, z_true, found):
@@ -147,7 +153,7 @@ def evaluate(sightlines, predictor, threshold=DEFAULT_THRESHOLD, seed=1234):
         "flagged_absorber_free": int(flagged_clean.sum()),
         "false_per_flagged_absorber_free": float(false[flagged_clean].sum() / max(flagged_clean.sum(), 1)),
         "false_fits_on_flagged": int(false.sum()),
-        "finder_alone_localised": finder_localised,
+        "finder_alone_localised": float(finder_localised.mean()) if finder_localised.size else float("nan"),
         "finder_alone_false_per_absorber_free": finder_false,
         "cnn_accuracy_vs_threshold": {f"{t:.1f}": float(np.mean((probability > t) == (label == 1))) for t in THRESHOLDS},
         "ew_2796_median_ratio": float(np.median(ew_fit[measured] / truth["ew_2796"][measured]))
@@ -157,6 +163,13 @@ def evaluate(sightlines, predictor, threshold=DEFAULT_THRESHOLD, seed=1234):
         "ew_bias_min_ew": EW_BIAS_MIN,
         "ew_bias_count": int(measured.sum()),
     }
+    significance = truth["ew_2796"] / ew_noise(sightlines.flux, sightlines.ivar, truth["row"], truth["z_abs"])
+    metrics["localised_vs_sigma"] = []
+    for lo, hi in zip(SIGMA_BINS[:-1], SIGMA_BINS[1:]):
+        inside = (significance >= lo) & (significance < hi)
+        metrics["localised_vs_sigma"].append({"sigma_min": lo, "sigma_max": hi if np.isfinite(hi) else None,
+                                              "count": int(inside.sum()), "localised": fraction(localised, inside),
+                                              "finder_alone": fraction(finder_localised, inside)})
     edges = np.asarray(EW_BINS)
     which = np.digitize(truth["ew_2796"], edges) - 1
     metrics["completeness_vs_ew"] = [
