@@ -86,7 +86,7 @@ def threshold_cards(c_th=None, n_th=None, mgii_threshold=None):
     cards = [
         ("C_TH", c_th, "QuasarNET line confidence threshold"),
         ("N_TH", n_th, "IS_QSO_QN: lines needed with C > C_TH"),
-        ("MGII_TH", mgii_threshold, "MgII fit where MGII_PROB > MGII_TH"),
+        ("MGII_TH", mgii_threshold, "MgII fit where MGII_PROB >= MGII_TH"),
     ]
     return [card for card in cards if card[1] is not None]
 

@@ -124,7 +124,7 @@ def _input_record(summary, path):
 @click.option("--mgii-model", type=click.Path(exists=True, dir_okay=False), help="MgII CNN .keras file.")
 @click.option("--c-th", type=float, help="QuasarNET confidence threshold [0.4].")
 @click.option("--n-th", type=int, help="Lines above c_th for a quasar [1].")
-@click.option("--mgii-threshold", type=float, help="MgII probability threshold [0.5].")
+@click.option("--mgii-threshold", type=float, help="Fit doublets where MGII_PROB >= this [0: all searched].")
 @click.option("--keep-shards", is_flag=True, default=None,
               help="Also write each plate's Parquet shard to OUTDIR/shards (for rerunning one stage).")
 def command(inputs, outdir, cluster, workers, config_file, qn_model, mgii_model, c_th, n_th, mgii_threshold,

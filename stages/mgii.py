@@ -9,11 +9,14 @@ Per fiber (mgii-pppp-mmmmm.parquet): MGII_PROB is -1 when the fiber was not
 searched and MGII_FLAG then says why; IS_MGII_ABS and N_MGII_ABS are -1 on
 those fibers too, so "not searched" never reads as "no absorber".
 
-IS_MGII_ABS is the CNN's yes confirmed by the doublet fit: 1 where
-MGII_PROB > threshold and at least one doublet passes the fit's criteria
-(so every IS_MGII_ABS = 1 sightline has its rows in the absorbers table),
-0 elsewhere on searched fibers. On the simulated hold-out this lifts the
-purity of IS_MGII_ABS from 0.69 (MGII_PROB > 0.5 alone) to 0.98.
+IS_MGII_ABS is 1 where at least one doublet passes the fit's criteria on a
+sightline with MGII_PROB >= threshold (so every IS_MGII_ABS = 1 sightline
+has its rows in the absorbers table), 0 elsewhere on searched fibers. The
+default threshold 0 fits every searched sightline: on the simulated
+tuning set and hold-out the doublet fit alone is the more accurate
+decision (0.943 and 0.952 against 0.935 and 0.946 with MGII_PROB >= 0.5,
+which is purer and less complete), and MGII_PROB stays in the catalog, so
+IS_MGII_ABS = 1 and MGII_PROB > 0.5 selects that purer subset exactly.
 """
 
 import dataclasses
@@ -55,8 +58,8 @@ CONTINUUM_WINDOWS = (
 )
 Z_MAX = CONTINUUM_WINDOWS[-1][0]
 
-#: Default CNN probability above which a sightline holds an absorber.
-DEFAULT_THRESHOLD = 0.5
+#: Default MGII_PROB from which a sightline is fitted for doublets (0: every searched sightline).
+DEFAULT_THRESHOLD = 0.0
 
 MGII_RESULT_DIR = "mgii"
 QN_RESULT_DIR = "quasarnet"
@@ -251,7 +254,7 @@ def process_plate(shard_table, qn_table, model, threshold=DEFAULT_THRESHOLD, cri
     qn_table : pyarrow.Table, the plate's QuasarNET results, same row order
         (FIBERID, IS_QSO_QN, Z_QN, QN_FLAG)
     model : a Keras MgII CNN or a qsopipe.models.mgii.MgIIPredictor
-    threshold : float; sightlines with MGII_PROB > threshold are searched for doublets, and
+    threshold : float; sightlines with MGII_PROB >= threshold are searched for doublets, and
         IS_MGII_ABS = 1 where at least one is fitted (N_MGII_ABS > 0)
     criteria : DoubletCriteria of the doublet finder (None: its defaults)
 
@@ -281,7 +284,7 @@ def process_plate(shard_table, qn_table, model, threshold=DEFAULT_THRESHOLD, cri
 
         probability[searched] = predictor_for(model)(x[input_flags == 0])
     count = np.where(flags == 0, 0, -1).astype(np.int16)
-    positive = np.flatnonzero((flags == 0) & (probability > threshold))
+    positive = np.flatnonzero((flags == 0) & (probability >= threshold))
     in_candidates = np.searchsorted(candidates, positive)
     absorbers = measure_absorbers(flux[in_candidates], ivar[in_candidates], z_qso[positive],
                                   criteria or DoubletCriteria())
@@ -366,7 +369,7 @@ def find_shards(shards):
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="MgII CNN (.keras); default: the shipped models/weights/mgii.keras.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=DEFAULT_THRESHOLD, show_default=True,
-              help="Sightlines with MGII_PROB > threshold are fitted; IS_MGII_ABS = 1 where a doublet is.")
+              help="Sightlines with MGII_PROB >= threshold are fitted; IS_MGII_ABS = 1 where a doublet is.")
 def command(shards, qn_results, out, model_path, threshold):
     """Run the MgII absorber CNN on the quasars of every shard in SHARDS and fit their absorbers."""
     import pyarrow.parquet as pq
