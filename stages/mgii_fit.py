@@ -210,6 +210,34 @@ def doublet_matched_filter(depth, weight, separation_pix=DOUBLET_SEPARATION_PIX,
     return snr, amplitude
 
 
+def doublet_filter_snr_at(depth, weight, rows, columns, separation_pix, sigma_pix, ratio):
+    """`doublet_matched_filter`'s S/N at given pixels only: first line on columns[k, i] of spectrum rows[k].
+
+    Sums over the template's pixels directly (pixels off the grid count as
+    no data), for when a few positions per spectrum are needed.
+
+    Parameters
+    ----------
+    depth, weight : ndarray (n, npix), as for doublet_matched_filter
+    rows : int (k,); columns : int (k, m)
+    separation_pix, sigma_pix, ratio : the template
+
+    Returns
+    -------
+    snr : float64 (k, m)
+    """
+    offsets, template = doublet_template(separation_pix, sigma_pix, ratio)
+    pixels = columns[..., None] + offsets
+    on_grid = (pixels >= 0) & (pixels < depth.shape[1])
+    pixels = np.clip(pixels, 0, depth.shape[1] - 1)
+    local_weight = np.where(on_grid, weight[rows[:, None, None], pixels], 0.0)
+    numerator = np.sum(depth[rows[:, None, None], pixels] * local_weight * template, axis=2)
+    denominator = np.sum(local_weight * template ** 2, axis=2)
+    coverage = np.sum((local_weight > 0) * template ** 2, axis=2)
+    covered = (coverage >= MIN_TEMPLATE_COVERAGE * np.sum(template ** 2)) & (denominator > 0)
+    return np.where(covered, numerator / np.sqrt(np.where(covered, denominator, 1.0)), 0.0)
+
+
 def _line_terms(z_abs, sigma_kms, wave_lo, wave_hi):
     """Per line of the doublet: (rest A, erf argument at the pixel's blue and red edges, line sigma * sqrt 2)."""
     for rest in (MGII_2796, MGII_2803):
@@ -454,7 +482,6 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria):
     depth = np.where(positive, 1.0 - flux / safe, 0.0)
     weight = np.where(positive & (ivar > 0), ivar * safe ** 2, 0.0)
     snr, amplitude = doublet_matched_filter(depth, weight)
-    civ_snr, _ = doublet_matched_filter(depth, weight, CIV_SEPARATION_PIX, FILTER_SIGMA_PIX, CIV_FILTER_RATIO)
     inside = (WAVE >= np.asarray(wave_min)[:, None]) & (WAVE * (MGII_2803 / MGII_2796) <= np.asarray(wave_max)[:, None])
     snr = np.where(inside, snr, 0.0)
     rows, peaks = [], []
@@ -465,7 +492,7 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria):
     rows, peaks = np.concatenate(rows).astype(np.int64), np.concatenate(peaks).astype(np.int64)
     ew_guess = np.maximum(amplitude[rows, peaks], 0.05) * np.sqrt(2 * np.pi) * FILTER_SIGMA_PIX * PIXEL_WIDTH[peaks]
     fits = fit_doublets(flux, ivar, continuum, rows, WAVE[peaks] / MGII_2796 - 1.0, ew_guess, criteria.max_iterations)
-    ok = accepted_doublets(fits, criteria) & ~_civ_better(snr, civ_snr, rows, peaks)
+    ok = accepted_doublets(fits, criteria) & ~_civ_better(snr, depth, weight, rows, peaks)
     accepted = [[] for _ in range(len(flux))]
     for index in np.flatnonzero(ok)[np.lexsort((-fits["SNR_2796"][ok], rows[ok]))]:
         found = accepted[rows[index]]
@@ -480,7 +507,7 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria):
     return tables
 
 
-def _civ_better(snr, civ_snr, rows, peaks):
+def _civ_better(snr, depth, weight, rows, peaks):
     """True where a CIV 1548/1550 template anywhere over a candidate's two lines beats its MgII S/N; bool (k,).
 
     The CIV template is tried with its 1548 line from one CIV separation
@@ -489,7 +516,9 @@ def _civ_better(snr, civ_snr, rows, peaks):
     """
     offsets = np.arange(-int(np.ceil(CIV_SEPARATION_PIX)) - 1, int(np.ceil(DOUBLET_SEPARATION_PIX)) + 2)
     columns = np.clip(peaks[:, None] + offsets, 0, snr.shape[1] - 1)
-    return civ_snr[rows[:, None], columns].max(axis=1) > snr[rows, peaks]
+    civ_snr = doublet_filter_snr_at(depth, weight, rows, columns, CIV_SEPARATION_PIX, FILTER_SIGMA_PIX,
+                                    CIV_FILTER_RATIO)
+    return civ_snr.max(axis=1) > snr[rows, peaks]
 
 
 def find_absorbers(flux, ivar, wave_min, wave_max, criteria, continuum=None):

@@ -5,8 +5,9 @@ import pytest
 
 from qsopipe.grids import MGII_2796, MGII_2803
 from qsopipe.stages.mgii_fit import (
-    CIV_1548, CIV_1550, DOUBLET_SEPARATION_PIX, PIXEL_WIDTH, WAVE, DoubletCriteria, accepted_doublets,
-    doublet_matched_filter, doublet_profile, find_absorbers, fit_doublet, fit_doublets, running_continuum,
+    CIV_1548, CIV_1550, CIV_FILTER_RATIO, CIV_SEPARATION_PIX, DOUBLET_SEPARATION_PIX, FILTER_SIGMA_PIX, PIXEL_WIDTH,
+    WAVE, DoubletCriteria, accepted_doublets, doublet_filter_snr_at, doublet_matched_filter, doublet_profile,
+    find_absorbers, fit_doublet, fit_doublets, running_continuum,
 )
 
 SPEED_OF_LIGHT = 299792.458
@@ -63,6 +64,19 @@ def test_matched_filter_peaks_on_the_2796_pixel():
     snr, amplitude = doublet_matched_filter((1 - flux / continuum)[None], (ivar * continuum ** 2)[None])
     assert abs(np.argmax(snr[0]) - np.argmin(np.abs(WAVE - MGII_2796 * 2.4))) <= 1
     assert snr[0].max() > 20 and amplitude[0, np.argmax(snr[0])] > 0
+
+
+def test_filter_at_given_pixels_equals_the_whole_filter_at_edges_and_masks():
+    flux, ivar, continuum = _spectrum([(1.4, 1.0, 0.7)], snr=30)
+    ivar[2000:2006] = 0
+    depth, weight = np.stack([1 - flux / continuum] * 2), np.stack([ivar * continuum ** 2] * 2)
+    weight[1, :30] = 0
+    whole, _ = doublet_matched_filter(depth, weight, CIV_SEPARATION_PIX, FILTER_SIGMA_PIX, CIV_FILTER_RATIO)
+    columns = np.array([[0, 3, 25, 1995, 2003, 2398, 3835, 3840]] * 2)
+    at = doublet_filter_snr_at(depth, weight, np.array([0, 1]), columns, CIV_SEPARATION_PIX, FILTER_SIGMA_PIX,
+                               CIV_FILTER_RATIO)
+    np.testing.assert_allclose(at, np.take_along_axis(whole, columns, axis=1), rtol=1e-12, atol=1e-12)
+    assert at[1, 0] == 0 and at[0, 5] != 0
 
 
 @pytest.mark.parametrize("z_abs, ew_2796, ew_2803, fwhm_rest", [
