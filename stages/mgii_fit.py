@@ -204,11 +204,7 @@ def doublet_matched_filter(depth, weight, separation_pix=DOUBLET_SEPARATION_PIX,
     numerator = correlate1d(depth * weight, template, axis=1, mode="constant", origin=origin)
     denominator = correlate1d(weight, template ** 2, axis=1, mode="constant", origin=origin)
     coverage = correlate1d((weight > 0).astype(np.float64), template ** 2, axis=1, mode="constant", origin=origin)
-    covered = (coverage >= MIN_TEMPLATE_COVERAGE * np.sum(template ** 2)) & (denominator > 0)
-    safe = np.where(covered, denominator, 1.0)
-    snr = np.where(covered, numerator / np.sqrt(safe), 0.0)
-    amplitude = np.where(covered, numerator / safe, 0.0)
-    return snr, amplitude
+    return _filter_snr(numerator, denominator, coverage, template)
 
 
 def doublet_filter_snr_at(depth, weight, rows, columns, separation_pix, sigma_pix, ratio):
@@ -235,8 +231,15 @@ def doublet_filter_snr_at(depth, weight, rows, columns, separation_pix, sigma_pi
     numerator = np.sum(depth[rows[:, None, None], pixels] * local_weight * template, axis=2)
     denominator = np.sum(local_weight * template ** 2, axis=2)
     coverage = np.sum((local_weight > 0) * template ** 2, axis=2)
+    return _filter_snr(numerator, denominator, coverage, template)[0]
+
+
+def _filter_snr(numerator, denominator, coverage, template):
+    """S/N and amplitude of the template from its sums sum(t d w), sum(t^2 w), sum(t^2 [w > 0]);
+    0 where the covered sum of squares is below MIN_TEMPLATE_COVERAGE of the template's."""
     covered = (coverage >= MIN_TEMPLATE_COVERAGE * np.sum(template ** 2)) & (denominator > 0)
-    return np.where(covered, numerator / np.sqrt(np.where(covered, denominator, 1.0)), 0.0)
+    safe = np.where(covered, denominator, 1.0)
+    return np.where(covered, numerator / np.sqrt(safe), 0.0), np.where(covered, numerator / safe, 0.0)
 
 
 def _line_terms(z_abs, sigma_kms, wave_lo, wave_hi):
