@@ -479,7 +479,7 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria):
     -------
     list of n numpy structured arrays (ABSORBER_DTYPE), one row per absorber, by Z_ABS.
     """
-    flux = np.atleast_2d(np.asarray(flux, np.float64))
+    flux = np.atleast_2d(flux)
     ivar = np.atleast_2d(np.asarray(ivar, np.float64))
     positive = continuum > 0
     safe = np.where(positive, continuum, 1.0)
