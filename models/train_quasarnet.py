@@ -1,10 +1,11 @@
 """`qsopipe train quasarnet`: train QuasarNET on labelled spectra.
 
 Inputs: the simulator's output (`--sim DIR`: DIR/spectra/**/spPlate-*.fits
-and DIR/truth.fits) or real spectra (`--spectra DIR`, spec or spPlate files)
-with a DR12Q-superset truth table (`--truth`). Spectra are preprocessed with
-`qsopipe.stages.preprocess.quasarnet_input` and joined to the truth on
-(PLATE, MJD, FIBERID).
+and DIR/truth.fits), real spectra (`--spectra DIR`, spec or spPlate files),
+or `qsopipe preprocess` shards (`--shards DIR`), the last two with one or
+more DR12Q-superset truth tables (`--truth`, concatenated). Spectra are
+preprocessed with `qsopipe.stages.preprocess.quasarnet_input` (shards hold
+its output) and joined to the truth on (PLATE, MJD, FIBERID).
 
 Training set: fibers with PREP_FLAG == 0 that are in the truth table with
 Z_CONF_PERSON >= 3, plus sky fibers (CLASS_PERSON 0) with usable data, which
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 
 #: Smallest Z_CONF_PERSON kept for training (DR12Q: 3 = confident).
 MIN_Z_CONF = 3
+
+#: Fiber columns that training needs from a plate or a shard.
+SHARD_ID_COLUMNS = ("PLATE", "MJD", "FIBERID", "THING_ID")
 
 
 @dataclass
@@ -81,13 +85,19 @@ def match_truth(keys, truth_keys):
     return np.where(sorted_keys[position] == keys, order[position], -1)
 
 
-def read_labelled_spectra(spectra_dirs, truth_path):
-    """Read, preprocess and label every plate under `spectra_dirs` (LabelledSpectra)."""
+def read_truth(truth_paths):
+    """One DR12Q-superset truth table (dict of columns) from one or more files, concatenated."""
     from qsopipe.sdss.catalogs import read_dr12q
+
+    tables = [read_dr12q(path) for path in truth_paths]
+    return {name: np.concatenate([table[name] for table in tables]) for name in tables[0]}
+
+
+def read_labelled_spectra(spectra_dirs, truth_paths):
+    """Read, preprocess and label every plate under `spectra_dirs` (LabelledSpectra)."""
     from qsopipe.sdss.reader import read_plate
     from qsopipe.stages.preprocess import quasarnet_input
 
-    truth = read_dr12q(truth_path)
     plates, rejects = discover(spectra_dirs)
     for reject in rejects:
         log.warning("skipped %s: %s", reject.path, reject.reason)
@@ -103,12 +113,43 @@ def read_labelled_spectra(spectra_dirs, truth_path):
         x, flag = quasarnet_input(plate.loglam, plate.flux, plate.ivar, plate.and_mask)
         xs.append(x)
         flags.append(flag)
-        fibers.append(plate.fibers)
-    fibers = np.concatenate(fibers)
+        fibers.append({name: plate.fibers[name] for name in SHARD_ID_COLUMNS})
+    return label_spectra(xs, flags, fibers, read_truth(truth_paths))
+
+
+def read_labelled_shards(shard_dirs, truth_paths):
+    """Label the QN_FLUX of every preprocess shard under `shard_dirs` (LabelledSpectra).
+
+    Shards are `qsopipe preprocess` output (plate-*.parquet, searched recursively),
+    so training skips the read and rebin of the plates.
+    """
+    import pyarrow.parquet as pq
+
+    from qsopipe.parquet_io import list_column
+
+    files = sorted(path for directory in shard_dirs for path in Path(directory).rglob("plate-*.parquet"))
+    if not files:
+        raise InputError(", ".join(map(str, shard_dirs)), "no plate-*.parquet shards found")
+    xs, flags, fibers = [], [], []
+    for path in files:
+        shard = pq.read_table(path, columns=["QN_FLUX", "PREP_FLAG", *SHARD_ID_COLUMNS])
+        xs.append(list_column(shard, "QN_FLUX"))
+        flags.append(shard.column("PREP_FLAG").to_numpy())
+        fibers.append({name: shard.column(name).to_numpy() for name in SHARD_ID_COLUMNS})
+    return label_spectra(xs, flags, fibers, read_truth(truth_paths))
+
+
+def label_spectra(xs, flags, fibers, truth):
+    """Join per-plate QuasarNET inputs to a truth table on (PLATE, MJD, FIBERID) (LabelledSpectra).
+
+    xs : list of float32 (nfiber, 443); flags : list of PREP_FLAG (nfiber,);
+    fibers : list of dicts of SHARD_ID_COLUMNS arrays (nfiber,); truth : `read_truth` output.
+    """
+    fibers = {name: np.concatenate([part[name] for part in fibers]) for name in SHARD_ID_COLUMNS}
     row = match_truth(fiber_key(fibers["PLATE"], fibers["MJD"], fibers["FIBERID"]),
                       fiber_key(truth["PLATE"], truth["MJD"], truth["FIBERID"]))
     known = row >= 0
-    log.info("%d fibers read from %d plates, %d of them in the truth table", len(fibers), len(xs), known.sum())
+    log.info("%d fibers read from %d plates, %d of them in the truth table", len(row), len(xs), known.sum())
 
     def from_truth(name, missing):
         values = truth[name][np.maximum(row, 0)]
@@ -206,8 +247,10 @@ def plot_history(history, path):
               help="Simulator output: DIR/spectra/ and DIR/truth.fits.")
 @click.option("--spectra", "spectra_dirs", multiple=True, type=click.Path(exists=True),
               help="Real spectra (spec or spPlate files, searched recursively); repeatable.")
-@click.option("--truth", type=click.Path(exists=True, dir_okay=False),
-              help="DR12Q-superset truth table for --spectra.")
+@click.option("--shards", "shard_dirs", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Preprocess shards (plate-*.parquet, searched recursively); repeatable.")
+@click.option("--truth", "truth_paths", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="DR12Q-superset truth table for --spectra or --shards; repeatable (concatenated).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Trained model, NAME.keras.")
 @click.option("--epochs", default=20, show_default=True, type=click.IntRange(1))
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
@@ -219,16 +262,21 @@ def plot_history(history, path):
 @click.option("--padding", default="valid", show_default=True, type=click.Choice(["valid", "same"]))
 @click.option("--dropout", default=0.0, show_default=True, type=click.FloatRange(0, 0.9))
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--init", "init_path", type=click.Path(exists=True, dir_okay=False),
+              help="Start from this QuasarNET's weights (fine-tuning) instead of a new network.")
 @click.option("--resume", is_flag=True, help="Continue from NAME.checkpoint.keras and its state file.")
-def command(sim_dir, spectra_dirs, truth, out, epochs, batch_size, learning_rate, validation_fraction,
-            conv_layers, filters, dense_units, padding, dropout, seed, resume):
+def command(sim_dir, spectra_dirs, shard_dirs, truth_paths, out, epochs, batch_size, learning_rate,
+            validation_fraction, conv_layers, filters, dense_units, padding, dropout, seed, init_path, resume):
     """Train QuasarNET (Adam with AMSGrad) and write OUT plus checkpoints, history JSON and plot."""
-    if bool(sim_dir) == bool(spectra_dirs) or bool(spectra_dirs) != bool(truth):
-        raise click.UsageError("give either --sim DIR, or --spectra DIR together with --truth FILE")
+    if [bool(sim_dir), bool(spectra_dirs), bool(shard_dirs)].count(True) != 1 or \
+            bool(sim_dir) == bool(truth_paths):
+        raise click.UsageError("give either --sim DIR, or --spectra DIR or --shards DIR together with --truth FILE")
+    if init_path and resume:
+        raise click.UsageError("--init starts a new run and --resume continues one: give one of them")
     if not out.endswith(".keras"):
         raise click.BadParameter("the output name must end in .keras", param_hint="--out")
     if sim_dir:
-        spectra_dirs, truth = [Path(sim_dir) / "spectra"], Path(sim_dir) / "truth.fits"
+        spectra_dirs, truth_paths = [Path(sim_dir) / "spectra"], [Path(sim_dir) / "truth.fits"]
     paths = output_paths(out)
     paths["model"].parent.mkdir(parents=True, exist_ok=True)
 
@@ -240,7 +288,10 @@ def command(sim_dir, spectra_dirs, truth, out, epochs, batch_size, learning_rate
              [d.name for d in tf.config.list_physical_devices("GPU")] or "none (CPU)", threads or "default")
 
     try:
-        data = read_labelled_spectra(spectra_dirs, truth)
+        if shard_dirs:
+            data = read_labelled_shards(shard_dirs, truth_paths)
+        else:
+            data = read_labelled_spectra(spectra_dirs, truth_paths)
     except InputError as error:
         raise click.ClickException(str(error)) from error
     keep = training_rows(data.prep_flag, data.class_person, data.z_conf_person)
@@ -262,8 +313,12 @@ def command(sim_dir, spectra_dirs, truth, out, epochs, batch_size, learning_rate
         model, initial_epoch, history = load_checkpoint(paths)
         log.info("resuming from %s after epoch %d", paths["checkpoint"], initial_epoch)
     else:
-        model = quasarnet.build_quasarnet(nconv=conv_layers, filters=filters, dense_units=dense_units,
-                                          padding=padding, dropout=dropout)
+        if init_path:
+            model = keras.models.load_model(init_path, compile=False)
+            log.info("starting from the weights of %s", init_path)
+        else:
+            model = quasarnet.build_quasarnet(nconv=conv_layers, filters=filters, dense_units=dense_units,
+                                              padding=padding, dropout=dropout)
         quasarnet.compile_quasarnet(model, learning_rate)
         initial_epoch, history = 0, {}
     history = fit_quasarnet(model, arrays(~is_validation), arrays(is_validation), paths, epochs,

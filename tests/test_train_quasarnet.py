@@ -115,3 +115,40 @@ def test_command_needs_one_kind_of_input(tmp_path):
 
     result = CliRunner().invoke(cli, ["train", "quasarnet", "--out", str(tmp_path / "m.keras")])
     assert result.exit_code != 0 and "--sim" in result.output
+
+
+def test_shards_give_the_labelled_spectra_of_their_plates(tmp_path):
+    from qsopipe.cli import cli
+
+    sim = tmp_path / "sim"
+    for args in (["simulate", "--out", str(sim), "--plates", "2", "--fibers", "40", "--seed", "5"],
+                 ["preprocess", str(sim / "spectra"), "--out", str(tmp_path / "shards")]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+    truth = [sim / "truth.fits"]
+    from_plates = tq.read_labelled_spectra([sim / "spectra"], truth)
+    from_shards = tq.read_labelled_shards([tmp_path / "shards"], truth)
+    assert len(from_shards.x) == 80
+    for name, value in vars(from_plates).items():
+        np.testing.assert_array_equal(getattr(from_shards, name), value, err_msg=name)
+    assert (from_shards.class_person >= 0).sum() > 40
+
+
+def test_init_starts_from_the_given_weights(tmp_path, monkeypatch):
+    from qsopipe.cli import cli
+
+    data = synthetic_spectra(200, seed=2)
+    monkeypatch.setattr(tq, "read_labelled_shards", lambda shard_dirs, truth_paths: data)
+    first, second = tmp_path / "first.keras", tmp_path / "second.keras"
+    common = ["train", "quasarnet", "--shards", str(tmp_path), "--truth", __file__, "--filters", "4",
+              "--dense-units", "8", "--batch-size", "64", "--epochs", "1"]
+    assert CliRunner().invoke(cli, common + ["--out", str(first), "--seed", "1"]).exit_code == 0
+    result = CliRunner().invoke(cli, common + ["--out", str(second), "--seed", "9", "--init", str(first),
+                                               "--learning-rate", "0"])
+    assert result.exit_code == 0, result.output
+
+    import keras
+    kernels = [keras.models.load_model(path).get_layer("conv_1").get_weights()[0] for path in (first, second)]
+    np.testing.assert_array_equal(kernels[0], kernels[1])
+    result = CliRunner().invoke(cli, common + ["--out", str(second), "--init", str(first), "--resume"])
+    assert result.exit_code != 0 and "--init" in result.output
