@@ -110,6 +110,51 @@ def build_quasarnet(nconv=4, filters=100, kernel_size=10, strides=2, padding="va
     return keras.Model(inputs, outputs, name=name)
 
 
+@keras.saving.register_keras_serializable(package="qsopipe")
+class ConfidenceWeightedMean(keras.layers.Layer):
+    """One finder's output from several networks' outputs, each (n, 2*nboxes) = [confidences, offsets].
+
+    Box confidences are averaged; each box's offset is the members' offsets
+    weighted by their confidence in that box, so a member that does not see
+    the line in a box hardly moves where the others place it.
+    """
+
+    def call(self, inputs):
+        stacked = keras.ops.stack(inputs, axis=0)
+        nboxes = stacked.shape[-1] // 2
+        confidence, offset = stacked[..., :nboxes], stacked[..., nboxes:]
+        weight = confidence + keras.backend.epsilon()
+        mean_offset = keras.ops.sum(weight * offset, axis=0) / keras.ops.sum(weight, axis=0)
+        return keras.ops.concatenate([keras.ops.mean(confidence, axis=0), mean_offset], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+
+def build_ensemble(members, name="QuasarNETEnsemble"):
+    """A QuasarNET whose finders average those of `members` (`ConfidenceWeightedMean`).
+
+    members : QuasarNET keras.Models of one input shape and finder list (they
+    may differ in depth and width); their weights are copied, the originals
+    are left as they are. Returns a keras.Model with a QuasarNET's input and
+    outputs (n, npix, 1) -> 7 x (n, 2*nboxes), so every stage runs it unchanged.
+    """
+    if len(members) < 2:
+        raise ValueError("an ensemble needs at least two members")
+    copies = []
+    for index, member in enumerate(members, start=1):
+        config = member.get_config()
+        config["name"] = f"member_{index}"
+        copy = keras.Model.from_config(config)
+        copy.set_weights(member.get_weights())
+        copies.append(copy)
+    inputs = keras.Input(shape=tuple(members[0].inputs[0].shape[1:]), name="spectrum")
+    outputs = [copy(inputs) for copy in copies]
+    finders = [ConfidenceWeightedMean(name=finder)([out[k] for out in outputs])
+               for k, finder in enumerate(members[0].output_names)]
+    return keras.Model(inputs, finders, name=name)
+
+
 def quasarnet_loss_value(y_true, y_pred, sample_weight=None, epsilon=1e-7):
     """Equation 1 of Busca & Balland (2018) for one finder, over a batch (a scalar tensor).
 

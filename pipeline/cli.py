@@ -24,6 +24,7 @@ COMMANDS = {
     "run": ("qsopipe.run:command", "Run every stage plate by plate on Dask and write the catalog."),
     "train": ("qsopipe.models.train:command", "Train QuasarNET or the MgII CNN."),
     "import-weights": ("qsopipe.models.legacy:command", "Import published Keras-2 QuasarNET weights (.h5) as .keras."),
+    "ensemble": ("qsopipe.models.ensemble:command", "Combine trained QuasarNETs into one model that averages them."),
 }
 
 

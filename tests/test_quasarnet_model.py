@@ -192,3 +192,36 @@ def test_compiled_forward_matches_and_never_retraces(tiny_model):
     assert forward.tracing_count == 1
     empty = qn.predict(tiny_model, np.zeros((0, QN_NBINS), np.float32), batch=8)
     assert empty["confidence"].shape == (0, 7, QN_NBOXES)
+
+
+def test_ensemble_averages_confidences_and_weights_offsets_by_them(tmp_path):
+    from click.testing import CliRunner
+
+    from qsopipe.cli import cli
+    from qsopipe.models.training_files import save_model
+
+    paths = []
+    for index, filters in enumerate((4, 6)):
+        keras.utils.set_random_seed(index)
+        paths.append(tmp_path / f"member{index}.keras")
+        save_model(qn.build_quasarnet(nconv=2, filters=filters, dense_units=8), paths[-1])
+    out = tmp_path / "ensemble.keras"
+    result = CliRunner().invoke(cli, ["ensemble", *map(str, paths), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    members = [keras.models.load_model(path) for path in paths]
+    ensemble = keras.models.load_model(out)
+    assert ensemble.output_names == list(qn.FINDER_NAMES)
+
+    x = np.random.default_rng(3).normal(size=(40, QN_NBINS)).astype(np.float32)
+    first, second = (qn.predict(member, x) for member in members)
+    combined = qn.predict(ensemble, x)
+    assert not np.allclose(first["confidence"], second["confidence"], atol=1e-3)
+    np.testing.assert_allclose(combined["confidence"], (first["confidence"] + second["confidence"]) / 2,
+                               atol=1e-6)
+    weight_first, weight_second = first["confidence"] + 1e-7, second["confidence"] + 1e-7
+    expected_offset = (weight_first * first["offset"] + weight_second * second["offset"]) / \
+        (weight_first + weight_second)
+    np.testing.assert_allclose(combined["offset"], expected_offset, atol=1e-5)
+
+    result = CliRunner().invoke(cli, ["ensemble", str(paths[0]), "--out", str(out)])
+    assert result.exit_code != 0 and "two" in result.output
