@@ -306,9 +306,9 @@ def classify(confidences, c_th=0.4, n_th=1):
     return np.sum(np.asarray(confidences) > c_th, axis=1) >= n_th
 
 
-def bal_flag(is_qso, c_bal, c_th=0.4):
-    """BAL_FLAG: a quasar whose BAL finder confidence exceeds c_th. (n,), (n,) -> bool (n,)."""
-    return np.asarray(is_qso, bool) & (np.asarray(c_bal) > c_th)
+def bal_flag(is_qso, c_bal, bal_th):
+    """BAL_FLAG: a quasar whose BAL finder confidence exceeds bal_th. (n,), (n,) -> bool (n,)."""
+    return np.asarray(is_qso, bool) & (np.asarray(c_bal) > bal_th)
 
 
 def training_targets(class_person, z, bal_flag_vi, bi_civ, nboxes=QN_NBOXES):

@@ -129,7 +129,7 @@ def _run_stages(plate_input, outdir, config):
     else:
         forward = quasarnet.make_forward(qn_model, config["batch_size"])
         qn_table = quasarnet.process_shard(shard, forward, qn_model, file_sha256(str(qn_model)),
-                                           config["c_th"], config["n_th"])
+                                           config["c_th"], config["n_th"], config["bal_th"])
         write_parquet(qn_table, qn_file)
     seconds["quasarnet"] = time.perf_counter() - start
 

@@ -81,11 +81,12 @@ def model_cards(models):
     return cards
 
 
-def threshold_cards(c_th=None, n_th=None, mgii_threshold=None):
-    """Cards C_TH, N_TH and MGII_TH; thresholds that are None are left out."""
+def threshold_cards(c_th=None, n_th=None, mgii_threshold=None, bal_th=None):
+    """Cards C_TH, N_TH, BAL_TH and MGII_TH; thresholds that are None are left out."""
     cards = [
         ("C_TH", c_th, "QuasarNET line confidence threshold"),
         ("N_TH", n_th, "IS_QSO_QN: lines needed with C > C_TH"),
+        ("BAL_TH", bal_th, "BAL_FLAG_QN: quasar with C_BAL_CIV > BAL_TH"),
         ("MGII_TH", mgii_threshold, "MgII fit where MGII_PROB >= MGII_TH"),
     ]
     return [card for card in cards if card[1] is not None]
@@ -110,13 +111,13 @@ def grid_cards(grid_specs=None):
     return cards
 
 
-def header_cards(*, c_th=None, n_th=None, mgii_threshold=None, models=(), ninputs=None,
+def header_cards(*, c_th=None, n_th=None, bal_th=None, mgii_threshold=None, models=(), ninputs=None,
                  lines=HEADER_LINES, grid_specs=None, date=None):
     """Every provenance card of a catalog header, in a stable order.
 
     Parameters
     ----------
-    c_th, n_th, mgii_threshold : float, int, float or None
+    c_th, n_th, bal_th, mgii_threshold : float, int, float, float or None
         Classification thresholds (None: not known, card left out).
     models : iterable of (prefix, path, sha256)
         Model files, e.g. ('QN', 'qn.keras', '<hex>'), ('MG', ...).
@@ -129,7 +130,7 @@ def header_cards(*, c_th=None, n_th=None, mgii_threshold=None, models=(), ninput
     """
     cards = software_cards(date)
     cards += model_cards(models)
-    cards += threshold_cards(c_th, n_th, mgii_threshold)
+    cards += threshold_cards(c_th, n_th, mgii_threshold, bal_th)
     cards += grid_cards(grid_specs)
     cards += line_cards(lines)
     if ninputs is not None:

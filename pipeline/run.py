@@ -124,14 +124,15 @@ def _input_record(summary, path):
 @click.option("--mgii-model", type=click.Path(exists=True, dir_okay=False), help="MgII CNN .keras file.")
 @click.option("--c-th", type=float, help="QuasarNET confidence threshold [0.4].")
 @click.option("--n-th", type=int, help="Lines above c_th for a quasar [1].")
+@click.option("--bal-th", type=float, help="BAL_FLAG_QN where a quasar's C_BAL_CIV exceeds this [0.5].")
 @click.option("--mgii-threshold", type=float, help="Fit doublets where MGII_PROB >= this [0: all searched].")
 @click.option("--keep-shards", is_flag=True, default=None,
               help="Also write each plate's Parquet shard to OUTDIR/shards (for rerunning one stage).")
-def command(inputs, outdir, cluster, workers, config_file, qn_model, mgii_model, c_th, n_th, mgii_threshold,
-            keep_shards):
+def command(inputs, outdir, cluster, workers, config_file, qn_model, mgii_model, c_th, n_th, bal_th,
+            mgii_threshold, keep_shards):
     """Run preprocess, quasarnet and mgii on every plate under INPUTS, then write OUTDIR/catalog.fits."""
     config = load_config(config_file, {"qn_model": qn_model, "mgii_model": mgii_model, "c_th": c_th,
-                                       "n_th": n_th, "mgii_threshold": mgii_threshold, "workers": workers,
+                                       "n_th": n_th, "bal_th": bal_th, "mgii_threshold": mgii_threshold, "workers": workers,
                                        "keep_shards": keep_shards})
     plates, rejects = discover(inputs)
     for reject in rejects:

@@ -297,7 +297,7 @@ def read_results(directory, plates=None):
     An empty `plates` gives empty tables (a catalog with no rows).
     Returns Results: tables per plate, the INPUTS columns (from the files'
     `qsopipe.sources` metadata, status 'ok') and the run parameters (c_th,
-    n_th, models, MgII threshold) found in the metadata, which must agree
+    n_th, bal_th, models, MgII threshold) found in the metadata, which must agree
     between plates.
     """
     directory = Path(directory)
@@ -314,7 +314,7 @@ def read_results(directory, plates=None):
         table = _read_parquet(qn_path)
         qn_tables.append(table)
         meta = read_metadata(table.schema)
-        _merge_parameters(metadata, meta, qn_path, ("c_th", "n_th", "qn_model", "qn_model_sha256"))
+        _merge_parameters(metadata, meta, qn_path, ("c_th", "n_th", "bal_th", "qn_model", "qn_model_sha256"))
         sources = list(meta.get("sources", []))
         for path, tables, keys in (
             (directory / "mgii" / f"mgii-{name}.parquet", mgii_tables, ("mgii_threshold", "mgii_model", "mgii_model_sha256")),
@@ -355,7 +355,7 @@ def results_header_cards(parameters, ninputs, date=None):
     models = [(prefix, parameters[f"{role}_model"], parameters.get(f"{role}_model_sha256", ""))
               for prefix, role in (("QN", "qn"), ("MG", "mgii")) if parameters.get(f"{role}_model")]
     return provenance.header_cards(
-        c_th=parameters.get("c_th"), n_th=parameters.get("n_th"),
+        c_th=parameters.get("c_th"), n_th=parameters.get("n_th"), bal_th=parameters.get("bal_th"),
         mgii_threshold=parameters.get("mgii_threshold"), models=models, ninputs=ninputs, date=date,
     )
 
@@ -370,7 +370,7 @@ def catalog_from_results(results, out, plates=None, inputs=None, config=None, qs
     plates : iterable of (plate, mjd) to include, or None for all results files.
     inputs : records for the INPUTS HDU (see `inputs_columns`), or None to
         list the sources named in the results' metadata.
-    config : run configuration; its c_th, n_th, mgii_threshold, qn_model and
+    config : run configuration; its c_th, n_th, bal_th, mgii_threshold, qn_model and
         mgii_model fill what the results' metadata does not give.
     qso_only : keep only IS_QSO_QN == 1 rows.
 
@@ -382,7 +382,7 @@ def catalog_from_results(results, out, plates=None, inputs=None, config=None, qs
     if qso_only:
         catalog, absorbers = select_quasars(catalog, absorbers)
     inputs = found.inputs if inputs is None else inputs_columns(inputs)
-    defaults = {key: (config or {}).get(key) for key in ("c_th", "n_th", "mgii_threshold", "qn_model", "mgii_model")}
+    defaults = {key: (config or {}).get(key) for key in ("c_th", "n_th", "bal_th", "mgii_threshold", "qn_model", "mgii_model")}
     parameters = {**{key: value for key, value in defaults.items() if value is not None}, **found.parameters}
     cards = results_header_cards(parameters, len(inputs["PATH"]))
     cards.append(("QSOONLY", bool(qso_only), "rows restricted to IS_QSO_QN == 1"))

@@ -72,7 +72,7 @@ CATALOG_COLUMNS = (
       for name in LINE_NAMES),
     Column("C_BAL_CIV", "f4", "", "QuasarNET BAL (CIV) finder confidence"),
     Column("Z_BAL_CIV", "f4", "", "Redshift from the BAL (CIV) finder; -1 if none"),
-    Column("BAL_FLAG_QN", "i2", "", "1 if quasar and C_BAL_CIV > C_TH, else 0"),
+    Column("BAL_FLAG_QN", "i2", "", "1 if quasar and C_BAL_CIV > BAL_TH, else 0"),
     Column("MGII_PROB", "f4", "", "MgII CNN absorber probability; -1 if not run"),
     Column("IS_MGII_ABS", "i2", "", "1: CNN yes and doublet fitted; -1: unsearched"),
     Column("N_MGII_ABS", "i2", "", "MgII absorbers found; -1 if not searched"),

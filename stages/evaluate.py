@@ -240,7 +240,7 @@ def absorber_recovery(truth_pair, truth_z, truth_ew, cat_pair, cat_z, edges=EW_E
     }
 
 
-def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=None, n_th=None):
+def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=None, n_th=None, bal_th=None):
     """Every metric of a catalog against a truth table, as a JSON-ready dict.
 
     Parameters
@@ -252,7 +252,7 @@ def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=
     catalog_absorbers : {name: array} with TARGETID, Z_ABS, or None.
     truth_absorbers : {name: array} with PLATE, MJD, FIBERID, Z_ABS, EW_2796,
         or None (no MgII scoring).
-    c_th, n_th : the catalog's thresholds (reported only).
+    c_th, n_th, bal_th : the catalog's thresholds (reported only).
     """
     cat_index, truth_index, by_thing = match_catalog(catalog, truth)
     cls = np.asarray(truth["CLASS_PERSON"])[truth_index]
@@ -276,7 +276,7 @@ def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=
         "n_catalog": int(len(catalog["PLATE"])), "n_truth": int(len(truth["PLATE"])),
         "n_matched": int(keep.size), "n_matched_thing_id": int(by_thing.sum()),
         "n_excluded": int((~keep).sum()), "n_evaluated": int(cat_index.size),
-        "c_th": c_th, "n_th": n_th,
+        "c_th": c_th, "n_th": n_th, "bal_th": bal_th,
         "qso": classification_counts(classified, right_z, truth_qso, truth_galaxy),
         "dv": velocity_statistics(dv[truth_qso & classified]),
         "redshift_bins": redshift_bins(z_true, column["Z_QN"], classified, right_z, truth_qso, truth_galaxy),
@@ -361,14 +361,14 @@ CATALOG_READ = ("PLATE", "MJD", "FIBERID", "THING_ID", "IS_QSO_QN", "Z_QN", "QN_
 
 
 def read_catalog(path):
-    """(catalog columns, absorber columns, header thresholds {'c_th', 'n_th'}) of a catalog file."""
+    """(catalog columns, absorber columns, header thresholds {'c_th', 'n_th', 'bal_th'}) of a catalog file."""
     with open_fits(path) as fits:
         if "CATALOG" not in fits:
             raise InputError(path, "no CATALOG HDU")
         catalog = read_columns(fits["CATALOG"], CATALOG_READ)
         header = fits["CATALOG"].read_header()
         absorbers = read_columns(fits["MGII_ABSORBERS"], ("TARGETID", "Z_ABS")) if "MGII_ABSORBERS" in fits else None
-    thresholds = {"c_th": header.get("C_TH"), "n_th": header.get("N_TH")}
+    thresholds = {"c_th": header.get("C_TH"), "n_th": header.get("N_TH"), "bal_th": header.get("BAL_TH")}
     return catalog, absorbers, thresholds
 
 

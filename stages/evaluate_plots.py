@@ -58,13 +58,15 @@ def plot_velocity_histogram(metrics, path):
 
 
 def plot_bal(metrics, path):
-    """BAL quasars recognised and non-BAL quasars rejected vs the BAL finder's c_th."""
+    """BAL quasars recognised and non-BAL quasars rejected vs the BAL threshold; the catalog's dashed."""
     bal = metrics["bal"]
     figure = Figure(figsize=(6, 4), layout="constrained")
     ax = figure.subplots()
     ax.plot(bal["c_th"], _values(bal["recognised_vs_c_th"]), label=f"BAL recognised (N = {bal['n_bal']})")
     ax.plot(bal["c_th"], _values(bal["rejected_vs_c_th"]), label=f"non-BAL rejected (N = {bal['n_non_bal']})")
-    ax.set_xlabel("c_th (C_BAL_CIV)")
+    if metrics.get("bal_th") is not None:
+        ax.axvline(metrics["bal_th"], color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("BAL threshold (C_BAL_CIV)")
     ax.set_ylabel("fraction")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower center")

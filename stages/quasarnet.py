@@ -33,7 +33,11 @@ class QNFlag(enum.IntFlag):
     NONFINITE_OUTPUT = 2   #: the network returned NaN or inf
 
 
-def classify_spectra(x, prep_flag, forward, c_th=0.4, n_th=1):
+#: Default BAL_FLAG_QN threshold on C_BAL_CIV, chosen on a tuning simulation (models/weights/quasarnet.md).
+DEFAULT_BAL_TH = 0.5
+
+
+def classify_spectra(x, prep_flag, forward, c_th=0.4, n_th=1, bal_th=DEFAULT_BAL_TH):
     """Classify preprocessed spectra with QuasarNET.
 
     Parameters
@@ -42,6 +46,7 @@ def classify_spectra(x, prep_flag, forward, c_th=0.4, n_th=1):
     prep_flag : int (n,) PREP_FLAG.
     forward : callable x -> {"confidence": (n, 7, 13), "offset": (n, 7, 13)}.
     c_th, n_th : decision rule: quasar if >= n_th lines have C > c_th.
+    bal_th : BAL_FLAG_QN = 1 for quasars with C_BAL_CIV > bal_th.
 
     Returns
     -------
@@ -74,23 +79,23 @@ def classify_spectra(x, prep_flag, forward, c_th=0.4, n_th=1):
     columns["Z_BAL_CIV"] = redshift[:, BAL_INDEX].astype(np.float32)
     columns["Z_QN"] = np.where(classified, best_redshift(c_lines, z_lines), -1.0)
     columns["IS_QSO_QN"] = is_qso.astype(np.int16)
-    columns["BAL_FLAG_QN"] = bal_flag(is_qso, confidence[:, BAL_INDEX], c_th).astype(np.int16)
+    columns["BAL_FLAG_QN"] = bal_flag(is_qso, confidence[:, BAL_INDEX], bal_th).astype(np.int16)
     columns["QN_FLAG"] = flag.astype(np.int32)
     return columns
 
 
-def process_shard(shard, forward, model_path, model_sha256, c_th=0.4, n_th=1):
+def process_shard(shard, forward, model_path, model_sha256, c_th=0.4, n_th=1, bal_th=DEFAULT_BAL_TH):
     """The QuasarNET result table of one shard table (same rows, same order)."""
     x = list_column(shard, "QN_FLUX")
     prep_flag = shard.column("PREP_FLAG").to_numpy()
     columns = {name: shard.column(name) for name in (*FIBER_COLUMNS, "PREP_FLAG")}
     columns.update({name: pa.array(values) for name, values in
-                    classify_spectra(x, prep_flag, forward, c_th, n_th).items()})
+                    classify_spectra(x, prep_flag, forward, c_th, n_th, bal_th).items()})
     shard_meta = read_metadata(shard.schema)
     return with_metadata(pa.table(columns), {
         "plate": shard_meta.get("plate"), "mjd": shard_meta.get("mjd"),
         "sources": shard_meta.get("sources", []),
-        "c_th": c_th, "n_th": n_th, "qn_model": str(model_path), "qn_model_sha256": model_sha256,
+        "c_th": c_th, "n_th": n_th, "bal_th": bal_th, "qn_model": str(model_path), "qn_model_sha256": model_sha256,
         "qn_lines": [[name, wave] for name, wave in grids.QN_LINES] + [["BAL_CIV", grids.QN_BAL_LINE[1]]],
         "qn_flags": {flag.name: int(flag.value) for flag in QNFlag},
     })
@@ -117,9 +122,11 @@ def make_forward(model_path, batch_size=1024):
               help="QuasarNET .keras file [default: the shipped weights].")
 @click.option("--c-th", default=0.4, show_default=True, help="Line confidence threshold.")
 @click.option("--n-th", default=1, show_default=True, help="Lines above c_th needed for a quasar.")
+@click.option("--bal-th", default=DEFAULT_BAL_TH, show_default=True,
+              help="BAL_FLAG_QN where a quasar's C_BAL_CIV exceeds this.")
 @click.option("--batch-size", default=1024, show_default=True, help="Fixed batch of the compiled forward pass.")
 @click.option("--force", is_flag=True, help="Redo plates whose results are up to date.")
-def command(shards, results, model_path, c_th, n_th, batch_size, force):
+def command(shards, results, model_path, c_th, n_th, bal_th, batch_size, force):
     """Classify every shard under SHARDS; write RESULTS/quasarnet/qn-pppp-mmmmm.parquet per plate."""
     from qsopipe.models.store import default_weights, file_sha256
 
@@ -134,7 +141,7 @@ def command(shards, results, model_path, c_th, n_th, batch_size, force):
             log.info("plate %04d-%05d: %s is up to date, skipped", meta["plate"], meta["mjd"], out)
             continue
         start = time.perf_counter()
-        table = process_shard(shard, forward, model_path, digest, c_th, n_th)
+        table = process_shard(shard, forward, model_path, digest, c_th, n_th, bal_th)
         write_parquet(table, out)
         seconds = time.perf_counter() - start
         nqso = int(np.sum(table.column("IS_QSO_QN").to_numpy()))

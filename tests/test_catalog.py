@@ -19,7 +19,7 @@ from qsopipe.stages.catalog_columns import (
     MAX_DESCRIPTION, MGII_FLAG_NO_RESULTS, markdown_table,
 )
 
-C_TH, N_TH = 0.4, 1
+C_TH, N_TH, BAL_TH = 0.4, 1, 0.5
 LINES = ("LYA", "CIV", "CIII", "MGII", "HBETA", "HALPHA")
 
 
@@ -35,6 +35,7 @@ def qn_table(plate, mjd, nfiber, seed, flagged=()):
     z[qn_flag != 0] = np.nan
     is_qso = ((conf > C_TH).sum(axis=1) >= N_TH).astype(np.int16)
     best = np.nanargmax(np.where(np.isnan(conf), -1, conf), axis=1)
+    c_bal = rng.uniform(0, 1, nfiber).astype(np.float32)
     columns = {
         "PLATE": np.full(nfiber, plate, np.int32), "MJD": np.full(nfiber, mjd, np.int32),
         "FIBERID": fiberid, "THING_ID": np.arange(nfiber, dtype=np.int64) + 1000 * plate,
@@ -44,15 +45,15 @@ def qn_table(plate, mjd, nfiber, seed, flagged=()):
         "PREP_FLAG": qn_flag.copy(),
         **{f"C_{line}": conf[:, i] for i, line in enumerate(LINES)},
         **{f"Z_{line}": z[:, i] for i, line in enumerate(LINES)},
-        "C_BAL_CIV": rng.uniform(0, 1, nfiber).astype(np.float32),
+        "C_BAL_CIV": c_bal,
         "Z_BAL_CIV": rng.uniform(1.5, 3, nfiber).astype(np.float32),
         "Z_QN": z[np.arange(nfiber), best].astype(np.float64),
         "IS_QSO_QN": np.where(qn_flag == 0, is_qso, 0).astype(np.int16),
-        "BAL_FLAG_QN": np.zeros(nfiber, np.int16),
+        "BAL_FLAG_QN": np.where(qn_flag == 0, is_qso & (c_bal > BAL_TH), 0).astype(np.int16),
         "QN_FLAG": qn_flag,
     }
     table = pa.table(columns)
-    meta = {"c_th": C_TH, "n_th": N_TH, "qn_model": "/models/qn.keras", "qn_model_sha256": "ab" * 32,
+    meta = {"c_th": C_TH, "n_th": N_TH, "bal_th": BAL_TH, "qn_model": "/models/qn.keras", "qn_model_sha256": "ab" * 32,
             "sources": [f"/data/spPlate-{plate:04d}-{mjd:05d}.fits"]}
     return table.replace_schema_metadata({f"qsopipe.{k}".encode(): json.dumps(v).encode() for k, v in meta.items()})
 
@@ -182,6 +183,8 @@ def test_is_qso_recomputed_from_header_thresholds(catalog_path):
     recomputed = (confidences > header["C_TH"]).sum(axis=1) >= header["N_TH"]
     assert np.array_equal(recomputed & (data["QN_FLAG"] == 0), data["IS_QSO_QN"] == 1)
     assert 0 < data["IS_QSO_QN"].sum() < len(data)
+    bal = (data["IS_QSO_QN"] == 1) & (data["C_BAL_CIV"] > header["BAL_TH"])
+    assert np.array_equal(bal, data["BAL_FLAG_QN"] == 1) and 0 < bal.sum() < data["IS_QSO_QN"].sum()
 
 
 def test_qso_only_keeps_quasars(results_dir, tmp_path):

@@ -144,7 +144,8 @@ def test_classify_and_bal_flag():
     assert qn.classify(c, c_th=0.4, n_th=2).tolist() == [False, False, True, False]
     assert qn.classify(c, c_th=0.3, n_th=2).tolist() == [False, True, True, False]
     c_bal = np.array([0.5, 0.9, 0.3, 0.9])
-    assert qn.bal_flag(qn.classify(c), c_bal).tolist() == [True, False, False, False]
+    assert qn.bal_flag(qn.classify(c), c_bal, 0.4).tolist() == [True, False, False, False]
+    assert qn.bal_flag(qn.classify(c), c_bal, 0.5).tolist() == [False, False, False, False]
 
 
 # --- network --------------------------------------------------------------------
