@@ -34,7 +34,7 @@ class QNFlag(enum.IntFlag):
 
 
 #: Default BAL_FLAG_QN threshold on C_BAL_CIV, chosen on a tuning simulation (models/weights/quasarnet.md).
-DEFAULT_BAL_TH = 0.5
+DEFAULT_BAL_TH = 0.48
 
 
 def classify_spectra(x, prep_flag, forward, c_th=0.4, n_th=1, bal_th=DEFAULT_BAL_TH):

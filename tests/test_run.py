@@ -58,7 +58,7 @@ def test_run_equals_stage_by_stage(sim, tmp_path):
     assert_same_table(catalog, read_hdu(by_stage, "CATALOG"))
     assert_same_table(read_hdu(by_run, "MGII_ABSORBERS"), read_hdu(by_stage, "MGII_ABSORBERS"))
     header = fitsio.read_header(by_run, ext="CATALOG")
-    assert header["QNSHA256"] and header["C_TH"] == 0.4 and header["BAL_TH"] == 0.5
+    assert header["QNSHA256"] and header["C_TH"] == 0.4 and header["BAL_TH"] == 0.48
 
     report = json.loads((tmp_path / "run" / "run_report.json").read_text())
     assert [p["status"] for p in report["plates"]] == ["done", "done"]

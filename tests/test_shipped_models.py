@@ -51,7 +51,7 @@ def test_shipped_quasarnet_agrees_with_spall(sdss_dir, real_results):
             else:
                 agree += is_qso != 1
     assert total == 79
-    assert agree >= 75, f"{agree} / {total} agree with spAll (the model card says 75)"
+    assert agree >= 76, f"{agree} / {total} agree with spAll (the model card says 76)"
 
 
 def test_shipped_mgii_stage_finds_the_catalogued_absorbers(real_results):
