@@ -17,7 +17,8 @@ its own object), so repeat spectra of one object never straddle the split.
 
 Outputs next to OUT (OUT = NAME.keras): NAME.keras (the trained model),
 NAME.checkpoint.keras and NAME.checkpoint.json (after every epoch; `--resume`
-continues from them), NAME.history.json and NAME.history.png.
+continues from them), NAME.history.json and NAME.history.png. `--init MODEL`
+starts a new run from MODEL's weights instead of a new network.
 
 TensorFlow is imported only inside the command, after the thread counts
 are set from the environment (see `qsopipe.models.quasarnet.configure_threads`).

@@ -132,8 +132,8 @@ def command(inputs, outdir, cluster, workers, config_file, qn_model, mgii_model,
             mgii_threshold, keep_shards):
     """Run preprocess, quasarnet and mgii on every plate under INPUTS, then write OUTDIR/catalog.fits."""
     config = load_config(config_file, {"qn_model": qn_model, "mgii_model": mgii_model, "c_th": c_th,
-                                       "n_th": n_th, "bal_th": bal_th, "mgii_threshold": mgii_threshold, "workers": workers,
-                                       "keep_shards": keep_shards})
+                                       "n_th": n_th, "bal_th": bal_th, "mgii_threshold": mgii_threshold,
+                                       "workers": workers, "keep_shards": keep_shards})
     plates, rejects = discover(inputs)
     for reject in rejects:
         log.warning("not processed: %s: %s", reject.path, reject.reason)

@@ -382,7 +382,8 @@ def catalog_from_results(results, out, plates=None, inputs=None, config=None, qs
     if qso_only:
         catalog, absorbers = select_quasars(catalog, absorbers)
     inputs = found.inputs if inputs is None else inputs_columns(inputs)
-    defaults = {key: (config or {}).get(key) for key in ("c_th", "n_th", "bal_th", "mgii_threshold", "qn_model", "mgii_model")}
+    defaults = {key: (config or {}).get(key)
+                for key in ("c_th", "n_th", "bal_th", "mgii_threshold", "qn_model", "mgii_model")}
     parameters = {**{key: value for key, value in defaults.items() if value is not None}, **found.parameters}
     cards = results_header_cards(parameters, len(inputs["PATH"]))
     cards.append(("QSOONLY", bool(qso_only), "rows restricted to IS_QSO_QN == 1"))
