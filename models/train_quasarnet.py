@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 #: Smallest Z_CONF_PERSON kept for training (DR12Q: 3 = confident).
 MIN_Z_CONF = 3
 
-#: Fiber columns that training needs from a plate or a shard.
-SHARD_ID_COLUMNS = ("PLATE", "MJD", "FIBERID", "THING_ID")
+#: Fiber id columns that training needs from a plate or a shard.
+ID_COLUMNS = ("PLATE", "MJD", "FIBERID", "THING_ID")
 
 
 @dataclass
@@ -114,7 +114,7 @@ def read_labelled_spectra(spectra_dirs, truth_paths):
         x, flag = quasarnet_input(plate.loglam, plate.flux, plate.ivar, plate.and_mask)
         xs.append(x)
         flags.append(flag)
-        fibers.append({name: plate.fibers[name] for name in SHARD_ID_COLUMNS})
+        fibers.append({name: plate.fibers[name] for name in ID_COLUMNS})
     return label_spectra(xs, flags, fibers, read_truth(truth_paths))
 
 
@@ -133,10 +133,10 @@ def read_labelled_shards(shard_dirs, truth_paths):
         raise InputError(", ".join(map(str, shard_dirs)), "no plate-*.parquet shards found")
     xs, flags, fibers = [], [], []
     for path in files:
-        shard = pq.read_table(path, columns=["QN_FLUX", "PREP_FLAG", *SHARD_ID_COLUMNS])
+        shard = pq.read_table(path, columns=["QN_FLUX", "PREP_FLAG", *ID_COLUMNS])
         xs.append(list_column(shard, "QN_FLUX"))
         flags.append(shard.column("PREP_FLAG").to_numpy())
-        fibers.append({name: shard.column(name).to_numpy() for name in SHARD_ID_COLUMNS})
+        fibers.append({name: shard.column(name).to_numpy() for name in ID_COLUMNS})
     return label_spectra(xs, flags, fibers, read_truth(truth_paths))
 
 
@@ -144,9 +144,9 @@ def label_spectra(xs, flags, fibers, truth):
     """Join per-plate QuasarNET inputs to a truth table on (PLATE, MJD, FIBERID) (LabelledSpectra).
 
     xs : list of float32 (nfiber, 443); flags : list of PREP_FLAG (nfiber,);
-    fibers : list of dicts of SHARD_ID_COLUMNS arrays (nfiber,); truth : `read_truth` output.
+    fibers : list of dicts of ID_COLUMNS arrays (nfiber,); truth : `read_truth` output.
     """
-    fibers = {name: np.concatenate([part[name] for part in fibers]) for name in SHARD_ID_COLUMNS}
+    fibers = {name: np.concatenate([part[name] for part in fibers]) for name in ID_COLUMNS}
     row = match_truth(fiber_key(fibers["PLATE"], fibers["MJD"], fibers["FIBERID"]),
                       fiber_key(truth["PLATE"], truth["MJD"], truth["FIBERID"]))
     known = row >= 0

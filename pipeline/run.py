@@ -124,7 +124,7 @@ def _input_record(summary, path):
 @click.option("--mgii-model", type=click.Path(exists=True, dir_okay=False), help="MgII CNN .keras file.")
 @click.option("--c-th", type=float, help="QuasarNET confidence threshold [0.4].")
 @click.option("--n-th", type=int, help="Lines above c_th for a quasar [1].")
-@click.option("--bal-th", type=float, help="BAL_FLAG_QN where a quasar's C_BAL_CIV exceeds this [0.5].")
+@click.option("--bal-th", type=float, help="BAL_FLAG_QN where a quasar's C_BAL_CIV exceeds this [0.48].")
 @click.option("--mgii-threshold", type=float, help="Fit doublets where MGII_PROB >= this [0: all searched].")
 @click.option("--keep-shards", is_flag=True, default=None,
               help="Also write each plate's Parquet shard to OUTDIR/shards (for rerunning one stage).")

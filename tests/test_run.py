@@ -71,3 +71,12 @@ def test_run_equals_stage_by_stage(sim, tmp_path):
 
 def test_shipped_weights_are_the_defaults():
     assert default_weights("quasarnet").is_file() and default_weights("mgii").is_file()
+
+
+def test_run_defaults_are_the_stages_defaults():
+    from qsopipe.config import defaults
+    from qsopipe.stages import mgii, quasarnet
+
+    config = defaults()
+    assert config["bal_th"] == quasarnet.DEFAULT_BAL_TH
+    assert config["mgii_threshold"] == mgii.DEFAULT_THRESHOLD
