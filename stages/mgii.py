@@ -32,7 +32,8 @@ import pyarrow as pa
 from qsopipe import provenance
 from qsopipe.grids import MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX
 from qsopipe.parquet_io import list_column, with_metadata, write_parquet
-from qsopipe.stages.mgii_fit import ABSORBER_DTYPE, DoubletCriteria, running_continuum, search_doublets
+from qsopipe.stages.mgii_fit import (ABSORBER_DTYPE, DoubletCriteria, bridge_masked_pixels, running_continuum,
+                                     search_doublets)
 
 log = logging.getLogger(__name__)
 
@@ -150,22 +151,6 @@ def continuum_level(flux, ivar, z_qso):
         has_pixels = good.any(axis=1)
         level[rows[has_pixels]] = np.nanmedian(values[has_pixels], axis=1)
     return level
-
-
-def bridge_masked_pixels(flux, ivar):
-    """Flux with every pixel of ivar <= 0 replaced by the linear interpolation of its good neighbours.
-
-    A masked pixel left at 0 would look like a saturated absorption line to
-    the CNN; bridged, it carries no feature. Rows without a good pixel are
-    returned as they are. float64 (n, npix).
-    """
-    flux = np.array(flux, np.float64)
-    masked = np.asarray(ivar) <= 0
-    pixels = np.arange(flux.shape[1])
-    for row in np.flatnonzero(masked.any(axis=1) & ~masked.all(axis=1)):
-        good = ~masked[row]
-        flux[row, ~good] = np.interp(pixels[~good], pixels[good], flux[row, good])
-    return flux
 
 
 def prepare_input_flagged(flux, ivar, z_qso):

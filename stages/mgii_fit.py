@@ -28,6 +28,7 @@ rest-frame A, line widths sigma in km/s.
 
 from dataclasses import dataclass
 
+import bottleneck
 import numpy as np
 from scipy.ndimage import correlate1d
 from scipy.signal import find_peaks
@@ -123,10 +124,48 @@ class DoubletCriteria:
     max_iterations: int = 20
 
 
+def bridge_masked_pixels(flux, ivar):
+    """Flux with every pixel of ivar <= 0 replaced by the linear interpolation of its good neighbours.
+
+    Masked pixels beyond a spectrum's first or last good pixel take that
+    pixel's flux (as numpy.interp does); rows without a good pixel are
+    returned as they are. The neighbours of all masked pixels of all rows
+    are found by one search in the flat index of the good pixels.
+
+    Parameters
+    ----------
+    flux, ivar : ndarray (n, npix)
+
+    Returns
+    -------
+    bridged : float64 (n, npix), a new array
+    """
+    bridged = np.array(np.atleast_2d(flux), np.float64)
+    good = np.atleast_2d(ivar) > 0
+    masked = np.flatnonzero(~good)
+    good = np.flatnonzero(good)
+    if masked.size == 0 or good.size == 0:
+        return bridged
+    npix = bridged.shape[1]
+    values = bridged.reshape(-1)
+    after = np.searchsorted(good, masked)
+    before = good[np.maximum(after - 1, 0)]
+    after = good[np.minimum(after, good.size - 1)]
+    row = masked // npix
+    has_before = (before < masked) & (before // npix == row)
+    has_after = (after > masked) & (after // npix == row)
+    both = has_before & has_after
+    weight = np.where(both, (masked - before) / np.where(both, after - before, 1), 0.0)
+    interpolated = values[before] * (1 - weight) + values[after] * weight
+    values[masked] = np.where(both, interpolated,
+                              np.where(has_before, values[before], np.where(has_after, values[after], values[masked])))
+    return bridged
+
+
 def running_continuum(flux, ivar, width=CONTINUUM_WIDTH, clip_sigma=CONTINUUM_CLIP_SIGMA, block=CONTINUUM_BLOCK):
     """Robust running-median continuum of each spectrum.
 
-    Pixels with ivar = 0 are bridged by linear interpolation; the flux is
+    Pixels with ivar = 0 are bridged (`bridge_masked_pixels`); the flux is
     averaged in blocks of `block` pixels, the block means get a running
     median over `width` pixels (width // block blocks, made odd) and are
     interpolated back to every pixel. A second pass replaces pixels more than
@@ -141,14 +180,9 @@ def running_continuum(flux, ivar, width=CONTINUUM_WIDTH, clip_sigma=CONTINUUM_CL
     -------
     continuum : float64 (n, npix); 0 for a spectrum without any good pixel.
     """
-    flux = np.atleast_2d(flux).astype(np.float64)
     ivar = np.atleast_2d(ivar)
-    filled = np.zeros_like(flux)
-    pixels = np.arange(flux.shape[1])
-    for row in range(flux.shape[0]):
-        good = ivar[row] > 0
-        if good.any():
-            filled[row] = np.interp(pixels, pixels[good], flux[row, good])
+    filled = bridge_masked_pixels(flux, ivar)
+    filled[~np.any(ivar > 0, axis=1)] = 0.0
     first = _block_median(filled, width, block)
     dip = (filled - first) * np.sqrt(np.clip(ivar, 0, None)) < -clip_sigma
     return _block_median(np.where(dip, first, filled), width, block)
@@ -158,20 +192,20 @@ def _block_median(values, width, block):
     """Running median over ~width pixels of block means, linearly interpolated back; (n, npix).
 
     The median runs over an odd number of blocks, the edge blocks repeated
-    beyond the ends, by one partition of every window at once.
+    beyond the ends (bottleneck's moving median, whose window ends at each
+    element, so the output is shifted back by half a window).
     """
     n, npix = values.shape
     nblock = -(-npix // block)
     padded = np.pad(values, ((0, 0), (0, nblock * block - npix)), mode="edge")
-    means = padded.reshape(n, nblock, block).mean(axis=2)
+    means = padded.reshape(n, nblock, block) @ np.full(block, 1.0 / block)
     half = max(width // block, 1) // 2
-    windows = np.lib.stride_tricks.sliding_window_view(np.pad(means, ((0, 0), (half, half)), mode="edge"),
-                                                       2 * half + 1, axis=1)
-    medians = np.partition(windows, half, axis=2)[..., half]
+    medians = bottleneck.move_median(np.pad(means, ((0, 0), (half, half)), mode="edge"), 2 * half + 1,
+                                     axis=1)[:, 2 * half:]
     position = (np.arange(npix) - (block - 1) / 2) / block
     left = np.clip(np.floor(position).astype(np.int64), 0, nblock - 2)
     frac = np.clip(position - left, 0.0, 1.0)
-    return medians[:, left] * (1 - frac) + medians[:, left + 1] * frac
+    return np.take(medians, left, axis=1) * (1 - frac) + np.take(medians, left + 1, axis=1) * frac
 
 
 def doublet_template(separation_pix=DOUBLET_SEPARATION_PIX, sigma_pix=FILTER_SIGMA_PIX, ratio=FILTER_RATIO):
@@ -488,8 +522,8 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria):
     snr, amplitude = doublet_matched_filter(depth, weight)
     inside = (WAVE >= np.asarray(wave_min)[:, None]) & (WAVE * (MGII_2803 / MGII_2796) <= np.asarray(wave_max)[:, None])
     snr = np.where(inside, snr, 0.0)
-    rows, peaks = [], []
-    for row in range(len(flux)):
+    rows, peaks = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for row in np.flatnonzero(snr.max(axis=1, initial=0.0) >= criteria.detect_snr):
         found, _ = find_peaks(snr[row], height=criteria.detect_snr, distance=MIN_PEAK_DISTANCE_PIX)
         rows.append(np.full(found.size, row))
         peaks.append(found)
@@ -497,18 +531,18 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria):
     ew_guess = np.maximum(amplitude[rows, peaks], 0.05) * np.sqrt(2 * np.pi) * FILTER_SIGMA_PIX * PIXEL_WIDTH[peaks]
     fits = fit_doublets(flux, ivar, continuum, rows, WAVE[peaks] / MGII_2796 - 1.0, ew_guess, criteria.max_iterations)
     ok = accepted_doublets(fits, criteria) & ~_civ_better(snr, depth, weight, rows, peaks)
-    accepted = [[] for _ in range(len(flux))]
+    accepted = {}
     for index in np.flatnonzero(ok)[np.lexsort((-fits["SNR_2796"][ok], rows[ok]))]:
-        found = accepted[rows[index]]
+        found = accepted.setdefault(rows[index], [])
         if not _coincides(fits["Z_ABS"][index], [fits["Z_ABS"][i] for i in found], criteria.coincidence_kms):
             found.append(index)
-    tables = []
-    for found in accepted:
-        table = np.zeros(len(found), ABSORBER_DTYPE)
-        for name, _ in ABSORBER_DTYPE:
-            table[name] = fits[name][found]
-        tables.append(np.sort(table, order="Z_ABS"))
-    return tables
+    chosen = np.array([index for found in accepted.values() for index in found], np.int64)
+    chosen = chosen[np.lexsort((fits["Z_ABS"][chosen], rows[chosen]))]
+    table = np.zeros(chosen.size, ABSORBER_DTYPE)
+    for name, _ in ABSORBER_DTYPE:
+        table[name] = fits[name][chosen]
+    stops = np.cumsum(np.bincount(rows[chosen], minlength=len(flux)))
+    return [table[start:stop] for start, stop in zip(np.concatenate([[0], stops[:-1]]), stops)]
 
 
 def _civ_better(snr, depth, weight, rows, peaks):

@@ -6,7 +6,7 @@ import pytest
 from qsopipe.grids import MGII_2796, MGII_2803
 from qsopipe.stages.mgii_fit import (
     CIV_1548, CIV_1550, CIV_FILTER_RATIO, CIV_SEPARATION_PIX, DOUBLET_SEPARATION_PIX, FILTER_SIGMA_PIX, PIXEL_WIDTH,
-    WAVE, DoubletCriteria, accepted_doublets, doublet_filter_snr_at, doublet_matched_filter, doublet_profile,
+    WAVE, DoubletCriteria, accepted_doublets, bridge_masked_pixels, doublet_filter_snr_at, doublet_matched_filter, doublet_profile,
     find_absorbers, fit_doublet, fit_doublets, running_continuum,
 )
 
@@ -47,6 +47,28 @@ def test_profile_area_is_the_equivalent_width():
 def test_doublet_separation_on_grid():
     assert DOUBLET_SEPARATION_PIX == pytest.approx(np.log10(MGII_2803 / MGII_2796) / 1e-4)
     assert 11.0 < DOUBLET_SEPARATION_PIX < 11.3
+
+
+def test_bridge_equals_numpy_interp_row_by_row():
+    """Masked runs inside, at either end, a lone good pixel, a row without any good pixel, and no mask."""
+    rng = np.random.default_rng(5)
+    flux = rng.normal(size=(7, 300))
+    ivar = (rng.random((7, 300)) > 0.3).astype(np.float64)
+    ivar[1, :40] = 0
+    ivar[2, -25:] = 0
+    ivar[3] = 0
+    ivar[4] = 0
+    ivar[4, 150] = 2.0
+    ivar[5] = 1.0
+    ivar[6, 100:200] = 0
+    expected = flux.copy()
+    pixels = np.arange(300)
+    for row in range(7):
+        good = ivar[row] > 0
+        if good.any():
+            expected[row, ~good] = np.interp(pixels[~good], pixels[good], flux[row, good])
+    np.testing.assert_allclose(bridge_masked_pixels(flux, ivar), expected, rtol=0, atol=1e-14)
+    np.testing.assert_array_equal(bridge_masked_pixels(flux, ivar)[3], flux[3])
 
 
 def test_running_continuum_ignores_absorbers_and_masked_pixels():
