@@ -237,8 +237,30 @@ def doublet_matched_filter(depth, weight, separation_pix=DOUBLET_SEPARATION_PIX,
     origin = -offsets[0] - template.size // 2
     numerator = correlate1d(depth * weight, template, axis=1, mode="constant", origin=origin)
     denominator = correlate1d(weight, template ** 2, axis=1, mode="constant", origin=origin)
-    coverage = correlate1d((weight > 0).astype(np.float64), template ** 2, axis=1, mode="constant", origin=origin)
+    coverage = _covered_squares(weight > 0, template ** 2, origin)
     return _filter_snr(numerator, denominator, coverage, template)
+
+
+def _covered_squares(has_data, squares, origin):
+    """correlate1d(has_data, squares, axis=1, mode="constant", origin=origin), from the pixels without data.
+
+    Pixels without data are few, so the correlation is that of a row full
+    of data (one 1-D correlation) less each such pixel's impulse response;
+    (n, npix) float64.
+    """
+    npix = has_data.shape[1]
+    coverage = np.repeat(correlate1d(np.ones(npix), squares, mode="constant", origin=origin)[None],
+                         has_data.shape[0], axis=0)
+    rows, columns = np.nonzero(~has_data)
+    impulse = np.zeros(3 * squares.size)
+    impulse[squares.size] = 1.0
+    response = correlate1d(impulse, squares, mode="constant", origin=origin)
+    lags = np.flatnonzero(response) - squares.size
+    targets = columns[:, None] + lags
+    inside = (targets >= 0) & (targets < npix)
+    np.subtract.at(coverage, (np.broadcast_to(rows[:, None], targets.shape)[inside], targets[inside]),
+                   np.broadcast_to(response[lags + squares.size], targets.shape)[inside])
+    return coverage
 
 
 def doublet_filter_snr_at(depth, weight, rows, columns, separation_pix, sigma_pix, ratio):
@@ -271,9 +293,12 @@ def doublet_filter_snr_at(depth, weight, rows, columns, separation_pix, sigma_pi
 def _filter_snr(numerator, denominator, coverage, template):
     """S/N and amplitude of the template from its sums sum(t d w), sum(t^2 w), sum(t^2 [w > 0]);
     0 where the covered sum of squares is below MIN_TEMPLATE_COVERAGE of the template's."""
-    covered = (coverage >= MIN_TEMPLATE_COVERAGE * np.sum(template ** 2)) & (denominator > 0)
-    safe = np.where(covered, denominator, 1.0)
-    return np.where(covered, numerator / np.sqrt(safe), 0.0), np.where(covered, numerator / safe, 0.0)
+    uncovered = (coverage < MIN_TEMPLATE_COVERAGE * np.sum(template ** 2)) | ~(denominator > 0)
+    safe = np.where(uncovered, 1.0, denominator)
+    snr, amplitude = numerator / np.sqrt(safe), numerator / safe
+    snr[uncovered] = 0.0
+    amplitude[uncovered] = 0.0
+    return snr, amplitude
 
 
 def _line_terms(z_abs, sigma_kms, wave_lo, wave_hi):
