@@ -12,8 +12,9 @@ Usage: python benchmarks/throughput.py [--plates 10] [--fibers 1000] [--workers 
    compiled forward passes of the shipped models on random inputs (QuasarNET
    on every spectrum, the MgII CNN on the fraction of spectra the run sent to
    it) plus the spPlate reads, scaled by the number of workers.
-4. Prints spectra/s, the limit, their ratio, per-stage time per spectrum and
-   peak RSS per worker (from the run report); with --json, writes them too.
+4. Prints spectra/s, the limit, their ratio, per-stage time per spectrum
+   (the median over the plates, so start-up does not count) and peak RSS
+   per worker (from the run report); with --json, writes them too.
 
 On a GPU machine the same script runs unchanged; the forward passes then run
 on the GPU and the figures are per GPU.
@@ -82,10 +83,15 @@ def measure_limit(plates, mgii_fraction, workers, batch):
 
 
 def stage_costs(report):
-    """Mean seconds per spectrum of each stage, and peak RSS (MB) per worker, from a run report."""
+    """Steady-state seconds per spectrum of each stage, and peak RSS (MB) per worker, from a run report.
+
+    A stage's cost is its median over the plates, so that each worker's
+    first plate, which also loads the models and traces the forward passes,
+    does not count.
+    """
     plates = [p for p in report["plates"] if p["status"] == "done"]
-    nfiber = sum(p["nfiber"] for p in plates)
-    stages = {name: sum(p["stage_seconds"][name] for p in plates) / nfiber for name in plates[0]["stage_seconds"]}
+    stages = {name: float(np.median([p["stage_seconds"][name] / p["nfiber"] for p in plates]))
+              for name in plates[0]["stage_seconds"]}
     rss = {}
     for p in plates:
         rss[p["worker_pid"]] = max(rss.get(p["worker_pid"], 0), p["worker_peak_rss_mb"])

@@ -15,7 +15,7 @@ from qsopipe import __version__, grids
 
 #: Distributions whose versions go into the header when installed, in order.
 DEPENDENCIES = (
-    "numpy", "scipy", "fitsio", "astropy", "pyarrow", "dask", "distributed",
+    "numpy", "scipy", "bottleneck", "fitsio", "astropy", "pyarrow", "dask", "distributed",
     "tensorflow", "tensorflow-cpu", "keras", "h5py", "matplotlib", "click",
 )
 
