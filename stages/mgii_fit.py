@@ -148,17 +148,18 @@ def bridge_masked_pixels(flux, ivar):
         return bridged
     npix = bridged.shape[1]
     values = bridged.reshape(-1)
+    row = masked // npix
     after = np.searchsorted(good, masked)
     before = good[np.maximum(after - 1, 0)]
     after = good[np.minimum(after, good.size - 1)]
-    row = masked // npix
     has_before = (before < masked) & (before // npix == row)
     has_after = (after > masked) & (after // npix == row)
-    both = has_before & has_after
-    weight = np.where(both, (masked - before) / np.where(both, after - before, 1), 0.0)
-    interpolated = values[before] * (1 - weight) + values[after] * weight
-    values[masked] = np.where(both, interpolated,
-                              np.where(has_before, values[before], np.where(has_after, values[after], values[masked])))
+    before = np.where(has_before, before, after)  # one good neighbour only: both taps on it
+    after = np.where(has_after, after, before)
+    span = after - before
+    weight = np.divide(masked - before, span, out=np.zeros(masked.size), where=span > 0)
+    fill = has_before | has_after
+    values[masked[fill]] = (values[before] * (1 - weight) + values[after] * weight)[fill]
     return bridged
 
 

@@ -6,8 +6,8 @@ import pytest
 from qsopipe.grids import MGII_2796, MGII_2803
 from qsopipe.stages.mgii_fit import (
     CIV_1548, CIV_1550, CIV_FILTER_RATIO, CIV_SEPARATION_PIX, DOUBLET_SEPARATION_PIX, FILTER_SIGMA_PIX, PIXEL_WIDTH,
-    WAVE, DoubletCriteria, accepted_doublets, bridge_masked_pixels, doublet_filter_snr_at, doublet_matched_filter, doublet_profile,
-    find_absorbers, fit_doublet, fit_doublets, running_continuum,
+    WAVE, DoubletCriteria, accepted_doublets, bridge_masked_pixels, doublet_filter_snr_at, doublet_matched_filter,
+    doublet_profile, find_absorbers, fit_doublet, fit_doublets, running_continuum,
 )
 
 SPEED_OF_LIGHT = 299792.458
