@@ -49,7 +49,10 @@ class FixedBatchForward:
     sample_shape : shape of one input, e.g. (443, 1)
     Calling it on x float32 (n, *sample_shape) returns the numpy outputs
     (n, ...): the rows are cut by `batch_plan` and only the last batch is
-    zero-padded, so no call retraces. TensorFlow is imported on construction.
+    zero-padded, so no call retraces. Each size is traced on its first use
+    and then called as its concrete function, so TensorFlow's warning about
+    frequent retracing (one Python function traced for several shapes) does
+    not fill the logs. TensorFlow is imported on construction.
     """
 
     def __init__(self, forward, sample_shape, batch):
@@ -59,20 +62,27 @@ class FixedBatchForward:
         self.sizes = batch_sizes(batch)
         self._functions = {size: tf.function(forward, input_signature=[
             tf.TensorSpec((size, *self.sample_shape), tf.float32)]) for size in self.sizes}
+        self._concrete = {}
 
     @property
     def tracing_count(self):
         """How many times the forward pass was traced (at most one per batch size)."""
         return sum(function.experimental_get_tracing_count() for function in self._functions.values())
 
+    def _run(self, size, batch):
+        """The traced forward pass of one batch of `size` rows, as numpy."""
+        if size not in self._concrete:
+            self._concrete[size] = self._functions[size].get_concrete_function()
+        return self._concrete[size](batch).numpy()
+
     def __call__(self, x):
         x = np.asarray(x, np.float32).reshape(-1, *self.sample_shape)
         if len(x) == 0:
-            return self._functions[self.sizes[-1]](np.zeros((self.sizes[-1], *self.sample_shape), np.float32)).numpy()[:0]
+            return self._run(self.sizes[-1], np.zeros((self.sizes[-1], *self.sample_shape), np.float32))[:0]
         outputs = []
         for start, stop, size in batch_plan(len(x), self.sizes):
             batch = x[start:stop]
             if stop - start < size:
                 batch = np.concatenate([batch, np.zeros((size - (stop - start), *self.sample_shape), np.float32)])
-            outputs.append(self._functions[size](batch).numpy()[:stop - start])
+            outputs.append(self._run(size, batch)[:stop - start])
         return np.concatenate(outputs)
