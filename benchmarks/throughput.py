@@ -76,7 +76,7 @@ def measure_limit(plates, mgii_fraction, workers, batch):
     rates = {
         "read": read_rate(plates),
         "quasarnet_forward": forward_rate(lambda x: predict(qn_model, x, batch=batch), 443, batch),
-        "mgii_forward": forward_rate(mgii_predict, 3841, 256),
+        "mgii_forward": forward_rate(mgii_predict, 3841, 1024),
     }
     per_core = 1.0 / (1 / rates["read"] + 1 / rates["quasarnet_forward"] + mgii_fraction / rates["mgii_forward"])
     return per_core * workers, rates
