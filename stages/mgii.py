@@ -29,8 +29,8 @@ import click
 import numpy as np
 import pyarrow as pa
 
-from qsopipe import provenance
 from qsopipe.grids import MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX
+from qsopipe.models.store import file_sha256
 from qsopipe.parquet_io import list_column, with_metadata, write_parquet
 from qsopipe.stages.mgii_fit import (ABSORBER_DTYPE, DoubletCriteria, bridge_masked_pixels, running_continuum,
                                      search_doublets)
@@ -313,7 +313,7 @@ def results_metadata(model_path, threshold, criteria=None):
     doublet finder's thresholds (DoubletCriteria as a dict; None: its defaults)."""
     return {
         "mgii_model": str(model_path),
-        "mgii_model_sha256": provenance.file_sha256(model_path),
+        "mgii_model_sha256": file_sha256(str(model_path)),
         "mgii_threshold": float(threshold),
         "mgii_finder": dataclasses.asdict(criteria or DoubletCriteria()),
     }
