@@ -17,15 +17,11 @@ def command(members, out):
         raise click.UsageError("give at least two member models")
     if not out.endswith(".keras"):
         raise click.BadParameter("the output name must end in .keras", param_hint="--out")
-    from qsopipe.models import quasarnet
-    from qsopipe.models.store import file_sha256
+    from qsopipe.models.quasarnet import build_ensemble
+    from qsopipe.models.store import file_sha256, load_model
     from qsopipe.models.training_files import save_model
 
-    quasarnet.configure_threads()
-    import keras
-
-    models = [keras.models.load_model(path, compile=False) for path in members]
-    save_model(quasarnet.build_ensemble(models), out)
+    save_model(build_ensemble([load_model(path) for path in members]), out)
     for path in members:
         click.echo(f"member {path} sha256 {file_sha256(path)}")
     click.echo(f"wrote {out} sha256 {file_sha256(out)}")

@@ -81,7 +81,7 @@ def model_cards(models):
     return cards
 
 
-def threshold_cards(c_th=None, n_th=None, mgii_threshold=None, bal_th=None):
+def threshold_cards(c_th=None, n_th=None, bal_th=None, mgii_threshold=None):
     """Cards C_TH, N_TH, BAL_TH and MGII_TH; thresholds that are None are left out."""
     cards = [
         ("C_TH", c_th, "QuasarNET line confidence threshold"),
@@ -130,7 +130,7 @@ def header_cards(*, c_th=None, n_th=None, bal_th=None, mgii_threshold=None, mode
     """
     cards = software_cards(date)
     cards += model_cards(models)
-    cards += threshold_cards(c_th, n_th, mgii_threshold, bal_th)
+    cards += threshold_cards(c_th, n_th, bal_th, mgii_threshold)
     cards += grid_cards(grid_specs)
     cards += line_cards(lines)
     if ninputs is not None:
