@@ -116,10 +116,3 @@ def load_predictor(path, batch_size=DEFAULT_BATCH):
     import keras
 
     return MgIIPredictor(keras.models.load_model(path, compile=False), batch_size=batch_size)
-
-
-def default_model_path():
-    """models/weights/mgii.keras inside the installed qsopipe.models package."""
-    from importlib.resources import files
-
-    return files("qsopipe.models") / "weights" / "mgii.keras"

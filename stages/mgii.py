@@ -20,6 +20,7 @@ MGII_PROB > 0.5 still selects the purer, less complete CNN-confirmed subset.
 
 import dataclasses
 import enum
+import json
 import logging
 import re
 import time
@@ -29,9 +30,10 @@ import click
 import numpy as np
 import pyarrow as pa
 
+from qsopipe.atomic import is_up_to_date
 from qsopipe.grids import MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX
 from qsopipe.models.store import file_sha256
-from qsopipe.parquet_io import list_column, with_metadata, write_parquet
+from qsopipe.parquet_io import list_column, read_metadata, with_metadata, write_parquet
 from qsopipe.stages.mgii_fit import (ABSORBER_DTYPE, DoubletCriteria, bridge_masked_pixels, running_continuum,
                                      search_doublets)
 
@@ -326,6 +328,20 @@ def result_paths(results, plate, mjd):
     return directory / f"mgii-{name}.parquet", directory / f"absorbers-{name}.parquet"
 
 
+def results_current(paths, inputs, metadata):
+    """True when every result file in `paths` is newer than every file in `inputs` and was
+    written with this `metadata` (model, threshold, finder); a rerun then skips the plate."""
+    import pyarrow.parquet as pq
+
+    if not all(is_up_to_date(path, inputs) for path in paths):
+        return False
+    expected = json.loads(json.dumps(metadata))  # as read back: tuples become lists
+    try:
+        return all(read_metadata(pq.read_schema(path)) == expected for path in paths)
+    except (OSError, pa.ArrowInvalid):
+        return False
+
+
 def qn_result_path(results, plate, mjd):
     """RESULTS/quasarnet/qn-pppp-mmmmm.parquet"""
     return Path(results) / QN_RESULT_DIR / f"qn-{plate:04d}-{mjd:05d}.parquet"
@@ -354,13 +370,15 @@ def find_shards(shards):
               help="MgII CNN (.keras); default: the shipped models/weights/mgii.keras.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=DEFAULT_THRESHOLD, show_default=True,
               help="Sightlines with MGII_PROB >= threshold are fitted; IS_MGII_ABS = 1 where a doublet is.")
-def command(shards, qn_results, out, model_path, threshold):
+@click.option("--force", is_flag=True, help="Redo plates whose results are up to date.")
+def command(shards, qn_results, out, model_path, threshold, force):
     """Run the MgII absorber CNN on the quasars of every shard in SHARDS and fit their absorbers."""
     import pyarrow.parquet as pq
 
-    from qsopipe.models.mgii import default_model_path, load_predictor
+    from qsopipe.models.mgii import load_predictor
+    from qsopipe.models.store import default_weights
 
-    model_path = Path(model_path) if model_path else Path(str(default_model_path()))
+    model_path = Path(model_path or default_weights("mgii"))
     if not model_path.is_file():
         raise click.ClickException(f"{model_path}: no MgII model there; give --model")
     plates = find_shards(shards)
@@ -372,9 +390,12 @@ def command(shards, qn_results, out, model_path, threshold):
         qn_path = qn_result_path(qn_results, plate, mjd)
         if not qn_path.is_file():
             raise click.ClickException(f"{qn_path}: QuasarNET results missing for shard {shard_path}")
+        mgii_path, absorbers_path = result_paths(out, plate, mjd)
+        if not force and results_current([mgii_path, absorbers_path], [shard_path, qn_path, model_path], metadata):
+            log.info("plate %04d-%05d: %s is up to date, skipped", plate, mjd, mgii_path)
+            continue
         start = time.perf_counter()
         mgii_table, absorbers = process_plate(pq.read_table(shard_path), pq.read_table(qn_path), predictor, threshold)
-        mgii_path, absorbers_path = result_paths(out, plate, mjd)
         write_parquet(with_metadata(mgii_table, metadata), mgii_path)
         write_parquet(with_metadata(absorbers, metadata), absorbers_path)
         seconds = time.perf_counter() - start

@@ -1,5 +1,7 @@
 """MgII stage: search window, continuum rescaling, flags, the CNN's shapes, process_plate and the CLI."""
 
+import logging
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -149,7 +151,7 @@ def test_process_plate_rejects_misaligned_tables(cnn):
         process_plate(shard, qn.take([1, 0, 2, 3, 4]), cnn)
 
 
-def test_command_writes_both_tables(cnn, tmp_path):
+def test_command_writes_both_tables(cnn, tmp_path, caplog):
     from click.testing import CliRunner
 
     from qsopipe.parquet_io import read_metadata
@@ -174,6 +176,20 @@ def test_command_writes_both_tables(cnn, tmp_path):
     assert metadata["mgii_finder"]["min_snr_doublet"] == DoubletCriteria().min_snr_doublet
     assert sorted(p.name for p in (tmp_path / "results" / "mgii").iterdir()) == [
         "absorbers-7001-56000.parquet", "mgii-7001-56000.parquet"]
+
+    arguments = [str(tmp_path / "shards"), "--qn", str(tmp_path / "results"), "--out", str(tmp_path / "results"),
+                 "--model", str(model_path)]
+    written = (tmp_path / "results" / "mgii" / "mgii-7001-56000.parquet").stat().st_mtime_ns
+    caplog.set_level(logging.INFO, logger="qsopipe.stages.mgii")
+    rerun = CliRunner().invoke(command, arguments + ["--threshold", "0"])
+    assert rerun.exit_code == 0 and "up to date, skipped" in caplog.text
+    assert (tmp_path / "results" / "mgii" / "mgii-7001-56000.parquet").stat().st_mtime_ns == written
+    for changed in (["--threshold", "1"], ["--threshold", "0", "--force"]):
+        caplog.clear()
+        redo = CliRunner().invoke(command, arguments + changed)
+        assert redo.exit_code == 0 and "skipped" not in caplog.text and "absorbers in" in caplog.text, changed
+    assert read_metadata(pq.read_schema(tmp_path / "results" / "mgii" / "mgii-7001-56000.parquet"))[
+        "mgii_threshold"] == 0.0
 
 
 def test_command_imports_without_tensorflow():
