@@ -162,8 +162,8 @@ def velocity_statistics(dv, edges=DV_EDGES):
     }
 
 
-def bal_metrics(c_bal, bal_flag, truth_bal, truth_non_bal, n_excluded=0, c_grid=C_TH_GRID):
-    """BAL quasars recognised and non-BAL quasars rejected: at the catalog's flag and vs c_th.
+def bal_metrics(c_bal, bal_flag, truth_bal, truth_non_bal, n_excluded=0, bal_grid=C_TH_GRID):
+    """BAL quasars recognised and non-BAL quasars rejected: at the catalog's flag and vs the BAL threshold.
 
     c_bal : C_BAL_CIV; bal_flag : BAL_FLAG_QN == 1; truth_bal, truth_non_bal :
     bool masks over the BAL sample (truth quasars classified quasar, CIV on
@@ -177,9 +177,9 @@ def bal_metrics(c_bal, bal_flag, truth_bal, truth_non_bal, n_excluded=0, c_grid=
         "n_bal": int(truth_bal.sum()), "n_non_bal": int(truth_non_bal.sum()), "n_excluded": int(n_excluded),
         "recognised": _ratio((bal_flag & truth_bal).sum(), truth_bal.sum()),
         "rejected": _ratio((~bal_flag & truth_non_bal).sum(), truth_non_bal.sum()),
-        "c_th": [float(c) for c in c_grid],
-        "recognised_vs_c_th": [_ratio(((c_bal > c) & truth_bal).sum(), truth_bal.sum()) for c in c_grid],
-        "rejected_vs_c_th": [_ratio(((c_bal <= c) & truth_non_bal).sum(), truth_non_bal.sum()) for c in c_grid],
+        "bal_th": [float(c) for c in bal_grid],
+        "recognised_vs_bal_th": [_ratio(((c_bal > c) & truth_bal).sum(), truth_bal.sum()) for c in bal_grid],
+        "rejected_vs_bal_th": [_ratio(((c_bal <= c) & truth_non_bal).sum(), truth_non_bal.sum()) for c in bal_grid],
     }
 
 

@@ -62,8 +62,8 @@ def plot_bal(metrics, path):
     bal = metrics["bal"]
     figure = Figure(figsize=(6, 4), layout="constrained")
     ax = figure.subplots()
-    ax.plot(bal["c_th"], _values(bal["recognised_vs_c_th"]), label=f"BAL recognised (N = {bal['n_bal']})")
-    ax.plot(bal["c_th"], _values(bal["rejected_vs_c_th"]), label=f"non-BAL rejected (N = {bal['n_non_bal']})")
+    ax.plot(bal["bal_th"], _values(bal["recognised_vs_bal_th"]), label=f"BAL recognised (N = {bal['n_bal']})")
+    ax.plot(bal["bal_th"], _values(bal["rejected_vs_bal_th"]), label=f"non-BAL rejected (N = {bal['n_non_bal']})")
     if metrics.get("bal_th") is not None:
         ax.axvline(metrics["bal_th"], color="grey", linestyle="--", linewidth=0.8)
     ax.set_xlabel("BAL threshold (C_BAL_CIV)")

@@ -123,6 +123,9 @@ def test_hand_made_metrics():
     assert (bal["n_bal"], bal["n_non_bal"]) == (1, 3)
     assert bal["recognised"] == 1.0 and bal["rejected"] == pytest.approx(2 / 3)
     assert bal["n_excluded"] == 0
+    below, above = bal["bal_th"].index(0.18), bal["bal_th"].index(0.5)  # C_BAL_CIV is 0.2 or 0.8
+    assert bal["recognised_vs_bal_th"][below] == 1.0 and bal["rejected_vs_bal_th"][below] == 0.0
+    assert bal["recognised_vs_bal_th"][above] == 1.0 and bal["rejected_vs_bal_th"][above] == pytest.approx(2 / 3)
 
     sightlines = metrics["mgii"]["sightlines"]
     assert sightlines["n_searched"] == 4 and sightlines["accuracy"] == pytest.approx(0.5)
