@@ -15,6 +15,10 @@ Usage: python benchmarks/throughput.py [--plates 10] [--fibers 1000] [--workers 
 4. Prints spectra/s, the limit, their ratio, per-stage time per spectrum
    (the median over the plates, so start-up does not count) and peak RSS
    per worker (from the run report); with --json, writes them too.
+   As a cross-check of the marginal rate, which divides by the difference
+   of two wall times of a few seconds, it also prints the per-plate rate:
+   workers / the median over the plates of a plate's seconds per spectrum
+   on its worker (each single-threaded worker runs one plate at a time).
 
 On a GPU machine the same script runs unchanged; the forward passes then run
 on the GPU and the figures are per GPU.
@@ -83,19 +87,21 @@ def measure_limit(plates, mgii_fraction, workers, batch):
 
 
 def stage_costs(report):
-    """Steady-state seconds per spectrum of each stage, and peak RSS (MB) per worker, from a run report.
+    """Steady-state seconds per spectrum of each stage and of a whole plate, and peak RSS (MB) per
+    worker, from a run report.
 
-    A stage's cost is its median over the plates, so that each worker's
-    first plate, which also loads the models and traces the forward passes,
-    does not count.
+    Each cost is its median over the plates, so that each worker's first
+    plate, which also loads the models and traces the forward passes, does
+    not count.
     """
     plates = [p for p in report["plates"] if p["status"] == "done"]
     stages = {name: float(np.median([p["stage_seconds"][name] / p["nfiber"] for p in plates]))
               for name in plates[0]["stage_seconds"]}
+    plate_seconds = float(np.median([p["seconds"] / p["nfiber"] for p in plates]))
     rss = {}
     for p in plates:
         rss[p["worker_pid"]] = max(rss.get(p["worker_pid"], 0), p["worker_peak_rss_mb"])
-    return stages, rss
+    return stages, plate_seconds, rss
 
 
 def main():
@@ -116,7 +122,7 @@ def main():
         runs = {work / f"runN-{k}": timed_run(plates, work / f"runN-{k}", args.workers) for k in range(args.repeat)}
         fastest = min(runs, key=lambda outdir: runs[outdir][0])
         t_all, report = runs[fastest]
-        stages, rss = stage_costs(report)
+        stages, plate_seconds, rss = stage_costs(report)
         import pyarrow.parquet as pq
 
         mgii = [pq.read_table(p, columns=["MGII_PROB"]).column(0).to_numpy()
@@ -124,16 +130,20 @@ def main():
         mgii_fraction = float(np.mean(np.concatenate(mgii) >= 0))
         limit, rates = measure_limit(plates, mgii_fraction, args.workers, args.batch_size)
     marginal = (len(plates) - 2) * args.fibers / (t_all - t_small)
+    per_plate = args.workers / plate_seconds
     result = {
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "plates": len(plates), "fibers_per_plate": args.fibers, "workers": args.workers,
         "wall_seconds": {"2_plates": t_small, f"{len(plates)}_plates": t_all},
         "run_spectra_per_s": marginal, "limit_spectra_per_s": limit, "ratio": marginal / limit,
+        "per_plate_spectra_per_s": per_plate, "per_plate_ratio": per_plate / limit,
         "limit_parts_per_core": rates, "mgii_fraction": mgii_fraction,
         "stage_seconds_per_spectrum": stages, "peak_rss_mb_per_worker": rss,
     }
     print(f"run: {marginal:,.0f} spectra/s steady state ({len(plates)} x {args.fibers} fibers, "
           f"{args.workers} workers); limit {limit:,.0f} spectra/s; ratio {marginal / limit:.2f}")
+    print(f"per-plate rate: {per_plate:,.0f} spectra/s (median plate {plate_seconds * args.fibers:.3f} s "
+          f"on its worker); ratio {per_plate / limit:.2f}")
     print("limit parts (one core): " + ", ".join(f"{k} {v:,.0f}/s" for k, v in rates.items())
           + f"; MgII on {mgii_fraction:.0%} of spectra")
     print("stage time per spectrum: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in stages.items()))
