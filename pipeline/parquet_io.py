@@ -46,6 +46,17 @@ def read_metadata(schema):
     return out
 
 
+def written_with(path, settings):
+    """True when the Parquet file at `path` holds every key of `settings` in its qsopipe.* metadata with
+    the same JSON encoding (`with_metadata`'s); False when it does not or cannot be read."""
+    try:
+        raw = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return False
+    return all(raw.get(f"{METADATA_PREFIX}{key}".encode()) == json.dumps(value).encode()
+               for key, value in settings.items())
+
+
 def write_parquet(table, path, compression_level=1):
     """Write `table` atomically: zstd, byte-stream-split floats, dictionaries for strings only."""
     strings = [field.name for field in table.schema if pa.types.is_string(field.type)]

@@ -20,7 +20,6 @@ MGII_PROB > 0.5 still selects the purer, less complete CNN-confirmed subset.
 
 import dataclasses
 import enum
-import json
 import logging
 import re
 import time
@@ -33,7 +32,7 @@ import pyarrow as pa
 from qsopipe.atomic import is_up_to_date
 from qsopipe.grids import MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX
 from qsopipe.models.store import file_sha256
-from qsopipe.parquet_io import list_column, read_metadata, with_metadata, write_parquet
+from qsopipe.parquet_io import list_column, with_metadata, write_parquet, written_with
 from qsopipe.stages.mgii_fit import (ABSORBER_DTYPE, DoubletCriteria, bridge_masked_pixels, running_continuum,
                                      search_doublets)
 
@@ -328,20 +327,6 @@ def result_paths(results, plate, mjd):
     return directory / f"mgii-{name}.parquet", directory / f"absorbers-{name}.parquet"
 
 
-def results_current(paths, inputs, metadata):
-    """True when every result file in `paths` is newer than every file in `inputs` and was
-    written with this `metadata` (model, threshold, finder); a rerun then skips the plate."""
-    import pyarrow.parquet as pq
-
-    if not all(is_up_to_date(path, inputs) for path in paths):
-        return False
-    expected = json.loads(json.dumps(metadata))  # as read back: tuples become lists
-    try:
-        return all(read_metadata(pq.read_schema(path)) == expected for path in paths)
-    except (OSError, pa.ArrowInvalid):
-        return False
-
-
 def qn_result_path(results, plate, mjd):
     """RESULTS/quasarnet/qn-pppp-mmmmm.parquet"""
     return Path(results) / QN_RESULT_DIR / f"qn-{plate:04d}-{mjd:05d}.parquet"
@@ -384,16 +369,19 @@ def command(shards, qn_results, out, model_path, threshold, force):
     plates = find_shards(shards)
     if not plates:
         raise click.ClickException(f"{shards}: no PLATE=*/plate-*.parquet shards")
-    predictor = load_predictor(model_path)
+    predictor = None
     metadata = results_metadata(model_path, threshold)
     for plate, mjd, shard_path in plates:
         qn_path = qn_result_path(qn_results, plate, mjd)
         if not qn_path.is_file():
             raise click.ClickException(f"{qn_path}: QuasarNET results missing for shard {shard_path}")
         mgii_path, absorbers_path = result_paths(out, plate, mjd)
-        if not force and results_current([mgii_path, absorbers_path], [shard_path, qn_path, model_path], metadata):
+        if not force and all(is_up_to_date(path, [shard_path, qn_path, model_path]) and written_with(path, metadata)
+                             for path in (mgii_path, absorbers_path)):
             log.info("plate %04d-%05d: %s is up to date, skipped", plate, mjd, mgii_path)
             continue
+        if predictor is None:
+            predictor = load_predictor(model_path)
         start = time.perf_counter()
         mgii_table, absorbers = process_plate(pq.read_table(shard_path), pq.read_table(qn_path), predictor, threshold)
         write_parquet(with_metadata(mgii_table, metadata), mgii_path)

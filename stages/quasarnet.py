@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from qsopipe import grids
 from qsopipe.atomic import is_up_to_date
-from qsopipe.parquet_io import list_column, read_metadata, with_metadata, write_parquet
+from qsopipe.parquet_io import list_column, read_metadata, with_metadata, write_parquet, written_with
 from qsopipe.plate import FIBER_COLUMNS
 from qsopipe.stages.preprocess import PrepFlag
 
@@ -131,17 +131,19 @@ def command(shards, results, model_path, c_th, n_th, bal_th, batch_size, force):
     from qsopipe.models.store import default_weights, file_sha256
 
     model_path = Path(model_path or default_weights("quasarnet"))
-    forward = make_forward(model_path, batch_size)
+    forward = None
     digest = file_sha256(str(model_path))
+    settings = {"c_th": c_th, "n_th": n_th, "bal_th": bal_th, "qn_model_sha256": digest}
     for shard_file in sorted(Path(shards).rglob("plate-*.parquet")):
-        shard = pq.read_table(shard_file)
-        meta = read_metadata(shard.schema)
+        meta = read_metadata(pq.read_schema(shard_file))
         out = result_path(results, meta["plate"], meta["mjd"])
-        if not force and is_up_to_date(out, [shard_file, model_path]):
+        if not force and is_up_to_date(out, [shard_file, model_path]) and written_with(out, settings):
             log.info("plate %04d-%05d: %s is up to date, skipped", meta["plate"], meta["mjd"], out)
             continue
+        if forward is None:
+            forward = make_forward(model_path, batch_size)
         start = time.perf_counter()
-        table = process_shard(shard, forward, model_path, digest, c_th, n_th, bal_th)
+        table = process_shard(pq.read_table(shard_file), forward, model_path, digest, c_th, n_th, bal_th)
         write_parquet(table, out)
         seconds = time.perf_counter() - start
         nqso = int(np.sum(table.column("IS_QSO_QN").to_numpy()))

@@ -51,6 +51,13 @@ def test_run_equals_stage_by_stage(sim, tmp_path):
         result = qsopipe(*step)
         assert result.returncode == 0, (step[0], result.stderr)
 
+    same = qsopipe("quasarnet", tmp_path / "shards", "--out", tmp_path / "results")
+    assert same.returncode == 0 and same.stderr.count("up to date, skipped") == 2, same.stderr
+    other = qsopipe("quasarnet", tmp_path / "shards", "--out", tmp_path / "other", "--c-th", 0.5)
+    changed = qsopipe("quasarnet", tmp_path / "shards", "--out", tmp_path / "other", "--c-th", 0.4)
+    assert other.returncode == 0 and changed.returncode == 0, (other.stderr, changed.stderr)
+    assert "skipped" not in changed.stderr and changed.stderr.count("quasars in") == 2, changed.stderr
+
     by_run = tmp_path / "run" / "catalog.fits"
     by_stage = tmp_path / "catalog.fits"
     catalog = read_hdu(by_run, "CATALOG")
