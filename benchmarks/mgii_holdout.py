@@ -13,8 +13,11 @@ search window) it reports, in DIR/mgii_holdout.json:
   and the CNN's accuracy on a balanced sample drawn as in training
   (injected doublets and confusers, fixed seed);
 - the fraction of strong truth absorbers that a fitted absorber localises
-  within |dz| < 0.005 (and the same for those on sightlines with
-  MGII_PROB > 0.5);
+  within |dz| < 0.005: of those on the sightlines the stage calls positive
+  (IS_MGII_ABS = 1; the issue's "for positives, localise each absorber",
+  and the acceptance figure), of all of them (which also counts the
+  sightlines the stage misses: the completeness), and of those on
+  sightlines with MGII_PROB > 0.5;
 - the median fitted/true EW_2796 (and EW_2803) for localised absorbers with
   EW_2796 >= 0.5 A;
 - false absorbers: fits more than |dz| 0.005 from every truth absorber, per
@@ -29,7 +32,7 @@ search window) it reports, in DIR/mgii_holdout.json:
   plotted in DIR/mgii_completeness.png; fitted against true EW_2796 of the
   localised absorbers in DIR/mgii_ew.png.
 
-Acceptance: accuracy >= 0.95, localised (all strong absorbers) >= 0.90, EW median ratio within 5%.
+Acceptance: accuracy >= 0.95, localised on IS_MGII_ABS = 1 sightlines >= 0.90, EW median ratio within 5%.
 """
 
 import argparse
@@ -154,6 +157,7 @@ def evaluate(sightlines, predictor, threshold=DEFAULT_THRESHOLD, seed=1234):
         "strong_absorbers": int(strong.sum()),
         "localised_all": float(localised.mean()) if localised.size else float("nan"),
         "localised_on_cnn_yes": fraction(localised, on_cnn_yes),
+        "localised_on_is_mgii_abs": fraction(localised, confirmed[truth["row"]]),
         "localisation_dz": LOCALISATION_DZ,
         "fitted_absorbers": n_fits,
         "fitted_matching_truth": matched_fits,
@@ -184,7 +188,7 @@ def evaluate(sightlines, predictor, threshold=DEFAULT_THRESHOLD, seed=1234):
          "is_mgii_abs": fraction(confirmed[truth["row"]], which == b), "localised": fraction(localised, which == b)}
         for b in range(len(edges) - 1)]
     metrics["ew_pairs"] = {"true": truth["ew_2796"][localised].tolist(), "fitted": ew_fit[localised].tolist()}
-    metrics["pass"] = bool(metrics["accuracy"] >= 0.95 and metrics["localised_all"] >= 0.90
+    metrics["pass"] = bool(metrics["accuracy"] >= 0.95 and metrics["localised_on_is_mgii_abs"] >= 0.90
                            and abs(metrics["ew_2796_median_ratio"] - 1) <= 0.05)
     return metrics
 

@@ -6,8 +6,9 @@ import pytest
 from qsopipe.grids import MGII_2796, MGII_2803
 from qsopipe.stages.mgii_fit import (
     CIV_1548, CIV_1550, CIV_FILTER_RATIO, CIV_SEPARATION_PIX, DOUBLET_SEPARATION_PIX, FILTER_SIGMA_PIX, PIXEL_WIDTH,
-    WAVE, DoubletCriteria, accepted_doublets, bridge_masked_pixels, doublet_filter_snr_at, doublet_matched_filter,
-    doublet_profile, find_absorbers, fit_doublet, fit_doublets, running_continuum,
+    SYSTEM_FEII_LINES, WAVE, DoubletCriteria, accepted_doublets, bridge_masked_pixels, doublet_filter_snr_at,
+    doublet_matched_filter, doublet_profile, find_absorbers, fit_doublet, fit_doublets, running_continuum,
+    system_snr_at,
 )
 
 SPEED_OF_LIGHT = 299792.458
@@ -99,6 +100,44 @@ def test_filter_at_given_pixels_equals_the_whole_filter_at_edges_and_masks():
                                CIV_FILTER_RATIO)
     np.testing.assert_allclose(at, np.take_along_axis(whole, columns, axis=1), rtol=1e-12, atol=1e-12)
     assert at[1, 0] == 0 and at[0, 5] != 0
+
+
+def _pixel_of_2796(z_abs):
+    return int(np.argmin(np.abs(WAVE - MGII_2796 * (1 + z_abs))))
+
+
+def test_system_snr_is_unit_normal_on_noise_and_adds_the_feii_lines():
+    rng = np.random.default_rng(12)
+    depth, weight = rng.normal(size=(400, WAVE.size)), np.ones((400, WAVE.size))
+    columns = np.tile(np.arange(1000, 3800, 140), (400, 1))
+    assert np.std(system_snr_at(depth, weight, np.arange(400), columns)) == pytest.approx(1.0, abs=0.03)
+
+    z_abs = 1.6
+    feii = [(rest, z_abs, ratio * 0.8) for rest, ratio in SYSTEM_FEII_LINES]
+    for other_lines, gain in (((), (0.80, 0.90)), (feii, (1.10, 1.35))):
+        flux, ivar, continuum = _spectrum([(z_abs, 0.8, 0.56)], snr=8, seed=13, other_lines=other_lines)
+        depth, weight = (1 - flux / continuum)[None], (ivar * continuum ** 2)[None]
+        column = np.array([[_pixel_of_2796(z_abs)]])
+        doublet = doublet_filter_snr_at(depth, weight, np.array([0]), column, DOUBLET_SEPARATION_PIX,
+                                        FILTER_SIGMA_PIX, 0.7)[0, 0]
+        ratio = system_snr_at(depth, weight, np.array([0]), column)[0, 0] / doublet
+        assert gain[0] < ratio < gain[1], (other_lines, ratio)
+
+
+def test_system_snr_is_the_doublet_filter_where_the_feii_lines_are_off_the_grid():
+    flux, ivar, continuum = _spectrum([(0.42, 1.0, 0.7)], snr=20, seed=14)
+    depth, weight = (1 - flux / continuum)[None], (ivar * continuum ** 2)[None]
+    column = np.array([[_pixel_of_2796(0.42)]])
+    doublet = doublet_filter_snr_at(depth, weight, np.array([0]), column, DOUBLET_SEPARATION_PIX, FILTER_SIGMA_PIX, 0.7)
+    np.testing.assert_allclose(system_snr_at(depth, weight, np.array([0]), column), doublet, rtol=1e-12)
+
+
+def test_feii_lines_find_a_doublet_too_faint_for_the_doublet_alone():
+    z_abs = 1.6
+    feii = [(rest, z_abs, ratio * 0.55) for rest, ratio in SYSTEM_FEII_LINES]
+    found = [len(find_absorbers(*_spectrum([(z_abs, 0.55, 0.4)], snr=9, seed=seed, other_lines=lines)[:2],
+                                1565 * 3.0, 2770 * 3.0, CRITERIA)) for lines in ((), feii) for seed in range(20, 40)]
+    assert sum(found[20:]) >= sum(found[:20]) + 5, found
 
 
 @pytest.mark.parametrize("z_abs, ew_2796, ew_2803, fwhm_rest", [
