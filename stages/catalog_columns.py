@@ -74,7 +74,7 @@ CATALOG_COLUMNS = (
     Column("Z_BAL_CIV", "f4", "", "Redshift from the BAL (CIV) finder; -1 if none"),
     Column("BAL_FLAG_QN", "i2", "", "1 if quasar and C_BAL_CIV > BAL_TH, else 0"),
     Column("MGII_PROB", "f4", "", "MgII CNN absorber probability; -1 if not run"),
-    Column("IS_MGII_ABS", "i2", "", "1: CNN yes and doublet fitted; -1: unsearched"),
+    Column("IS_MGII_ABS", "i2", "", "1: an MgII doublet found; -1: unsearched"),
     Column("N_MGII_ABS", "i2", "", "MgII absorbers found; -1 if not searched"),
     Column("QN_FLAG", "i4", "", "Why not classified (QNFlag bits); 0 = done"),
     Column("PREP_FLAG", "i4", "", "Preprocessing bits (PrepFlag); 0 = clean"),
