@@ -2,17 +2,19 @@
 
 Runs benchmarks/mgii_holdout.py's scoring on 3 fresh simulated plates
 (seed and plate numbers used by no training or tuning run). The bounds sit
-below the figures measured on the model card's hold-outs by about three
-standard errors of a 3-plate sample, so a change of the finder or of the
-weights that costs accuracy or localisation fails here.
+two to four standard errors of a 3-plate sample below the model card's
+hold-out figures (accuracy 0.953-0.956 there, 0.946 on this sample; the
+doublet-only finder scored 0.932 here), so a change of the finder or of
+the weights that costs accuracy or localisation fails here.
 """
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _holdout_module():
@@ -36,7 +38,7 @@ def metrics(tmp_path_factory):
     return _holdout_module().evaluate(read_sim_sightlines(sim), load_predictor(str(default_weights("mgii"))))
 
 
-def test_shipped_mgii_stage_meets_the_accuracy_and_localisation_targets(metrics):
+def test_shipped_mgii_stage_keeps_its_accuracy_and_localisation(metrics):
     assert metrics["sightlines"] > 1400 and metrics["positives"] > 300
     assert metrics["accuracy"] >= 0.935, metrics["accuracy"]
     assert metrics["localised_on_is_mgii_abs"] >= 0.90, metrics["localised_on_is_mgii_abs"]
