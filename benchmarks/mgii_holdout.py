@@ -77,10 +77,10 @@ def false_fits(rows, found, absorbers):
     return count
 
 
-def finder_alone(sightlines, strong, clean, criteria):
-    """The doublet finder on every sightline: (localised bool per strong absorber, false per clean sightline)."""
+def finder_alone(sightlines, found, strong, clean):
+    """The doublet finder's fits on every sightline (found, one structured array per sightline), scored:
+    (localised bool per strong absorber, false per clean sightline)."""
     rows = np.arange(len(sightlines))
-    found = measure_absorbers(sightlines.flux, sightlines.ivar, sightlines.z_qso, criteria)
     truth = {key: value[strong] for key, value in sightlines.absorbers.items()}
     dz, _ = match_absorbers(truth["row"], truth["z_abs"], dict(zip(rows.tolist(), found)))
     false = false_fits(rows, found, sightlines.absorbers)
@@ -116,9 +116,10 @@ def evaluate(sightlines, predictor, threshold=DEFAULT_THRESHOLD, seed=1234):
                                         np.random.default_rng(seed))
     balanced_yes = predictor(x_balanced) > CNN_YES
 
+    # The finder treats each sightline on its own: the stage's fits are those of its rows at or above the threshold.
+    every = measure_absorbers(sightlines.flux, sightlines.ivar, sightlines.z_qso, criteria)
     positive_rows = np.flatnonzero(probability >= threshold)
-    fits = measure_absorbers(sightlines.flux[positive_rows], sightlines.ivar[positive_rows],
-                             sightlines.z_qso[positive_rows], criteria)
+    fits = [every[row] for row in positive_rows]
     found = dict(zip(positive_rows.tolist(), fits))
     strong = strong_absorbers(sightlines)
     truth = {key: value[strong] for key, value in sightlines.absorbers.items()}
@@ -137,7 +138,7 @@ def evaluate(sightlines, predictor, threshold=DEFAULT_THRESHOLD, seed=1234):
     n_fits = sum(len(f) for f in fits)
     false = false_fits(positive_rows, fits, absorbers)
     fitted_clean = clean[positive_rows]
-    finder_localised, finder_false = finder_alone(sightlines, strong, clean, criteria)
+    finder_localised, finder_false = finder_alone(sightlines, every, strong, clean)
     matched_fits = len({(int(r), int(i)) for r, i, ok in zip(truth["row"], index, localised) if ok})
     metrics = {
         "threshold": threshold,

@@ -48,7 +48,7 @@ SYSTEM_FEII_LINES = ((2600.17, 0.45), (2586.65, 0.3), (2382.77, 0.4), (2344.21, 
 #: CIV 1548/1550 doublet, rest A (a confuser: 7.2 grid pixels apart against MgII's 11.1).
 CIV_1548, CIV_1550 = 1548.2049, 1550.7785
 #: Lines an MgII absorber may show besides the doublet, rest A: FeII 2600-2344, MgI 2853, CIV.
-COMPANION_LINES = (2600.17, 2586.65, 2382.77, 2374.46, 2344.21, 2852.96, CIV_1548, CIV_1550)
+COMPANION_LINES = tuple(rest for rest, _ in SYSTEM_FEII_LINES) + (2374.46, 2852.96, CIV_1548, CIV_1550)
 
 #: Running-median width of the continuum, pixels (odd).
 CONTINUUM_WIDTH = 85

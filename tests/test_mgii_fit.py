@@ -5,10 +5,10 @@ import pytest
 
 from qsopipe.grids import MGII_2796, MGII_2803
 from qsopipe.stages.mgii_fit import (
-    CIV_1548, CIV_1550, CIV_FILTER_RATIO, CIV_SEPARATION_PIX, DOUBLET_SEPARATION_PIX, FILTER_SIGMA_PIX, PIXEL_WIDTH,
-    SYSTEM_FEII_LINES, WAVE, DoubletCriteria, accepted_doublets, bridge_masked_pixels, doublet_filter_snr_at,
-    doublet_matched_filter, doublet_profile, find_absorbers, fit_doublet, fit_doublets, running_continuum,
-    system_snr_at,
+    CIV_1548, CIV_1550, CIV_FILTER_RATIO, CIV_SEPARATION_PIX, DOUBLET_SEPARATION_PIX, FILTER_RATIO, FILTER_SIGMA_PIX,
+    PIXEL_WIDTH, SYSTEM_FEII_LINES, WAVE, DoubletCriteria, accepted_doublets, bridge_masked_pixels,
+    doublet_filter_snr_at, doublet_matched_filter, doublet_profile, find_absorbers, fit_doublet, fit_doublets,
+    running_continuum, system_snr_at,
 )
 
 SPEED_OF_LIGHT = 299792.458
@@ -119,7 +119,7 @@ def test_system_snr_is_unit_normal_on_noise_and_adds_the_feii_lines():
         depth, weight = (1 - flux / continuum)[None], (ivar * continuum ** 2)[None]
         column = np.array([[_pixel_of_2796(z_abs)]])
         doublet = doublet_filter_snr_at(depth, weight, np.array([0]), column, DOUBLET_SEPARATION_PIX,
-                                        FILTER_SIGMA_PIX, 0.7)[0, 0]
+                                        FILTER_SIGMA_PIX, FILTER_RATIO)[0, 0]
         ratio = system_snr_at(depth, weight, np.array([0]), column)[0, 0] / doublet
         assert gain[0] < ratio < gain[1], (other_lines, ratio)
 
@@ -128,7 +128,8 @@ def test_system_snr_is_the_doublet_filter_where_the_feii_lines_are_off_the_grid(
     flux, ivar, continuum = _spectrum([(0.42, 1.0, 0.7)], snr=20, seed=14)
     depth, weight = (1 - flux / continuum)[None], (ivar * continuum ** 2)[None]
     column = np.array([[_pixel_of_2796(0.42)]])
-    doublet = doublet_filter_snr_at(depth, weight, np.array([0]), column, DOUBLET_SEPARATION_PIX, FILTER_SIGMA_PIX, 0.7)
+    doublet = doublet_filter_snr_at(depth, weight, np.array([0]), column, DOUBLET_SEPARATION_PIX, FILTER_SIGMA_PIX,
+                                    FILTER_RATIO)
     np.testing.assert_allclose(system_snr_at(depth, weight, np.array([0]), column), doublet, rtol=1e-12)
 
 
