@@ -15,7 +15,7 @@ $(BIN)/qsopipe: pyproject.toml
 install: $(BIN)/qsopipe
 
 demo: install
-	$(BIN)/python -m qsopipe.demo --out $(DEMO)
+	$(BIN)/python -m qsopipe.pipeline.demo --out $(DEMO)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -21,8 +21,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from qsopipe.grids import MGII_NPIX, mgii_loglam  # noqa: E402
-from qsopipe.parquet_io import fixed_size_list  # noqa: E402
+from qsopipe.pipeline.grids import MGII_NPIX, mgii_loglam  # noqa: E402
+from qsopipe.pipeline.parquet_io import fixed_size_list  # noqa: E402
 from qsopipe.stages.mgii import DEFAULT_THRESHOLD, measure_absorbers, prepare_input, process_plate  # noqa: E402
 from qsopipe.stages.mgii_fit import DoubletCriteria, doublet_profile  # noqa: E402
 from timing import best_of  # noqa: E402

@@ -19,14 +19,14 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from qsopipe.parquet_io import write_parquet  # noqa: E402
-from qsopipe.sdss import read_spplate  # noqa: E402
+from qsopipe.pipeline.parquet_io import write_parquet  # noqa: E402
+from qsopipe.pipeline.sdss import read_spplate  # noqa: E402
 from qsopipe.stages.preprocess import plate_inputs, preprocess_plate  # noqa: E402
 from timing import best_of  # noqa: E402
 
 
 def simulated_plate(workdir, fibers):
-    subprocess.run([sys.executable, "-m", "qsopipe", "simulate", "--out", str(workdir), "--plates", "1",
+    subprocess.run([sys.executable, "-m", "qsopipe.pipeline", "simulate", "--out", str(workdir), "--plates", "1",
                     "--fibers", str(fibers), "--seed", "11"], check=True)
     return next(Path(workdir).rglob("spPlate-*.fits"))
 

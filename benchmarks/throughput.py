@@ -39,7 +39,7 @@ from timing import best_of
 
 
 def qsopipe(*args):
-    subprocess.run([sys.executable, "-m", "qsopipe", *map(str, args)], check=True,
+    subprocess.run([sys.executable, "-m", "qsopipe.pipeline", *map(str, args)], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -61,7 +61,7 @@ def forward_rate(predict, width, batch, repeat=5):
 
 def read_rate(paths):
     """Spectra/s of reading spPlate files with the pipeline's reader."""
-    from qsopipe.sdss import read_spplate
+    from qsopipe.pipeline.sdss import read_spplate
 
     start = time.perf_counter()
     nfiber = sum(read_spplate(path).nfiber for path in paths)

@@ -21,7 +21,7 @@ import click
 import h5py
 import numpy as np
 
-from qsopipe.errors import InputError
+from qsopipe.pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ import weakref
 
 import numpy as np
 
-from qsopipe.grids import MGII_NPIX
+from qsopipe.pipeline.grids import MGII_NPIX
 from qsopipe.models.batching import FixedBatchForward
 
 #: Layer names and output lengths (pixels) of the conv/pool stack, for tests and docs.

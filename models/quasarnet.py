@@ -2,8 +2,8 @@
 
 The network maps a normalised spectrum on the QuasarNET grid, shape
 (n, 443, 1), to seven *finders*: the six emission lines of
-`qsopipe.grids.QN_LINES` in that order, then the BAL finder on CIV(1548)
-(`qsopipe.grids.QN_BAL_LINE`). Output order (fixed): a list of 7 tensors,
+`qsopipe.pipeline.grids.QN_LINES` in that order, then the BAL finder on CIV(1548)
+(`qsopipe.pipeline.grids.QN_BAL_LINE`). Output order (fixed): a list of 7 tensors,
 one per finder in `FINDERS` order, each of shape (n, 26) =
 [13 box confidences, 13 box offsets]. That is the published Keras-2 models'
 layout (their `conc_box_k` outputs), so imported weights map one to one.
@@ -26,9 +26,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from qsopipe.grids import QN_BAL_LINE, QN_DLOGLAM, QN_LINES, QN_LOGLAM_MIN, QN_NBINS, QN_NBOXES
+from qsopipe.pipeline.grids import QN_BAL_LINE, QN_DLOGLAM, QN_LINES, QN_LOGLAM_MIN, QN_NBINS, QN_NBOXES
 from qsopipe.models.batching import FixedBatchForward
-from qsopipe.sdss.catalogs import balnicity_bal
+from qsopipe.pipeline.sdss.catalogs import balnicity_bal
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import functools
 from importlib import resources
 from pathlib import Path
 
-from qsopipe import provenance
+from qsopipe.pipeline import provenance
 
 WEIGHTS_DIR = Path(str(resources.files("qsopipe.models").joinpath("weights")))
 

@@ -7,7 +7,7 @@ TensorFlow nor any trainer, so `qsopipe train --help` stays instant.
 
 import click
 
-from qsopipe.lazy_group import LazyGroup
+from qsopipe.pipeline.lazy_group import LazyGroup
 
 #: subcommand -> (module:attribute of its click command, one-line help)
 TRAINERS = {

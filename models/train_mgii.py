@@ -30,7 +30,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from qsopipe.grids import MGII_2796, MGII_2803, MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX, mgii_loglam
+from qsopipe.pipeline.grids import MGII_2796, MGII_2803, MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX, mgii_loglam
 from qsopipe.models.training_files import load_checkpoint, output_paths, save_model, write_json
 from qsopipe.stages.mgii import prepare_input_flagged, search_window
 
@@ -88,10 +88,10 @@ def read_sim_sightlines(sim_dir):
     """Quasar sightlines of a simulator run that the MgII stage can search (Sightlines)."""
     import fitsio
 
-    from qsopipe.discovery import discover
+    from qsopipe.pipeline.discovery import discover
     from qsopipe.models.train_quasarnet import fiber_key, match_truth
-    from qsopipe.sdss.catalogs import read_dr12q
-    from qsopipe.sdss.reader import read_plate
+    from qsopipe.pipeline.sdss.catalogs import read_dr12q
+    from qsopipe.pipeline.sdss.reader import read_plate
     from qsopipe.stages.preprocess import clean_pixels, mgii_input
 
     sim_dir = Path(sim_dir)

@@ -31,9 +31,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from qsopipe.discovery import discover
+from qsopipe.pipeline.discovery import discover
 from qsopipe.models.training_files import load_checkpoint, output_paths, save_model, write_json
-from qsopipe.errors import InputError
+from qsopipe.pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def match_truth(keys, truth_keys):
 
 def read_truth(truth_paths):
     """One DR12Q-superset truth table (dict of columns) from one or more files, concatenated."""
-    from qsopipe.sdss.catalogs import read_dr12q
+    from qsopipe.pipeline.sdss.catalogs import read_dr12q
 
     tables = [read_dr12q(path) for path in truth_paths]
     return {name: np.concatenate([table[name] for table in tables]) for name in tables[0]}
@@ -96,7 +96,7 @@ def read_truth(truth_paths):
 
 def read_labelled_spectra(spectra_dirs, truth_paths):
     """Read, preprocess and label every plate under `spectra_dirs` (LabelledSpectra)."""
-    from qsopipe.sdss.reader import read_plate
+    from qsopipe.pipeline.sdss.reader import read_plate
     from qsopipe.stages.preprocess import quasarnet_input
 
     plates, rejects = discover(spectra_dirs)
@@ -126,7 +126,7 @@ def read_labelled_shards(shard_dirs, truth_paths):
     """
     import pyarrow.parquet as pq
 
-    from qsopipe.parquet_io import list_column
+    from qsopipe.pipeline.parquet_io import list_column
 
     files = sorted(path for directory in shard_dirs for path in Path(directory).rglob("plate-*.parquet"))
     if not files:

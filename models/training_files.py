@@ -4,7 +4,7 @@ import json
 import os
 from pathlib import Path
 
-from qsopipe.atomic import atomic_path
+from qsopipe.pipeline.atomic import atomic_path
 
 
 def output_paths(out):

@@ -1,3 +1,3 @@
-from qsopipe.cli import main
+from qsopipe.pipeline.cli import main
 
 main()

@@ -10,8 +10,8 @@ import sys
 
 import click
 
-from qsopipe import __version__
-from qsopipe.lazy_group import LazyGroup
+from qsopipe.pipeline import __version__
+from qsopipe.pipeline.lazy_group import LazyGroup
 
 #: name -> (module:attribute of the click command, one-line help)
 COMMANDS = {
@@ -21,7 +21,7 @@ COMMANDS = {
     "mgii": ("qsopipe.stages.mgii:command", "Run the MgII absorber CNN on quasar sightlines; fit absorbers."),
     "catalog": ("qsopipe.stages.catalog:command", "Write the DR-style FITS catalog from stage results."),
     "evaluate": ("qsopipe.stages.evaluate:command", "Score a catalog against a DR12Q-style truth table."),
-    "run": ("qsopipe.run:command", "Run every stage plate by plate on Dask and write the catalog."),
+    "run": ("qsopipe.pipeline.run:command", "Run every stage plate by plate on Dask and write the catalog."),
     "train": ("qsopipe.models.train:command", "Train QuasarNET or the MgII CNN."),
     "import-weights": ("qsopipe.models.legacy:command", "Import published Keras-2 QuasarNET weights (.h5) as .keras."),
     "ensemble": ("qsopipe.models.ensemble:command", "Combine trained QuasarNETs into one model that averages them."),

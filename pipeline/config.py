@@ -8,7 +8,7 @@ import yaml
 
 def defaults():
     """The shipped defaults (pipeline/config.yaml) as a dict."""
-    return yaml.safe_load(resources.files("qsopipe").joinpath("config.yaml").read_text())
+    return yaml.safe_load(resources.files("qsopipe.pipeline").joinpath("config.yaml").read_text())
 
 
 def load_config(path=None, options=None, environ=None):

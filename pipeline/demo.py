@@ -19,7 +19,7 @@ REAL_SPECTRA = ("dr16_spec_lite_picca", "spec_full_pyqsofit")
 
 def qsopipe(*args, check=True):
     """Run one qsopipe command in a subprocess, echoing it; returns its stdout."""
-    command = [sys.executable, "-m", "qsopipe", *map(str, args)]
+    command = [sys.executable, "-m", "qsopipe.pipeline", *map(str, args)]
     print("$ qsopipe " + " ".join(map(str, args)), flush=True)
     return subprocess.run(command, check=check, stdout=subprocess.PIPE, text=True).stdout
 

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from qsopipe.atomic import atomic_path
+from qsopipe.pipeline.atomic import atomic_path
 
 METADATA_PREFIX = "qsopipe."
 

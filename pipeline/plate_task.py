@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from qsopipe.atomic import atomic_path, is_up_to_date
-from qsopipe.errors import InputError
-from qsopipe.malloc import tune_malloc
+from qsopipe.pipeline.atomic import atomic_path, is_up_to_date
+from qsopipe.pipeline.errors import InputError
+from qsopipe.pipeline.malloc import tune_malloc
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def _named(files):
 
 def _run_stages(plate_input, outdir, config):
     from qsopipe.models.store import default_weights, file_sha256, load_model
-    from qsopipe.parquet_io import read_metadata, with_metadata, write_parquet
+    from qsopipe.pipeline.parquet_io import read_metadata, with_metadata, write_parquet
     from qsopipe.stages import mgii, quasarnet
     from qsopipe.stages.preprocess import preprocess_input, shard_table
 

@@ -3,7 +3,7 @@
 import logging
 import time
 
-log = logging.getLogger("qsopipe.run")
+log = logging.getLogger("qsopipe.pipeline.run")
 
 
 def _clock(seconds):

@@ -11,7 +11,7 @@ import os
 import platform
 from datetime import datetime, timezone
 
-from qsopipe import __version__, grids
+from qsopipe.pipeline import __version__, grids
 
 #: Distributions whose versions go into the header when installed, in order.
 DEPENDENCIES = (
@@ -148,7 +148,7 @@ RUN_CONFIG_KEYWORDS = {
 
 
 def run_config_cards(config):
-    """Header cards for the run configuration (`qsopipe.config`) beyond thresholds and models."""
+    """Header cards for the run configuration (`qsopipe.pipeline.config`) beyond thresholds and models."""
     cards = []
     for key, (keyword, comment) in RUN_CONFIG_KEYWORDS.items():
         if key in config:

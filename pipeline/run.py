@@ -16,13 +16,13 @@ from collections import Counter
 
 import click
 
-from qsopipe.atomic import atomic_path
-from qsopipe.config import load_config
-from qsopipe.discovery import discover
-from qsopipe.plate_task import layout, process_plate
-from qsopipe.progress import PlateProgress
+from qsopipe.pipeline.atomic import atomic_path
+from qsopipe.pipeline.config import load_config
+from qsopipe.pipeline.discovery import discover
+from qsopipe.pipeline.plate_task import layout, process_plate
+from qsopipe.pipeline.progress import PlateProgress
 
-log = logging.getLogger("qsopipe.run")
+log = logging.getLogger("qsopipe.pipeline.run")
 
 @contextlib.contextmanager
 def dask_client(cluster, workers, config):
@@ -34,7 +34,7 @@ def dask_client(cluster, workers, config):
     os.environ["QSOPIPE_TF_THREADS"] = str(config["tf_threads"])
     logging.getLogger("distributed").setLevel(max(logging.WARNING, logging.getLogger().level))
     if cluster in ("local", "slurm"):
-        from qsopipe.slurm_cluster import make_cluster
+        from qsopipe.pipeline.slurm_cluster import make_cluster
 
         nworkers = workers or (max(1, len(os.sched_getaffinity(0))) if cluster == "local" else 2)
         log.info("starting a %s Dask cluster: %d single-threaded worker(s)", cluster, nworkers)

@@ -23,11 +23,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from astropy.io import fits
 
-from qsopipe import provenance
-from qsopipe.atomic import atomic_path
-from qsopipe.errors import InputError
-from qsopipe.parquet_io import read_metadata
-from qsopipe.plate import TARGET_COLUMNS
+from qsopipe.pipeline import provenance
+from qsopipe.pipeline.atomic import atomic_path
+from qsopipe.pipeline.errors import InputError
+from qsopipe.pipeline.parquet_io import read_metadata
+from qsopipe.pipeline.plate import TARGET_COLUMNS
 from qsopipe.stages.catalog_columns import (
     ABSORBER_COLUMNS, CATALOG_COLUMNS, CONFIDENCE_COLUMNS, INPUT_COLUMNS, LINE_REDSHIFT_COLUMNS,
     MGII_FLAG_NO_RESULTS,
@@ -263,7 +263,7 @@ def write_catalog(path, catalog, absorbers, inputs, header_cards):
     absorbers : {name: array}, ABSORBER_COLUMNS
     inputs : {name: array}, INPUT_COLUMNS (see `inputs_columns`)
     header_cards : list of (key, value, comment)
-        Provenance (`qsopipe.provenance.header_cards`); written to the
+        Provenance (`qsopipe.pipeline.provenance.header_cards`); written to the
         primary and CATALOG headers. Every HDU gets CHECKSUM and DATASUM.
     """
     primary = fits.PrimaryHDU()

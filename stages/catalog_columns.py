@@ -11,8 +11,8 @@ import inspect
 import sys
 from dataclasses import dataclass
 
-from qsopipe.grids import QN_LINES
-from qsopipe.plate import TARGET_COLUMNS
+from qsopipe.pipeline.grids import QN_LINES
+from qsopipe.pipeline.plate import TARGET_COLUMNS
 
 #: Longest description that fits as the comment of a TTYPEn card.
 MAX_DESCRIPTION = 47

@@ -30,10 +30,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from qsopipe.atomic import atomic_path
-from qsopipe.errors import InputError
-from qsopipe.sdss.catalogs import CLASS_PERSON, balnicity_bal, read_dr12q, read_spall
-from qsopipe.sdss.fitsfile import open_fits, read_columns
+from qsopipe.pipeline.atomic import atomic_path
+from qsopipe.pipeline.errors import InputError
+from qsopipe.pipeline.sdss.catalogs import CLASS_PERSON, balnicity_bal, read_dr12q, read_spall
+from qsopipe.pipeline.sdss.fitsfile import open_fits, read_columns
 from qsopipe.stages.catalog import lookup_rows, target_id
 from qsopipe.stages.catalog_columns import CONFIDENCE_COLUMNS
 
@@ -248,7 +248,7 @@ def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=
     catalog : {name: array}: PLATE, MJD, FIBERID, THING_ID, IS_QSO_QN, Z_QN,
         QN_FLAG, C_LYA..C_HALPHA, C_BAL_CIV, BAL_FLAG_QN, MGII_PROB,
         IS_MGII_ABS, MGII_FLAG.
-    truth : {name: array}, `qsopipe.sdss.catalogs.DR12Q_COLUMNS`.
+    truth : {name: array}, `qsopipe.pipeline.sdss.catalogs.DR12Q_COLUMNS`.
     catalog_absorbers : {name: array} with TARGETID, Z_ABS, or None.
     truth_absorbers : {name: array} with PLATE, MJD, FIBERID, Z_ABS, EW_2796,
         or None (no MgII scoring).

@@ -29,10 +29,10 @@ import click
 import numpy as np
 import pyarrow as pa
 
-from qsopipe.atomic import is_up_to_date
-from qsopipe.grids import MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX
+from qsopipe.pipeline.atomic import is_up_to_date
+from qsopipe.pipeline.grids import MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX
 from qsopipe.models.store import file_sha256
-from qsopipe.parquet_io import list_column, with_metadata, write_parquet, written_with
+from qsopipe.pipeline.parquet_io import list_column, with_metadata, write_parquet, written_with
 from qsopipe.stages.mgii_fit import (ABSORBER_DTYPE, DoubletCriteria, bridge_masked_pixels, running_continuum,
                                      search_doublets)
 

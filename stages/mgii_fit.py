@@ -37,7 +37,7 @@ from scipy.ndimage import correlate1d
 from scipy.signal import find_peaks
 from scipy.special import erf
 
-from qsopipe.grids import MGII_2796, MGII_2803, MGII_DLOGLAM, MGII_NPIX, mgii_loglam
+from qsopipe.pipeline.grids import MGII_2796, MGII_2803, MGII_DLOGLAM, MGII_NPIX, mgii_loglam
 
 SPEED_OF_LIGHT = 299792.458  # km/s
 

@@ -16,12 +16,12 @@ import click
 import numpy as np
 import pyarrow as pa
 
-from qsopipe import __version__, grids
-from qsopipe.atomic import is_up_to_date
-from qsopipe.discovery import discover
-from qsopipe.errors import InputError
-from qsopipe.parquet_io import fixed_size_list, structured_to_arrays, with_metadata, write_parquet
-from qsopipe.sdss.reader import read_plate
+from qsopipe.pipeline import __version__, grids
+from qsopipe.pipeline.atomic import is_up_to_date
+from qsopipe.pipeline.discovery import discover
+from qsopipe.pipeline.errors import InputError
+from qsopipe.pipeline.parquet_io import fixed_size_list, structured_to_arrays, with_metadata, write_parquet
+from qsopipe.pipeline.sdss.reader import read_plate
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from qsopipe import grids
-from qsopipe.atomic import is_up_to_date
-from qsopipe.parquet_io import list_column, read_metadata, with_metadata, write_parquet, written_with
-from qsopipe.plate import FIBER_COLUMNS
+from qsopipe.pipeline import grids
+from qsopipe.pipeline.atomic import is_up_to_date
+from qsopipe.pipeline.parquet_io import list_column, read_metadata, with_metadata, write_parquet, written_with
+from qsopipe.pipeline.plate import FIBER_COLUMNS
 from qsopipe.stages.preprocess import PrepFlag
 
 log = logging.getLogger(__name__)

@@ -210,7 +210,7 @@ def test_failed_write_leaves_no_file(results_dir, tmp_path, monkeypatch, failure
     else:
         def no_rename(src, dst):
             raise OSError("rename failed")
-        monkeypatch.setattr("qsopipe.atomic.os.replace", no_rename)
+        monkeypatch.setattr("qsopipe.pipeline.atomic.os.replace", no_rename)
     with pytest.raises(OSError):
         cat.write_catalog(out_dir / "CATALOG.fits", catalog, absorbers, found.inputs, [])
     assert list(out_dir.iterdir()) == []

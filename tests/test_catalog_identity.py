@@ -22,7 +22,7 @@ REAL_SPECTRA = ("dr16_spec_lite_picca", "spec_full_pyqsofit")
 
 
 def qsopipe(*args):
-    subprocess.run([sys.executable, "-m", "qsopipe", *map(str, args)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "qsopipe.pipeline", *map(str, args)], check=True, capture_output=True)
 
 
 def check(name, catalog, root):

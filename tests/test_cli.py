@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from qsopipe.cli import COMMANDS
+from qsopipe.pipeline.cli import COMMANDS
 
 
 def test_help_of_every_command_imports_no_tensorflow():
@@ -11,7 +11,7 @@ def test_help_of_every_command_imports_no_tensorflow():
     code = (
         "import sys\n"
         "from click.testing import CliRunner\n"
-        "from qsopipe.cli import cli\n"
+        "from qsopipe.pipeline.cli import cli\n"
         "for args in [[]] + [name.split() for name in sys.argv[1:]]:\n"
         "    result = CliRunner().invoke(cli, args + ['--help'])\n"
         "    assert result.exit_code == 0, (args, result.output)\n"

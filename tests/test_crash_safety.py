@@ -2,7 +2,7 @@
 
 The kill must land at a known moment, not after a guessed delay: a
 `sitecustomize.py` put on PYTHONPATH of the killed run only (so the
-pipeline's code is unchanged) wraps `qsopipe.atomic.atomic_path`, and when a
+pipeline's code is unchanged) wraps `qsopipe.pipeline.atomic.atomic_path`, and when a
 file whose name matches KILL_AT_ATOMIC_WRITE has been written to its
 temporary name but not yet renamed, SIGKILLs the run's whole process group
 (the `qsopipe run` process and every Dask worker, which all import that
@@ -34,10 +34,10 @@ import fnmatch
 import os
 import signal
 
-import qsopipe.atomic
+import qsopipe.pipeline.atomic
 
 _PATTERN = os.environ["KILL_AT_ATOMIC_WRITE"]
-_atomic_path = qsopipe.atomic.atomic_path
+_atomic_path = qsopipe.pipeline.atomic.atomic_path
 
 
 @contextlib.contextmanager
@@ -48,7 +48,7 @@ def _killing_atomic_path(path):
             os.killpg(0, signal.SIGKILL)
 
 
-qsopipe.atomic.atomic_path = _killing_atomic_path
+qsopipe.pipeline.atomic.atomic_path = _killing_atomic_path
 '''
 
 #: moment -> (file name whose rename is never reached, where that file lives under OUTDIR), in run order.
@@ -164,8 +164,8 @@ def test_two_runs_of_the_same_inputs_give_the_same_catalog(setup, reference):
 
 
 def test_a_done_marker_without_its_results_does_not_count(tmp_path):
-    from qsopipe.discovery import PlateInput
-    from qsopipe.plate_task import marker_path, read_marker, result_files
+    from qsopipe.pipeline.discovery import PlateInput
+    from qsopipe.pipeline.plate_task import marker_path, read_marker, result_files
 
     source = tmp_path / "spPlate-7000-57000.fits"
     source.write_bytes(b"")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from qsopipe.errors import InputError
-from qsopipe.grids import QN_NBINS
+from qsopipe.pipeline.errors import InputError
+from qsopipe.pipeline.grids import QN_NBINS
 from qsopipe.models import legacy
 
 qn = pytest.importorskip("qsopipe.models.quasarnet")
@@ -177,8 +177,8 @@ def test_real_legacy_file_equals_numpy_forward(shared_data):
 
 def test_real_legacy_file_on_real_spectra(shared_data):
     preprocess = pytest.importorskip("qsopipe.stages.preprocess")
-    from qsopipe.discovery import discover
-    from qsopipe.sdss.reader import read_plate
+    from qsopipe.pipeline.discovery import discover
+    from qsopipe.pipeline.sdss.reader import read_plate
 
     plates, _ = discover([shared_data / "sdss" / "spec_full_pyqsofit"])
     x = np.concatenate([preprocess.quasarnet_input(p.loglam, p.flux, p.ivar, p.and_mask)[0]
@@ -197,7 +197,7 @@ def test_six_layer_same_padding_100_filters(tmp_path):
 
 
 def test_command_writes_loadable_keras(tmp_path):
-    from qsopipe.cli import cli
+    from qsopipe.pipeline.cli import cli
 
     path = write_legacy_h5(tmp_path / "qn4.h5", nconv=4, filters=8, padding="valid", dense_units=8, dropout=0)
     out = tmp_path / "model.keras"

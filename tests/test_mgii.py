@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from qsopipe.grids import MGII_NPIX
-from qsopipe.parquet_io import fixed_size_list
+from qsopipe.pipeline.grids import MGII_NPIX
+from qsopipe.pipeline.parquet_io import fixed_size_list
 from qsopipe.stages.mgii import (
     CONTINUUM_WINDOWS, MgIIFlag, SEARCH_REST_MAX, SEARCH_REST_MIN, grid_wavelength, prepare_input,
     prepare_input_flagged, process_plate, search_window, selection_flags,
@@ -154,7 +154,7 @@ def test_process_plate_rejects_misaligned_tables(cnn):
 def test_command_writes_both_tables(cnn, tmp_path, caplog):
     from click.testing import CliRunner
 
-    from qsopipe.parquet_io import read_metadata
+    from qsopipe.pipeline.parquet_io import read_metadata
     from qsopipe.stages.mgii import command
 
     shard, qn = _tiny_plate()

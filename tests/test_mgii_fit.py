@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from qsopipe.grids import MGII_2796, MGII_2803
+from qsopipe.pipeline.grids import MGII_2796, MGII_2803
 from qsopipe.stages.mgii_fit import (
     CIV_1548, CIV_1550, CIV_FILTER_RATIO, CIV_SEPARATION_PIX, DOUBLET_SEPARATION_PIX, FILTER_RATIO, FILTER_SIGMA_PIX,
     PIXEL_WIDTH, SYSTEM_FEII_LINES, WAVE, DoubletCriteria, accepted_doublets, bridge_masked_pixels,

@@ -2,7 +2,7 @@
 
 import pyarrow as pa
 
-from qsopipe.parquet_io import with_metadata, write_parquet, written_with
+from qsopipe.pipeline.parquet_io import with_metadata, write_parquet, written_with
 
 
 def test_written_with_compares_the_given_settings_only(tmp_path):

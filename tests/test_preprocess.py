@@ -5,11 +5,11 @@ import pytest
 import pyarrow.parquet as pq
 from click.testing import CliRunner
 
-from qsopipe.cli import cli
-from qsopipe.discovery import discover
-from qsopipe.parquet_io import list_column, read_metadata
-from qsopipe.sdss import read_spec
-from qsopipe.sdss.reader import read_plate
+from qsopipe.pipeline.cli import cli
+from qsopipe.pipeline.discovery import discover
+from qsopipe.pipeline.parquet_io import list_column, read_metadata
+from qsopipe.pipeline.sdss import read_spec
+from qsopipe.pipeline.sdss.reader import read_plate
 from qsopipe.stages.mgii_fit import doublet_matched_filter
 from qsopipe.stages.preprocess import PrepFlag, mgii_input, preprocess_plate, quasarnet_input
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from qsopipe.grids import QN_DLOGLAM, QN_LOGLAM_MIN, QN_NBINS, QN_NBOXES
+from qsopipe.pipeline.grids import QN_DLOGLAM, QN_LOGLAM_MIN, QN_NBINS, QN_NBOXES
 
 qn = pytest.importorskip("qsopipe.models.quasarnet")
 keras = pytest.importorskip("keras")
@@ -198,7 +198,7 @@ def test_compiled_forward_matches_and_never_retraces(tiny_model):
 def test_ensemble_averages_confidences_and_weights_offsets_by_them(tmp_path):
     from click.testing import CliRunner
 
-    from qsopipe.cli import cli
+    from qsopipe.pipeline.cli import cli
     from qsopipe.models.training_files import save_model
 
     paths = []

@@ -6,10 +6,10 @@ import fitsio
 import numpy as np
 import pytest
 
-from qsopipe.discovery import discover
-from qsopipe.errors import InputError
-from qsopipe.sdss import read_dr12q, read_spall, read_spec, read_spplate
-from qsopipe.sdss.reader import read_plate
+from qsopipe.pipeline.discovery import discover
+from qsopipe.pipeline.errors import InputError
+from qsopipe.pipeline.sdss import read_dr12q, read_spall, read_spec, read_spplate
+from qsopipe.pipeline.sdss.reader import read_plate
 
 
 def _spec_files(sdss_dir):

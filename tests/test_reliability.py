@@ -385,9 +385,9 @@ def test_legacy_h5_is_read_as_data_only(tmp_path, shared_data):
 
 
 def test_unexpected_failure_names_the_plate_file(matrix_run, tmp_path):
-    from qsopipe.config import load_config
-    from qsopipe.discovery import discover
-    from qsopipe.plate_task import process_plate
+    from qsopipe.pipeline.config import load_config
+    from qsopipe.pipeline.discovery import discover
+    from qsopipe.pipeline.plate_task import process_plate
 
     not_a_model = tmp_path / "qn.keras"
     not_a_model.write_text("not a model")
@@ -405,7 +405,7 @@ def test_unlistable_directory_is_rejected_by_name(tmp_path):
     hidden.mkdir(parents=True)
     (hidden / "spPlate-7000-57000.fits").touch()
     hidden.chmod(0)
-    script = ("import json, sys; from qsopipe.discovery import discover; "
+    script = ("import json, sys; from qsopipe.pipeline.discovery import discover; "
               "plates, rejects = discover(sys.argv[1:]); print(json.dumps([r.__dict__ for r in rejects]))")
     result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "tree")], capture_output=True, text=True,
                             preexec_fn=_drop_dac_capabilities if os.geteuid() == 0 else None)
@@ -415,8 +415,8 @@ def test_unlistable_directory_is_rejected_by_name(tmp_path):
 
 
 def test_a_spec_plate_with_no_readable_file_fails_naming_it(matrix_run):
-    from qsopipe.errors import InputError
-    from qsopipe.sdss.spec import read_spec_plate
+    from qsopipe.pipeline.errors import InputError
+    from qsopipe.pipeline.sdss.spec import read_spec_plate
 
     bad = str(matrix_run["tree"] / BAD_FILES["spec_missing_column"][0])
     skipped = {}

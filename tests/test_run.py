@@ -13,7 +13,7 @@ from qsopipe.models.store import default_weights
 
 def qsopipe(*args):
     """Run a qsopipe command in a subprocess; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", "qsopipe", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "qsopipe.pipeline", *map(str, args)],
                           capture_output=True, text=True, timeout=600)
 
 
@@ -81,7 +81,7 @@ def test_shipped_weights_are_the_defaults():
 
 
 def test_run_defaults_are_the_stages_defaults():
-    from qsopipe.config import defaults
+    from qsopipe.pipeline.config import defaults
     from qsopipe.stages import mgii, quasarnet
 
     config = defaults()

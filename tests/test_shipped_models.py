@@ -10,9 +10,9 @@ import fitsio
 import numpy as np
 import pytest
 
-from qsopipe.discovery import discover
+from qsopipe.pipeline.discovery import discover
 from qsopipe.models.store import default_weights, load_model
-from qsopipe.sdss.reader import read_plate
+from qsopipe.pipeline.sdss.reader import read_plate
 from qsopipe.stages import mgii, quasarnet
 from qsopipe.stages.evaluate import DV_MAX, velocity_offset
 from qsopipe.stages.preprocess import preprocess_plate

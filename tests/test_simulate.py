@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from scipy.ndimage import median_filter
 from scipy.stats import ks_2samp
 
-from qsopipe.grids import MGII_2796, MGII_2803, mgii_loglam
-from qsopipe.sdss import read_spec_plate, read_spplate
+from qsopipe.pipeline.grids import MGII_2796, MGII_2803, mgii_loglam
+from qsopipe.pipeline.sdss import read_spec_plate, read_spplate
 from qsopipe.stages.simulate import inject_mgii_doublet, simulate_objects, simulate_plate
 from qsopipe.stages.simulate.absorbers import STRONG_EW, mgii_window
 from qsopipe.stages.simulate.bal import balnicity_index

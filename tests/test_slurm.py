@@ -49,7 +49,7 @@ def qsopipe_env():
 
 def qsopipe(*args, cwd=None):
     """Run `qsopipe ARGS` in this interpreter; fail with its output on error."""
-    result = subprocess.run([sys.executable, "-m", "qsopipe", *map(str, args)], cwd=cwd,
+    result = subprocess.run([sys.executable, "-m", "qsopipe.pipeline", *map(str, args)], cwd=cwd,
                             env=qsopipe_env(), capture_output=True, text=True, timeout=JOB_TIMEOUT)
     assert result.returncode == 0, f"qsopipe {args} failed:\n{result.stdout}\n{result.stderr}"
     return result
@@ -112,7 +112,7 @@ def batch_run(sim, work):
 def test_slurm_cluster_workers_are_single_core_jobs(work):
     from distributed import Client
 
-    from qsopipe.slurm_cluster import make_cluster
+    from qsopipe.pipeline.slurm_cluster import make_cluster
 
     with make_cluster("slurm", 2, memory="1GB", log_directory=str(work)) as cluster, Client(cluster) as client:
         client.wait_for_workers(2, timeout=60)
@@ -126,7 +126,7 @@ def test_slurm_cluster_workers_are_single_core_jobs(work):
 RUNNER_SCRIPT = """
 import os
 from distributed import Client
-from qsopipe.slurm_cluster import make_cluster
+from qsopipe.pipeline.slurm_cluster import make_cluster
 
 with make_cluster("slurm", 0) as runner, Client(runner) as client:
     client.wait_for_workers(1, timeout=60)

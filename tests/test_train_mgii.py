@@ -6,7 +6,7 @@ import fitsio
 import numpy as np
 import pytest
 
-from qsopipe.grids import MGII_2796, MGII_DLOGLAM, MGII_NPIX, mgii_loglam
+from qsopipe.pipeline.grids import MGII_2796, MGII_DLOGLAM, MGII_NPIX, mgii_loglam
 from qsopipe.models.train_mgii import Sightlines, draw_epoch, ew_noise, sightline_labels
 
 WAVE = 10 ** mgii_loglam()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from qsopipe.grids import QN_DLOGLAM, QN_LOGLAM_MIN, QN_NBINS
+from qsopipe.pipeline.grids import QN_DLOGLAM, QN_LOGLAM_MIN, QN_NBINS
 from qsopipe.models import train_quasarnet as tq
 
 qn = pytest.importorskip("qsopipe.models.quasarnet")
@@ -41,7 +41,7 @@ def test_commands_import_without_tensorflow():
 
 
 def test_train_help_lists_quasarnet():
-    from qsopipe.cli import cli
+    from qsopipe.pipeline.cli import cli
 
     result = CliRunner().invoke(cli, ["train", "--help"])
     assert result.exit_code == 0 and "quasarnet" in result.output
@@ -84,7 +84,7 @@ def test_tiny_training_lowers_the_loss(tmp_path):
 
 
 def test_command_trains_checkpoints_and_resumes(tmp_path, monkeypatch):
-    from qsopipe.cli import cli
+    from qsopipe.pipeline.cli import cli
 
     data = synthetic_spectra(300, seed=1)
     data.prep_flag[:10] = 1                     # dropped: bad input
@@ -111,14 +111,14 @@ def test_command_trains_checkpoints_and_resumes(tmp_path, monkeypatch):
 
 
 def test_command_needs_one_kind_of_input(tmp_path):
-    from qsopipe.cli import cli
+    from qsopipe.pipeline.cli import cli
 
     result = CliRunner().invoke(cli, ["train", "quasarnet", "--out", str(tmp_path / "m.keras")])
     assert result.exit_code != 0 and "--sim" in result.output
 
 
 def test_shards_give_the_labelled_spectra_of_their_plates(tmp_path):
-    from qsopipe.cli import cli
+    from qsopipe.pipeline.cli import cli
 
     sim = tmp_path / "sim"
     for args in (["simulate", "--out", str(sim), "--plates", "2", "--fibers", "40", "--seed", "5"],
@@ -135,7 +135,7 @@ def test_shards_give_the_labelled_spectra_of_their_plates(tmp_path):
 
 
 def test_init_starts_from_the_given_weights(tmp_path, monkeypatch):
-    from qsopipe.cli import cli
+    from qsopipe.pipeline.cli import cli
 
     data = synthetic_spectra(200, seed=2)
     monkeypatch.setattr(tq, "read_labelled_shards", lambda shard_dirs, truth_paths: data)

@@ -9,8 +9,8 @@ import os
 
 import numpy as np
 
-from qsopipe.errors import InputError
-from qsopipe.sdss.fitsfile import open_fits, read_columns
+from qsopipe.pipeline.errors import InputError
+from qsopipe.pipeline.sdss.fitsfile import open_fits, read_columns
 
 #: spAll columns read for metadata: name -> (dtype, default when absent).
 SPALL_COLUMNS = {

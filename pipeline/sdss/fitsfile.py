@@ -6,7 +6,7 @@ from contextlib import contextmanager
 import fitsio
 import numpy as np
 
-from qsopipe.errors import InputError
+from qsopipe.pipeline.errors import InputError
 
 _GZIP_MAGIC = b"\x1f\x8b"
 

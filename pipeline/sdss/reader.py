@@ -1,7 +1,7 @@
 """Read a discovered PlateInput with the adapter for its format."""
 
-from qsopipe.sdss.spec import read_spec_plate
-from qsopipe.sdss.spplate import read_spplate
+from qsopipe.pipeline.sdss.spec import read_spec_plate
+from qsopipe.pipeline.sdss.spplate import read_spplate
 
 
 def read_plate(plate_input, skipped=None):

@@ -11,10 +11,10 @@ import re
 
 import numpy as np
 
-from qsopipe.errors import InputError
-from qsopipe.grids import NATIVE_DLOGLAM
-from qsopipe.plate import FIBER_COLUMNS, TARGET_COLUMNS, Plate, empty_fibers
-from qsopipe.sdss.fitsfile import open_fits, read_columns
+from qsopipe.pipeline.errors import InputError
+from qsopipe.pipeline.grids import NATIVE_DLOGLAM
+from qsopipe.pipeline.plate import FIBER_COLUMNS, TARGET_COLUMNS, Plate, empty_fibers
+from qsopipe.pipeline.sdss.fitsfile import open_fits, read_columns
 
 NAME_PATTERN = re.compile(r"spec-(\d{4,})-(\d{5})-(\d{4})\.fits(\.gz)?$")
 COADD_COLUMNS = ("LOGLAM", "FLUX", "IVAR", "AND_MASK")

@@ -9,9 +9,9 @@ import re
 
 import numpy as np
 
-from qsopipe.errors import InputError
-from qsopipe.plate import FIBER_COLUMNS, TARGET_COLUMNS, Plate, empty_fibers
-from qsopipe.sdss.fitsfile import open_fits, read_columns
+from qsopipe.pipeline.errors import InputError
+from qsopipe.pipeline.plate import FIBER_COLUMNS, TARGET_COLUMNS, Plate, empty_fibers
+from qsopipe.pipeline.sdss.fitsfile import open_fits, read_columns
 
 SPPLATE_HDUS = ("FLUX", "IVAR", "ANDMASK", "ORMASK", "WAVEDISP", "PLUGMAP", "SKY")
 REQUIRED_HDUS = (0, 1, 2, 5)

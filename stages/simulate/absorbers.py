@@ -13,7 +13,7 @@ from importlib.resources import files
 
 import numpy as np
 
-from qsopipe.grids import MGII_2796, MGII_2803
+from qsopipe.pipeline.grids import MGII_2796, MGII_2803
 from qsopipe.stages.simulate.profiles import LN10, absorb_lines, grid_step
 
 CIV_1548, CIV_1550 = 1548.2049, 1550.7785

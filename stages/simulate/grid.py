@@ -5,7 +5,7 @@ All grids are uniform in log10(wavelength / Angstrom).
 
 import numpy as np
 
-from qsopipe.grids import NATIVE_DLOGLAM
+from qsopipe.pipeline.grids import NATIVE_DLOGLAM
 
 #: log10(A) of the first spPlate pixel (real BOSS plates use 3.5528-3.5530).
 COEFF0 = 3.5528

@@ -13,8 +13,8 @@ from pathlib import Path
 import fitsio
 import numpy as np
 
-from qsopipe import __version__
-from qsopipe.grids import NATIVE_DLOGLAM
+from qsopipe.pipeline import __version__
+from qsopipe.pipeline.grids import NATIVE_DLOGLAM
 
 BUNIT = "1E-17 erg/cm^2/s/Ang"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import fitsio
 import numpy as np
 
-from qsopipe import __version__
+from qsopipe.pipeline import __version__
 
 TRUTH_DTYPE = [("PLATE", "i4"), ("MJD", "i4"), ("FIBERID", "i4"), ("THING_ID", "i8"), ("OBJTYPE", "S16"),
                ("CLASS_PERSON", "i2"), ("Z_VI", "f8"), ("Z_CONF_PERSON", "i2"), ("BAL_FLAG_VI", "i2"),
