@@ -23,7 +23,8 @@ import pyarrow as pa  # noqa: E402
 
 from qsopipe.pipeline.grids import MGII_NPIX, mgii_loglam  # noqa: E402
 from qsopipe.pipeline.parquet_io import fixed_size_list  # noqa: E402
-from qsopipe.stages.mgii import DEFAULT_THRESHOLD, measure_absorbers, prepare_input, process_plate  # noqa: E402
+from qsopipe.pipeline.config import defaults  # noqa: E402
+from qsopipe.stages.mgii import measure_absorbers, prepare_input, process_plate  # noqa: E402
 from qsopipe.stages.mgii_fit import DoubletCriteria, doublet_profile  # noqa: E402
 from timing import best_of  # noqa: E402
 
@@ -76,11 +77,11 @@ def main():
     quasars = np.flatnonzero(is_qso == 1)
     seconds, (xq, searchable) = best_of(args.repeat, lambda: prepare_input(flux[quasars], ivar[quasars], z_qso[quasars]))
     print(f"prepare_input: {quasars.size / seconds:.0f} spectra/s")
-    positive = quasars[searchable][predictor(xq[searchable]) >= DEFAULT_THRESHOLD]
+    positive = quasars[searchable][predictor(xq[searchable]) >= defaults()["mgii_threshold"]]
     seconds, found = best_of(1, lambda: measure_absorbers(flux[positive], ivar[positive], z_qso[positive], DoubletCriteria()))
     print(f"doublet search + fits: {positive.size / seconds:.0f} searched sightlines/s, "
           f"{sum(map(len, found)) / max(positive.size, 1):.2f} absorbers each")
-    seconds, (mgii, absorbers) = best_of(args.repeat, lambda: process_plate(shard, qn, predictor))
+    seconds, (mgii, absorbers) = best_of(args.repeat, lambda: process_plate(shard, qn, predictor, defaults()["mgii_threshold"]))
     print(f"process_plate: {args.fibers} fibers ({quasars.size} quasars, {positive.size} fitted, "
           f"{absorbers.num_rows} absorbers) in {seconds:.2f} s = {args.fibers / seconds:.0f} fibers/s, "
           f"{quasars.size / seconds:.0f} quasars/s")

@@ -5,7 +5,6 @@ Header cards are (keyword, value, comment) tuples with keywords of at most
 importlib.metadata, so nothing heavy (TensorFlow) is imported.
 """
 
-import hashlib
 import importlib.metadata
 import os
 import platform
@@ -38,15 +37,6 @@ def dependency_versions(names=DEPENDENCIES):
         except importlib.metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def file_sha256(path, chunk_bytes=1 << 20):
-    """Hex SHA-256 digest of the file at `path`."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk_bytes), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def utc_date():

@@ -236,7 +236,7 @@ def test_column_descriptions_fit_a_card():
 def test_catalog_from_results_as_the_runner_calls_it(results_dir, tmp_path):
     inputs = [{"path": "/data/a.fits", "plate": 7001, "mjd": 56600, "status": "done", "reason": ""},
               {"path": "/data/b.fits", "plate": -1, "mjd": -1, "status": "rejected", "reason": "truncated"}]
-    out = cat.catalog_from_results(results_dir, tmp_path / "run.fits", plates=[(7001, 56600)], inputs=inputs,
+    out = cat.catalog_from_results(results_dir, tmp_path / "run.fits", plates=["7001-56600"], inputs=inputs,
                                    config={"c_th": 0.9, "mgii_threshold": 0.7, "qn_model": "x.keras"})
     data = fitsio.read(str(out), ext="CATALOG")
     assert set(data["PLATE"]) == {7001} and len(data) == 12

@@ -148,7 +148,7 @@ def test_process_plate_one_row_per_fiber(cnn):
 def test_process_plate_rejects_misaligned_tables(cnn):
     shard, qn = _tiny_plate()
     with pytest.raises(ValueError, match="same fibers"):
-        process_plate(shard, qn.take([1, 0, 2, 3, 4]), cnn)
+        process_plate(shard, qn.take([1, 0, 2, 3, 4]), cnn, threshold=0.0)
 
 
 def test_command_writes_both_tables(cnn, tmp_path, caplog):
@@ -180,7 +180,7 @@ def test_command_writes_both_tables(cnn, tmp_path, caplog):
     arguments = [str(tmp_path / "shards"), "--qn", str(tmp_path / "results"), "--out", str(tmp_path / "results"),
                  "--model", str(model_path)]
     written = (tmp_path / "results" / "mgii" / "mgii-7001-56000.parquet").stat().st_mtime_ns
-    caplog.set_level(logging.INFO, logger="qsopipe.stages.mgii")
+    caplog.set_level(logging.INFO, logger="qsopipe.pipeline.stage")
     rerun = CliRunner().invoke(command, arguments + ["--threshold", "0"])
     assert rerun.exit_code == 0 and "up to date, skipped" in caplog.text
     assert (tmp_path / "results" / "mgii" / "mgii-7001-56000.parquet").stat().st_mtime_ns == written
