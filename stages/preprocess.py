@@ -21,7 +21,6 @@ from qsopipe.pipeline.atomic import is_up_to_date
 from qsopipe.pipeline.discovery import discover
 from qsopipe.pipeline.errors import InputError
 from qsopipe.pipeline.parquet_io import fixed_size_list, structured_to_arrays, with_metadata, write_parquet
-from qsopipe.pipeline.sdss.reader import read_plate
 
 log = logging.getLogger(__name__)
 
@@ -372,7 +371,7 @@ def preprocess_input(plate_input, root, force=False, skip_unreadable=False):
 def shard_table(plate_input, skip_unreadable=False):
     """Read one discovered plate and return its shard table, in memory (see `preprocess_input`)."""
     skipped = {} if skip_unreadable else None
-    table = preprocess_plate(read_plate(plate_input, skipped))
+    table = preprocess_plate(plate_input.read(skipped))
     if skipped:
         table = with_metadata(table, {"skipped": skipped})
     return table

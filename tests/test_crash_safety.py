@@ -166,10 +166,11 @@ def test_two_runs_of_the_same_inputs_give_the_same_catalog(setup, reference):
 def test_a_done_marker_without_its_results_does_not_count(tmp_path):
     from qsopipe.pipeline.discovery import PlateInput
     from qsopipe.pipeline.plate_task import marker_path, read_marker, result_files
+    from qsopipe.pipeline.sdss import spplate
 
     source = tmp_path / "spPlate-7000-57000.fits"
     source.write_bytes(b"")
-    plate_input = PlateInput(7000, 57000, "spplate", [str(source)])
+    plate_input = PlateInput(7000, 57000, spplate.FORMAT, [str(source)])
     out = tmp_path / "out"
     results = result_files(out, plate_input)
     for path in results:
