@@ -91,7 +91,6 @@ def read_sim_sightlines(sim_dir):
     from qsopipe.pipeline.discovery import discover
     from qsopipe.models.train_quasarnet import fiber_key, match_truth
     from qsopipe.pipeline.sdss.catalogs import read_dr12q
-    from qsopipe.pipeline.sdss.reader import read_plate
     from qsopipe.stages.preprocess import clean_pixels, mgii_input
 
     sim_dir = Path(sim_dir)
@@ -103,7 +102,7 @@ def read_sim_sightlines(sim_dir):
         log.warning("skipped %s: %s", reject.path, reject.reason)
     parts = []
     for plate_input in plates:
-        plate = read_plate(plate_input)
+        plate = plate_input.read()
         row = match_truth(fiber_key(plate.fibers["PLATE"], plate.fibers["MJD"], plate.fibers["FIBERID"]),
                           truth_keys)
         quasar = (row >= 0) & np.isin(truth["CLASS_PERSON"][np.maximum(row, 0)], QUASAR_CLASSES)

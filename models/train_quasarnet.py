@@ -96,7 +96,6 @@ def read_truth(truth_paths):
 
 def read_labelled_spectra(spectra_dirs, truth_paths):
     """Read, preprocess and label every plate under `spectra_dirs` (LabelledSpectra)."""
-    from qsopipe.pipeline.sdss.reader import read_plate
     from qsopipe.stages.preprocess import quasarnet_input
 
     plates, rejects = discover(spectra_dirs)
@@ -107,7 +106,7 @@ def read_labelled_spectra(spectra_dirs, truth_paths):
     xs, flags, fibers = [], [], []
     for plate_input in plates:
         try:
-            plate = read_plate(plate_input)
+            plate = plate_input.read()
         except InputError as error:
             log.warning("skipped plate %s: %s", plate_input.name, error)
             continue

@@ -18,7 +18,6 @@ from qsopipe.pipeline import __version__, grids
 from qsopipe.pipeline.discovery import discover
 from qsopipe.pipeline.parquet_io import fixed_size_list, read_metadata, structured_to_arrays, with_metadata
 from qsopipe.pipeline.stage import SPECTRA, Stage, run_stage_on_plates
-from qsopipe.pipeline.sdss.reader import read_plate
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +352,7 @@ def shard_table(plate_input):
     `qsopipe.skipped` metadata (path -> reason).
     """
     skipped = {}
-    table = preprocess_plate(read_plate(plate_input, skipped))
+    table = preprocess_plate(plate_input.read(skipped))
     if skipped:
         table = with_metadata(table, {"skipped": skipped})
     return table

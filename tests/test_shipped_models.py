@@ -13,7 +13,6 @@ import pytest
 from qsopipe.pipeline.config import defaults
 from qsopipe.pipeline.discovery import discover
 from qsopipe.models.store import default_weights, load_model
-from qsopipe.pipeline.sdss.reader import read_plate
 from qsopipe.stages import mgii, quasarnet
 from qsopipe.stages.evaluate import DV_MAX, velocity_offset
 from qsopipe.stages.preprocess import preprocess_plate
@@ -34,7 +33,7 @@ def real_results(sdss_dir):
     forward = quasarnet.make_forward(model_path)
     results = []
     for plate_input in plates:
-        shard = preprocess_plate(read_plate(plate_input))
+        shard = preprocess_plate(plate_input.read())
         results.append((shard, quasarnet.process_shard(shard, forward, model_path, "test", **QN_THRESHOLDS)))
     return results
 
