@@ -2,8 +2,8 @@
 
 The network maps a normalised spectrum on the QuasarNET grid, shape
 (n, 443, 1), to seven *finders*: the six emission lines of
-`qsopipe.pipeline.grids.QN_LINES` in that order, then the BAL finder on CIV(1548)
-(`qsopipe.pipeline.grids.QN_BAL_LINE`). Output order (fixed): a list of 7 tensors,
+`qsopipe.pipeline.constants.QN_LINES` in that order, then the BAL finder on CIV(1548)
+(`qsopipe.pipeline.constants.QN_BAL_LINE`). Output order (fixed): a list of 7 tensors,
 one per finder in `FINDERS` order, each of shape (n, 26) =
 [13 box confidences, 13 box offsets]. That is the published Keras-2 models'
 layout (their `conc_box_k` outputs), so imported weights map one to one.
@@ -26,14 +26,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from qsopipe.pipeline.grids import QN_BAL_LINE, QN_DLOGLAM, QN_LINES, QN_LOGLAM_MIN, QN_NBINS, QN_NBOXES
 from qsopipe.models.batching import FixedBatchForward
+from qsopipe.pipeline.constants import QN_FINDERS, QN_LINES, QUASAR_CLASSES
+from qsopipe.pipeline.grids import QN_DLOGLAM, QN_LOGLAM_MIN, QN_NBINS, QN_NBOXES
 from qsopipe.pipeline.sdss.catalogs import balnicity_bal
 
 log = logging.getLogger(__name__)
 
 #: Finders in output order: (name, rest wavelength in Angstrom).
-FINDERS = tuple(QN_LINES) + (("BAL_" + QN_BAL_LINE[0], QN_BAL_LINE[1]),)
+FINDERS = QN_FINDERS
 FINDER_NAMES = tuple(name for name, _ in FINDERS)
 #: Number of emission-line finders (the first ones); the rest are BAL finders.
 N_EMISSION = len(QN_LINES)
@@ -43,9 +44,6 @@ BAL_INDEX = N_EMISSION
 #: Offset rescale of the published network: offset = OFFSET_SHIFT + OFFSET_SCALE * sigmoid.
 OFFSET_SHIFT = -0.1
 OFFSET_SCALE = 1.2
-
-#: DR12Q CLASS_PERSON codes counted as quasars (3 QSO, 30 BAL QSO).
-QSO_CLASSES = (3, 30)
 
 
 @keras.saving.register_keras_serializable(package="qsopipe")
@@ -324,7 +322,7 @@ def training_targets(class_person, z, bal_flag_vi, bi_civ, nboxes=QN_NBOXES):
     (n, 2*nboxes) and (n,). Emission finders weigh 1; the BAL finder weighs 0
     where (bal_flag_vi > 0) and (bi_civ > 0) disagree, 1 otherwise.
     """
-    is_qso = np.isin(np.asarray(class_person), QSO_CLASSES)
+    is_qso = np.isin(np.asarray(class_person), QUASAR_CLASSES)
     is_bal_vi = np.asarray(bal_flag_vi) > 0
     is_bal_bi = balnicity_bal(bi_civ)
     z_qso = np.where(is_qso, np.asarray(z, dtype=np.float64), np.nan)

@@ -29,24 +29,23 @@ import click
 import numpy as np
 import pyarrow as pa
 
-from qsopipe.pipeline.atomic import is_up_to_date
-from qsopipe.pipeline.grids import MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX
 from qsopipe.models.store import file_sha256
+from qsopipe.pipeline.atomic import is_up_to_date
+from qsopipe.pipeline.constants import CIV_EMISSION, MGII_EMISSION, SPEED_OF_LIGHT_KMS
+from qsopipe.pipeline.grids import MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX
+from qsopipe.pipeline.ids import target_id
 from qsopipe.pipeline.parquet_io import list_column, with_metadata, write_parquet, written_with
 from qsopipe.stages.mgii_fit import (ABSORBER_DTYPE, DoubletCriteria, bridge_masked_pixels, running_continuum,
                                      search_doublets)
 
 log = logging.getLogger(__name__)
 
-SPEED_OF_LIGHT = 299792.458  # km/s
-
-#: Rest wavelengths of the emission lines that bound the search window, Angstrom.
-CIV_EMISSION = 1549.06
-MGII_EMISSION = 2798.75
-#: Margin kept off both emission lines, km/s (the DR12 catalog's reddest absorbers sit 3000 km/s blue of MgII).
+#: Margin kept off the CIV and MgII emission lines that bound the search window, km/s (the DR12
+#: catalog's reddest absorbers sit 3000 km/s blue of MgII).
 EMISSION_MARGIN_KMS = 3000.0
-SEARCH_REST_MIN = CIV_EMISSION * (1 + EMISSION_MARGIN_KMS / SPEED_OF_LIGHT)
-SEARCH_REST_MAX = MGII_EMISSION * (1 - EMISSION_MARGIN_KMS / SPEED_OF_LIGHT)
+#: Rest wavelengths of the search window's ends, Angstrom.
+SEARCH_REST_MIN = CIV_EMISSION * (1 + EMISSION_MARGIN_KMS / SPEED_OF_LIGHT_KMS)
+SEARCH_REST_MAX = MGII_EMISSION * (1 - EMISSION_MARGIN_KMS / SPEED_OF_LIGHT_KMS)
 #: Fewest grid pixels the search window must keep on the grid to be searched.
 MIN_WINDOW_PIX = 50
 
@@ -294,7 +293,7 @@ def absorbers_table(plate, mjd, fiberid, z_qso, probability, rows, absorbers):
     counts = np.array([len(found) for found in absorbers], np.int64)
     owner = np.repeat(np.asarray(rows, np.int64), counts)
     found = np.concatenate(absorbers) if len(absorbers) else np.zeros(0, ABSORBER_DTYPE)
-    targetid = plate[owner].astype(np.int64) * 10**9 + mjd[owner].astype(np.int64) * 10**4 + fiberid[owner]
+    targetid = target_id(plate[owner], mjd[owner], fiberid[owner])
     columns = {
         "PLATE": pa.array(plate[owner], pa.int32()), "MJD": pa.array(mjd[owner], pa.int32()),
         "FIBERID": pa.array(fiberid[owner].astype(np.int32), pa.int32()),

@@ -15,15 +15,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from qsopipe.pipeline import grids
 from qsopipe.pipeline.atomic import is_up_to_date
+from qsopipe.pipeline.constants import QN_FINDERS
 from qsopipe.pipeline.parquet_io import list_column, read_metadata, with_metadata, write_parquet, written_with
 from qsopipe.pipeline.plate import FIBER_COLUMNS
+from qsopipe.stages.catalog_columns import LINE_NAMES
 from qsopipe.stages.preprocess import PrepFlag
 
 log = logging.getLogger(__name__)
-
-LINE_NAMES = tuple(name for name, _ in grids.QN_LINES)
 
 
 class QNFlag(enum.IntFlag):
@@ -96,7 +95,7 @@ def process_shard(shard, forward, model_path, model_sha256, c_th=0.4, n_th=1, ba
         "plate": shard_meta.get("plate"), "mjd": shard_meta.get("mjd"),
         "sources": shard_meta.get("sources", []),
         "c_th": c_th, "n_th": n_th, "bal_th": bal_th, "qn_model": str(model_path), "qn_model_sha256": model_sha256,
-        "qn_lines": [[name, wave] for name, wave in grids.QN_LINES] + [["BAL_CIV", grids.QN_BAL_LINE[1]]],
+        "qn_lines": [[name, wave] for name, wave in QN_FINDERS],
         "qn_flags": {flag.name: int(flag.value) for flag in QNFlag},
     })
 

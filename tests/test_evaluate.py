@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from qsopipe.pipeline.constants import SPEED_OF_LIGHT_KMS
+from qsopipe.pipeline.ids import target_id
 from qsopipe.stages import evaluate as ev
-from qsopipe.stages.catalog import target_id, write_catalog
+from qsopipe.stages.catalog import write_catalog
 from qsopipe.stages.catalog_columns import ABSORBER_COLUMNS, CATALOG_COLUMNS, CONFIDENCE_COLUMNS
 
 # Fibers 1..11 of plate 1, MJD 2. Truth rows: fiber -> (CLASS_PERSON, Z_VI, Z_CONF_PERSON, BAL_FLAG_VI).
@@ -84,7 +86,7 @@ def make_absorbers():
 
 
 def test_velocity_offset_and_nmad():
-    assert ev.velocity_offset(2.1, 2.0) == pytest.approx(ev.C_KMS * 0.1 / 3.0)
+    assert ev.velocity_offset(2.1, 2.0) == pytest.approx(SPEED_OF_LIGHT_KMS * 0.1 / 3.0)
     assert ev.nmad([0.0, 1.0, 2.0]) == pytest.approx(1.4826)
 
 

@@ -28,10 +28,6 @@ DR12Q_COLUMNS = {
     "BAL_FLAG_VI": ("i2", -1), "BI_CIV": ("f8", np.nan),
 }
 
-#: DR12Q CLASS_PERSON codes.
-CLASS_PERSON = {"STAR": 1, "QSO": 3, "QSO_BAL": 30, "GALAXY": 4}
-
-
 def balnicity_bal(bi_civ):
     """BI_CIV > 0 (km/s; NaN and DR12Q's -1 count as not BAL): the balnicity BAL label. bool (n,).
 
