@@ -11,7 +11,7 @@ Training set: fibers with PREP_FLAG == 0 that are in the truth table with
 Z_CONF_PERSON >= 3, plus sky fibers (CLASS_PERSON 0) with usable data, which
 teach the network that noise is not a quasar (a catalog keeps every fiber,
 sky fibers included); every other fiber is dropped. CLASS_PERSON 3 and 30
-are quasars, anything else a non-quasar (targets and weights: `qsopipe.models.quasarnet.training_targets`).
+are quasars, anything else a non-quasar (targets and weights: `qsopipe.models.boxes.training_targets`).
 Validation: a fraction of the *objects* (THING_ID; a fiber without one is
 its own object), so repeat spectra of one object never straddle the split.
 
@@ -31,6 +31,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from qsopipe.models.boxes import training_targets
 from qsopipe.models.training_files import load_checkpoint, output_paths, save_model, write_json
 from qsopipe.pipeline.constants import CLASS_PERSON, Z_CONF_CONFIDENT
 from qsopipe.pipeline.discovery import discover
@@ -288,7 +289,7 @@ def command(sim_dir, spectra_dirs, shard_dirs, truth_paths, out, epochs, batch_s
 
     def arrays(rows):
         part = data.subset(rows)
-        targets, weights = quasarnet.training_targets(part.class_person, part.z_vi, part.bal_flag_vi, part.bi_civ)
+        targets, weights = training_targets(part.class_person, part.z_vi, part.bal_flag_vi, part.bi_civ)
         return part.x, targets, weights
 
     keras.utils.set_random_seed(seed)

@@ -38,6 +38,7 @@ from qsopipe.pipeline.ids import match_rows, target_id
 from qsopipe.pipeline.sdss.catalogs import balnicity_bal, read_dr12q, read_spall
 from qsopipe.pipeline.sdss.fitsfile import open_fits, read_columns
 from qsopipe.stages.catalog_columns import CONFIDENCE_COLUMNS
+from qsopipe.stages.decision import classify
 
 #: Largest |dv| (km/s) of a right redshift.
 DV_MAX = 6000.0
@@ -118,14 +119,14 @@ def classification_counts(classified, right_z, truth_qso, truth_galaxy):
 
 
 def threshold_curves(confidences, classifiable, right_z, truth_qso, truth_galaxy, n_th, c_grid=C_TH_GRID):
-    """Purity and completeness as the rule 'at least n_th lines with C > c_th' varies.
+    """Purity and completeness as c_th of the rule `qsopipe.stages.decision.classify` varies.
 
     confidences : (npair, nline) line confidences; classifiable : bool (npair,)
     (QN_FLAG == 0). Returns {'c_th', 'purity', 'completeness'} lists.
     """
     purity, completeness = [], []
     for c_th in c_grid:
-        classified = classifiable & ((confidences > c_th).sum(axis=1) >= n_th)
+        classified = classifiable & classify(confidences, c_th, n_th)
         counts = classification_counts(classified, right_z, truth_qso, truth_galaxy)
         purity.append(counts["purity"])
         completeness.append(counts["completeness"])

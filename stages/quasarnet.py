@@ -15,11 +15,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from qsopipe.models.boxes import BAL_INDEX, N_EMISSION, decode_finders
 from qsopipe.pipeline.atomic import is_up_to_date
 from qsopipe.pipeline.constants import QN_FINDERS
 from qsopipe.pipeline.parquet_io import list_column, read_metadata, with_metadata, write_parquet, written_with
 from qsopipe.pipeline.plate import FIBER_COLUMNS
 from qsopipe.stages.catalog_columns import LINE_NAMES
+from qsopipe.stages.decision import DEFAULT_BAL_TH, DEFAULT_C_TH, DEFAULT_N_TH, bal_flag, best_redshift, classify
 from qsopipe.stages.preprocess import PrepFlag
 
 log = logging.getLogger(__name__)
@@ -32,11 +34,7 @@ class QNFlag(enum.IntFlag):
     NONFINITE_OUTPUT = 2   #: the network returned NaN or inf
 
 
-#: Default BAL_FLAG_QN threshold on C_BAL_CIV, chosen on a tuning simulation (models/weights/quasarnet.md).
-DEFAULT_BAL_TH = 0.48
-
-
-def classify_spectra(x, prep_flag, forward, c_th=0.4, n_th=1, bal_th=DEFAULT_BAL_TH):
+def classify_spectra(x, prep_flag, forward, c_th=DEFAULT_C_TH, n_th=DEFAULT_N_TH, bal_th=DEFAULT_BAL_TH):
     """Classify preprocessed spectra with QuasarNET.
 
     Parameters
@@ -53,8 +51,6 @@ def classify_spectra(x, prep_flag, forward, c_th=0.4, n_th=1, bal_th=DEFAULT_BAL
     Z_BAL_CIV (float32), Z_QN (float64), IS_QSO_QN, BAL_FLAG_QN (int16),
     QN_FLAG (int32). Unclassified rows: C = 0, Z = -1, flags 0.
     """
-    from qsopipe.models.quasarnet import BAL_INDEX, N_EMISSION, bal_flag, best_redshift, classify, decode_finders
-
     n = len(x)
     usable = (np.asarray(prep_flag) & int(PrepFlag.unusable())) == 0
     confidence = np.zeros((n, N_EMISSION + 1))
@@ -83,7 +79,8 @@ def classify_spectra(x, prep_flag, forward, c_th=0.4, n_th=1, bal_th=DEFAULT_BAL
     return columns
 
 
-def process_shard(shard, forward, model_path, model_sha256, c_th=0.4, n_th=1, bal_th=DEFAULT_BAL_TH):
+def process_shard(shard, forward, model_path, model_sha256, c_th=DEFAULT_C_TH, n_th=DEFAULT_N_TH,
+                  bal_th=DEFAULT_BAL_TH):
     """The QuasarNET result table of one shard table (same rows, same order)."""
     x = list_column(shard, "QN_FLUX")
     prep_flag = shard.column("PREP_FLAG").to_numpy()
@@ -119,8 +116,8 @@ def make_forward(model_path, batch_size=1024):
 @click.option("--out", "results", required=True, type=click.Path(file_okay=False), help="Results directory.")
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False),
               help="QuasarNET .keras file [default: the shipped weights].")
-@click.option("--c-th", default=0.4, show_default=True, help="Line confidence threshold.")
-@click.option("--n-th", default=1, show_default=True, help="Lines above c_th needed for a quasar.")
+@click.option("--c-th", default=DEFAULT_C_TH, show_default=True, help="Line confidence threshold.")
+@click.option("--n-th", default=DEFAULT_N_TH, show_default=True, help="Lines above c_th needed for a quasar.")
 @click.option("--bal-th", default=DEFAULT_BAL_TH, show_default=True,
               help="BAL_FLAG_QN where a quasar's C_BAL_CIV exceeds this.")
 @click.option("--batch-size", default=1024, show_default=True, help="Fixed batch of the compiled forward pass.")

@@ -82,8 +82,9 @@ def test_shipped_weights_are_the_defaults():
 
 def test_run_defaults_are_the_stages_defaults():
     from qsopipe.pipeline.config import defaults
-    from qsopipe.stages import mgii, quasarnet
+    from qsopipe.stages import decision, mgii
 
     config = defaults()
-    assert config["bal_th"] == quasarnet.DEFAULT_BAL_TH
+    assert (config["c_th"], config["n_th"], config["bal_th"]) == (
+        decision.DEFAULT_C_TH, decision.DEFAULT_N_TH, decision.DEFAULT_BAL_TH)
     assert config["mgii_threshold"] == mgii.DEFAULT_THRESHOLD

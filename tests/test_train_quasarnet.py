@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from qsopipe.models import train_quasarnet as tq
+from qsopipe.models.boxes import training_targets
 from qsopipe.pipeline.constants import QN_LINES, QUASAR_CLASSES
 from qsopipe.pipeline.grids import QN_DLOGLAM, QN_LOGLAM_MIN, QN_NBINS
 
@@ -69,7 +70,7 @@ def test_split_by_object_keeps_objects_whole():
 
 def test_tiny_training_lowers_the_loss(tmp_path):
     data = synthetic_spectra(512)
-    targets, weights = qn.training_targets(data.class_person, data.z_vi, data.bal_flag_vi, data.bi_civ)
+    targets, weights = training_targets(data.class_person, data.z_vi, data.bal_flag_vi, data.bi_civ)
     model = qn.compile_quasarnet(qn.build_quasarnet(filters=4, dense_units=16), learning_rate=3e-3)
     history = tq.fit_quasarnet(model, (data.x, targets, weights), None, tq.output_paths(tmp_path / "m.keras"),
                                epochs=2, batch_size=32)
