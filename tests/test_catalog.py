@@ -112,6 +112,12 @@ def catalog_path(results_dir, tmp_path):
     return out
 
 
+def test_command_imports_no_tensorflow(results_dir, tmp_path, run_without_tensorflow):
+    out = tmp_path / "no-tf" / "catalog.fits"
+    run_without_tensorflow("catalog", results_dir, "--out", out)
+    assert fitsio.read(str(out), "CATALOG").size == 21
+
+
 def test_sdss_name_truncates_like_dr16q():
     names = cat.sdss_name([150.0, 0.0, 359.9999999, np.nan], [-2.5, 0.0, 89.99999999, 1.0])
     assert names.tolist() == ["J100000.00-023000.0", "J000000.00+000000.0", "J235959.99+895959.9", ""]

@@ -148,7 +148,9 @@ def _write_truth(path, truth, truth_abs):
         fits.write(truth_abs, extname="MGII_ABSORBERS")
 
 
-def test_command_writes_json_and_plots(tmp_path):
+@pytest.fixture()
+def catalog_and_truth(tmp_path):
+    """(catalog FITS, truth FITS) of the hand-made catalog and truth."""
     cat_abs, truth_abs = make_absorbers()
     catalog_path = tmp_path / "catalog.fits"
     inputs = {"PATH": np.array(["a"]), "PLATE": np.array([1]), "MJD": np.array([2]),
@@ -156,6 +158,11 @@ def test_command_writes_json_and_plots(tmp_path):
     write_catalog(catalog_path, make_catalog(), cat_abs, inputs, [("C_TH", 0.4, ""), ("N_TH", 1, "")])
     truth_path = tmp_path / "truth.fits"
     _write_truth(truth_path, make_truth(), truth_abs)
+    return catalog_path, truth_path
+
+
+def test_command_writes_json_and_plots(tmp_path, catalog_and_truth):
+    catalog_path, truth_path = catalog_and_truth
     result = CliRunner().invoke(ev.command, [str(catalog_path), "--truth", str(truth_path),
                                              "--json", str(tmp_path / "m.json")], catch_exceptions=False)
     assert result.exit_code == 0
@@ -166,6 +173,12 @@ def test_command_writes_json_and_plots(tmp_path):
     assert plots == ["bal_vs_threshold.png", "dv_histogram.png", "mgii_completeness_vs_ew.png",
                      "purity_completeness_vs_cth.png", "redshift_bins.png"]
     assert "dv_histogram.png" in result.stderr
+
+
+def test_command_imports_no_tensorflow(tmp_path, catalog_and_truth, run_without_tensorflow):
+    catalog_path, truth_path = catalog_and_truth
+    run_without_tensorflow("evaluate", catalog_path, "--truth", truth_path, "--json", tmp_path / "no-tf.json")
+    assert json.loads((tmp_path / "no-tf.json").read_text())["qso"]["purity"] == pytest.approx(4 / 6)
 
 
 def test_spall_labels(tmp_path):
