@@ -273,7 +273,7 @@ def predict(model, x, batch=1024):
     """Run `model` on x (n, 443) or (n, 443, 1) with a cached `CompiledForward`.
 
     Returns {"confidence": (n, 7, 13), "offset": (n, 7, 13)} float32, finders
-    in FINDER_NAMES order. Much faster than model.predict on one core.
+    in FINDER_NAMES order.
     """
     forwards = _FORWARDS.setdefault(model, {})
     if batch not in forwards:

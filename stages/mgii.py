@@ -12,10 +12,10 @@ those fibers too, so "not searched" never reads as "no absorber".
 IS_MGII_ABS is 1 where at least one doublet passes the fit's criteria on a
 sightline with MGII_PROB >= threshold (so every IS_MGII_ABS = 1 sightline
 has its rows in the absorbers table), 0 elsewhere on searched fibers. The
-default threshold 0 fits every searched sightline: the doublet fit alone
-is the more accurate decision on the simulations (models/weights/mgii.md),
-and since MGII_PROB stays in the results, IS_MGII_ABS = 1 and
-MGII_PROB > 0.5 still selects the purer, less complete CNN-confirmed subset.
+default threshold 0 fits every searched sightline, so that IS_MGII_ABS is
+the doublet fit's decision (models/weights/mgii.md says why); MGII_PROB
+stays in the results, and IS_MGII_ABS = 1 with MGII_PROB > 0.5 selects the
+CNN-confirmed subset.
 """
 
 import dataclasses
@@ -182,9 +182,8 @@ def prepare_input(flux, ivar, z_qso):
     """The MgII CNN input: flux over its continuum-window median, minus 1, zero outside the search window.
 
     Subtracting 1 puts the continuum and everything outside the window at 0,
-    so that only absorption (negative) and emission stand out; with 0 for
-    "outside" but 1 for continuum, the window's edges look like saturated
-    absorption to the network's max-pooling, and it did not learn.
+    so that only absorption (negative) and emission stand out and the
+    window's edges do not look like saturated absorption (models/weights/mgii.md).
 
     Parameters
     ----------

@@ -99,9 +99,8 @@ class DoubletCriteria:
     detect_snr: S/N of the absorber-system template (`system_snr_at`) a
         candidate needs to be fitted; the detection itself. The fit's S/N
         values below are lower for the same doublet (z, width and continuum
-        are free; 0.7-0.8 times the filter's), so they only confirm it. The
-        defaults are the most accurate of the values scanned on a tuning
-        simulation (seed 4242, plates 8400-8411), not on the hold-out.
+        are free), so they only confirm it. models/weights/mgii.md tells
+        how the defaults were chosen.
     min_snr_doublet: fitted EW_2796 + EW_2803 over its error (the joint
         detection; a saturated doublet splits its S/N between the lines).
     min_snr_2796, min_snr_2803: fitted rest EW over its error, each line
