@@ -21,6 +21,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
+from qsopipe.pipeline.constants import MGII_2796  # noqa: E402
 from qsopipe.pipeline.grids import MGII_NPIX, mgii_loglam  # noqa: E402
 from qsopipe.pipeline.parquet_io import fixed_size_list  # noqa: E402
 from qsopipe.pipeline.config import defaults  # noqa: E402
@@ -39,7 +40,7 @@ def synthetic_plate(nfiber, seed=0):
     depth = np.zeros((nfiber, MGII_NPIX))
     for row in np.flatnonzero(is_qso & (rng.random(nfiber) < 0.25)):
         for _ in range(rng.integers(1, 3)):
-            z_abs = (1 + z_qso[row]) * rng.uniform(1700, 2700) / 2796.35 - 1
+            z_abs = (1 + z_qso[row]) * rng.uniform(1700, 2700) / MGII_2796 - 1
             ew = rng.uniform(0.5, 2.5)
             depth[row] += doublet_profile(z_abs, ew * (1 + z_abs), ew * (1 + z_abs) / 1.4, 80.0)
     ivar = (rng.uniform(5, 30, (nfiber, 1)) / continuum) ** 2

@@ -25,6 +25,7 @@ from astropy.io import fits
 from qsopipe.pipeline import provenance
 from qsopipe.pipeline.atomic import atomic_path
 from qsopipe.pipeline.errors import InputError
+from qsopipe.pipeline.ids import match_rows, target_id
 from qsopipe.pipeline.layout import find_products, product_path
 from qsopipe.pipeline.parquet_io import read_metadata, read_parquet
 from qsopipe.pipeline.plate import TARGET_COLUMNS
@@ -47,12 +48,6 @@ MGII_DEFAULTS = {"MGII_PROB": -1.0, "IS_MGII_ABS": -1, "N_MGII_ABS": -1, "MGII_F
 #: Confidence columns (0 when unclassified) and redshift columns (-1).
 _CONFIDENCES = (*CONFIDENCE_COLUMNS, "C_BAL_CIV")
 _REDSHIFTS = (*LINE_REDSHIFT_COLUMNS, "Z_BAL_CIV", "Z_QN")
-
-
-def target_id(plate, mjd, fiberid):
-    """TARGETID = PLATE*10^9 + MJD*10^4 + FIBERID, int64 array."""
-    return (np.asarray(plate, dtype=np.int64) * 10**9 + np.asarray(mjd, dtype=np.int64) * 10**4
-            + np.asarray(fiberid, dtype=np.int64))
 
 
 def sdss_name(ra, dec):
@@ -107,20 +102,6 @@ def _stack(tables, name, dtype, default=None):
 
 def _nrows(table):
     return len(next(iter(table.values()))) if table else 0
-
-
-def lookup_rows(keys, table_keys):
-    """Row of `table_keys` holding each of `keys` (first if repeated): (index, found).
-
-    keys, table_keys : int arrays. index is 0 where not found.
-    """
-    if len(table_keys) == 0:
-        return np.zeros(len(keys), dtype=np.int64), np.zeros(len(keys), dtype=bool)
-    order = np.argsort(table_keys, kind="stable")
-    position = np.clip(np.searchsorted(table_keys[order], keys), 0, len(order) - 1)
-    index = order[position]
-    found = table_keys[index] == keys
-    return np.where(found, index, 0), found
 
 
 def assemble_catalog(qn_tables, mgii_tables=(), absorber_tables=()):
@@ -185,7 +166,7 @@ def _join_mgii(targetid, mgii, dtypes):
     if not mgii:
         return {name: np.full(len(targetid), default, dtype=dtypes[name]) for name, default in MGII_DEFAULTS.items()}
     keys = target_id(*(_stack(mgii, name, "i8") for name in ("PLATE", "MJD", "FIBERID")))
-    index, found = lookup_rows(targetid, keys)
+    index, found = match_rows(targetid, keys)
     out = {}
     for name, default in MGII_DEFAULTS.items():
         values = _stack(mgii, name, dtypes[name])[index] if len(keys) else np.zeros(len(targetid), dtypes[name])

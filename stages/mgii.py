@@ -12,10 +12,10 @@ those fibers too, so "not searched" never reads as "no absorber".
 IS_MGII_ABS is 1 where at least one doublet passes the fit's criteria on a
 sightline with MGII_PROB >= threshold (so every IS_MGII_ABS = 1 sightline
 has its rows in the absorbers table), 0 elsewhere on searched fibers. The
-default threshold 0 fits every searched sightline: the doublet fit alone
-is the more accurate decision on the simulations (models/weights/mgii.md),
-and since MGII_PROB stays in the results, IS_MGII_ABS = 1 and
-MGII_PROB > 0.5 still selects the purer, less complete CNN-confirmed subset.
+default threshold 0 fits every searched sightline, so that IS_MGII_ABS is
+the doublet fit's decision (models/weights/mgii.md says why); MGII_PROB
+stays in the results, and IS_MGII_ABS = 1 with MGII_PROB > 0.5 selects the
+CNN-confirmed subset.
 """
 
 import dataclasses
@@ -27,10 +27,12 @@ import click
 import numpy as np
 import pyarrow as pa
 
-from qsopipe.pipeline.config import config_options, load_config
-from qsopipe.pipeline.layout import find_products, product_path
-from qsopipe.pipeline.grids import MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX
 from qsopipe.models.store import file_sha256
+from qsopipe.pipeline.config import config_options, load_config
+from qsopipe.pipeline.constants import CIV_EMISSION, MGII_EMISSION, SPEED_OF_LIGHT_KMS
+from qsopipe.pipeline.grids import MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX
+from qsopipe.pipeline.ids import target_id
+from qsopipe.pipeline.layout import find_products, product_path
 from qsopipe.pipeline.parquet_io import list_column, with_metadata
 from qsopipe.pipeline.stage import Stage, run_stage_on_plates
 from qsopipe.stages.mgii_fit import (ABSORBER_DTYPE, DoubletCriteria, bridge_masked_pixels, running_continuum,
@@ -38,15 +40,12 @@ from qsopipe.stages.mgii_fit import (ABSORBER_DTYPE, DoubletCriteria, bridge_mas
 
 log = logging.getLogger(__name__)
 
-SPEED_OF_LIGHT = 299792.458  # km/s
-
-#: Rest wavelengths of the emission lines that bound the search window, Angstrom.
-CIV_EMISSION = 1549.06
-MGII_EMISSION = 2798.75
-#: Margin kept off both emission lines, km/s (the DR12 catalog's reddest absorbers sit 3000 km/s blue of MgII).
+#: Margin kept off the CIV and MgII emission lines that bound the search window, km/s (the DR12
+#: catalog's reddest absorbers sit 3000 km/s blue of MgII).
 EMISSION_MARGIN_KMS = 3000.0
-SEARCH_REST_MIN = CIV_EMISSION * (1 + EMISSION_MARGIN_KMS / SPEED_OF_LIGHT)
-SEARCH_REST_MAX = MGII_EMISSION * (1 - EMISSION_MARGIN_KMS / SPEED_OF_LIGHT)
+#: Rest wavelengths of the search window's ends, Angstrom.
+SEARCH_REST_MIN = CIV_EMISSION * (1 + EMISSION_MARGIN_KMS / SPEED_OF_LIGHT_KMS)
+SEARCH_REST_MAX = MGII_EMISSION * (1 - EMISSION_MARGIN_KMS / SPEED_OF_LIGHT_KMS)
 #: Fewest grid pixels the search window must keep on the grid to be searched.
 MIN_WINDOW_PIX = 50
 
@@ -178,9 +177,8 @@ def prepare_input(flux, ivar, z_qso):
     """The MgII CNN input: flux over its continuum-window median, minus 1, zero outside the search window.
 
     Subtracting 1 puts the continuum and everything outside the window at 0,
-    so that only absorption (negative) and emission stand out; with 0 for
-    "outside" but 1 for continuum, the window's edges look like saturated
-    absorption to the network's max-pooling, and it did not learn.
+    so that only absorption (negative) and emission stand out and the
+    window's edges do not look like saturated absorption (models/weights/mgii.md).
 
     Parameters
     ----------
@@ -289,7 +287,7 @@ def absorbers_table(plate, mjd, fiberid, z_qso, probability, rows, absorbers):
     counts = np.array([len(found) for found in absorbers], np.int64)
     owner = np.repeat(np.asarray(rows, np.int64), counts)
     found = np.concatenate(absorbers) if len(absorbers) else np.zeros(0, ABSORBER_DTYPE)
-    targetid = plate[owner].astype(np.int64) * 10**9 + mjd[owner].astype(np.int64) * 10**4 + fiberid[owner]
+    targetid = target_id(plate[owner], mjd[owner], fiberid[owner])
     columns = {
         "PLATE": pa.array(plate[owner], pa.int32()), "MJD": pa.array(mjd[owner], pa.int32()),
         "FIBERID": pa.array(fiberid[owner].astype(np.int32), pa.int32()),

@@ -13,17 +13,18 @@ import click
 import numpy as np
 import pyarrow as pa
 
-from qsopipe.pipeline import grids
+from qsopipe.models.boxes import BAL_INDEX, N_EMISSION, decode_finders
 from qsopipe.pipeline.config import config_options, load_config
+from qsopipe.pipeline.constants import QN_FINDERS
 from qsopipe.pipeline.layout import find_products
 from qsopipe.pipeline.parquet_io import list_column, read_metadata, with_metadata
 from qsopipe.pipeline.stage import Stage, run_stage_on_plates
 from qsopipe.pipeline.plate import FIBER_COLUMNS
+from qsopipe.stages.catalog_columns import LINE_NAMES
+from qsopipe.stages.decision import bal_flag, best_redshift, classify
 from qsopipe.stages.preprocess import PrepFlag
 
 log = logging.getLogger(__name__)
-
-LINE_NAMES = tuple(name for name, _ in grids.QN_LINES)
 
 
 class QNFlag(enum.IntFlag):
@@ -50,8 +51,6 @@ def classify_spectra(x, prep_flag, forward, c_th, n_th, bal_th):
     Z_BAL_CIV (float32), Z_QN (float64), IS_QSO_QN, BAL_FLAG_QN (int16),
     QN_FLAG (int32). Unclassified rows: C = 0, Z = -1, flags 0.
     """
-    from qsopipe.models.quasarnet import BAL_INDEX, N_EMISSION, bal_flag, best_redshift, classify, decode_finders
-
     n = len(x)
     usable = (np.asarray(prep_flag) & int(PrepFlag.unusable())) == 0
     confidence = np.zeros((n, N_EMISSION + 1))
@@ -92,7 +91,7 @@ def process_shard(shard, forward, model_path, model_sha256, c_th, n_th, bal_th):
         "plate": shard_meta.get("plate"), "mjd": shard_meta.get("mjd"),
         "sources": shard_meta.get("sources", []), "skipped": shard_meta.get("skipped", {}),
         "c_th": c_th, "n_th": n_th, "bal_th": bal_th, "qn_model": str(model_path), "qn_model_sha256": model_sha256,
-        "qn_lines": [[name, wave] for name, wave in grids.QN_LINES] + [["BAL_CIV", grids.QN_BAL_LINE[1]]],
+        "qn_lines": [[name, wave] for name, wave in QN_FINDERS],
         "qn_flags": {flag.name: int(flag.value) for flag in QNFlag},
     })
 
@@ -146,9 +145,7 @@ STAGE = QuasarNetStage()
 @click.command(name="quasarnet")
 @click.argument("shards", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "results", required=True, type=click.Path(file_okay=False), help="Results directory.")
-@click.option("--qn-model", type=click.Path(exists=True, dir_okay=False),
-              help="QuasarNET .keras file [default: the shipped weights].")
-@config_options("c_th", "n_th", "bal_th", "batch_size")
+@config_options("qn_model", "c_th", "n_th", "bal_th", "batch_size", aliases={"qn_model": "--model"})
 @click.option("--force", is_flag=True, help="Redo plates whose results are up to date.")
 def command(shards, results, force, **options):
     """Classify every shard under SHARDS; write RESULTS/quasarnet/qn-pppp-mmmmm.parquet per plate."""
@@ -156,4 +153,5 @@ def command(shards, results, force, **options):
     plates = [(name, None) for name, _ in find_products("shard", shards)]
     if not plates:
         raise click.ClickException(f"{shards}: no PLATE=*/plate-*.parquet shards")
-    run_stage_on_plates(STAGE, plates, {"shard": shards, "quasarnet": results}, config, force)
+    if run_stage_on_plates(STAGE, plates, {"shard": shards, "quasarnet": results}, config, force):
+        raise SystemExit(1)

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from qsopipe.pipeline.grids import MGII_NPIX
+from qsopipe.pipeline.ids import target_id
 from qsopipe.pipeline.parquet_io import fixed_size_list
 from qsopipe.stages.mgii import (
     CONTINUUM_WINDOWS, MgIIFlag, SEARCH_REST_MAX, SEARCH_REST_MIN, grid_wavelength, prepare_input,
@@ -136,7 +137,7 @@ def test_process_plate_one_row_per_fiber(cnn):
     assert mgii.column("N_MGII_ABS").to_pylist() == [2, -1, -1, -1, -1]
     assert absorbers.num_rows == 2
     assert np.allclose(absorbers.column("Z_ABS").to_numpy(), [1.2, 1.6], atol=2e-4)
-    assert absorbers.column("TARGETID").to_pylist() == [7001 * 10**9 + 56000 * 10**4 + 1] * 2
+    assert absorbers.column("TARGETID").to_pylist() == [target_id(7001, 56000, 1)] * 2
     assert absorbers.schema.field("EW_2796").type == pa.float32()
     assert absorbers.schema.field("Z_ABS").type == pa.float64()
 
