@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from qsopipe.pipeline.layout import RunLayout, find_products
 from timing import best_of
 
 
@@ -48,7 +49,7 @@ def timed_run(inputs, outdir, workers):
     start = time.perf_counter()
     qsopipe("run", *inputs, "--out", outdir, "--workers", workers)
     seconds = time.perf_counter() - start
-    return seconds, json.loads((Path(outdir) / "run_report.json").read_text())
+    return seconds, json.loads(RunLayout(outdir).report.read_text())
 
 
 def forward_rate(predict, width, batch, repeat=5):
@@ -126,7 +127,7 @@ def main():
         import pyarrow.parquet as pq
 
         mgii = [pq.read_table(p, columns=["MGII_PROB"]).column(0).to_numpy()
-                for p in sorted((fastest / "results" / "mgii").glob("mgii-*.parquet"))]
+                for _, p in find_products("mgii", RunLayout(fastest).results)]
         mgii_fraction = float(np.mean(np.concatenate(mgii) >= 0))
         limit, rates = measure_limit(plates, mgii_fraction, args.workers, args.batch_size)
     marginal = (len(plates) - 2) * args.fibers / (t_all - t_small)

@@ -111,9 +111,11 @@ def read_labelled_shards(shard_dirs, truth_paths):
 
     from qsopipe.pipeline.parquet_io import list_column
 
-    files = sorted(path for directory in shard_dirs for path in Path(directory).rglob("plate-*.parquet"))
+    from qsopipe.pipeline.layout import find_products
+
+    files = [path for directory in shard_dirs for _, path in find_products("shard", directory)]
     if not files:
-        raise InputError(", ".join(map(str, shard_dirs)), "no plate-*.parquet shards found")
+        raise InputError(", ".join(map(str, shard_dirs)), "no PLATE=*/plate-*.parquet shards found")
     xs, flags, fibers = [], [], []
     for path in files:
         shard = pq.read_table(path, columns=["QN_FLUX", "PREP_FLAG", *ID_COLUMNS])
