@@ -213,6 +213,8 @@ class PlateRun:
             if not self.products.stored(product):
                 return "not stored"
             key, made_by = self.products.recorded(product)
+            if key is None and self.products.path(product).exists():
+                return "no recipe recorded (made by an older qsopipe)"
             if key != self.keys[product]:
                 return why_redone(made_by, self.recipes[product])
         return None
