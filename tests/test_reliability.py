@@ -423,3 +423,51 @@ def test_a_spec_plate_with_no_readable_file_fails_naming_it(matrix_run):
     with pytest.raises(InputError, match="lacks column.*none of the plate's 1 spec file") as raised:
         read_spec_plate([bad], skipped)
     assert raised.value.path == bad and list(skipped) == [bad]
+
+
+# Issue 24: runs that can never finish, stale resumes, silently dropped inputs.
+
+
+@pytest.fixture(scope="module")
+def small_spectra(tmp_path_factory):
+    """Two simulated plates (7000, 7001) of 20 fibers, as spPlates and as spec-lite files."""
+    return simulate(tmp_path_factory.mktemp("small"), plates=2, fibers=20, spec_lite=True)
+
+
+def run_pipeline(inputs, out, models, *options, **popen):
+    """`qsopipe run INPUTS --out OUT` with the tiny models and one worker; returns CompletedProcess."""
+    return run_qsopipe(["run", *map(str, inputs), "--out", str(out), "--workers", "1",
+                        "--qn-model", str(models[0]), "--mgii-model", str(models[1]), *options], **popen)
+
+
+def plate_statuses(out):
+    """{plate name: status} from OUTDIR/run_report.json."""
+    report = json.loads((out / "run_report.json").read_text())
+    return {summary["name"]: summary["status"] for summary in report["plates"]}
+
+
+def catalog_paths(out):
+    """INPUTS PATH of OUTDIR/catalog.fits, decoded (`qsopipe.stages.catalog.text_from_fits`)."""
+    from qsopipe.stages.catalog import text_from_fits
+
+    return text_from_fits(fitsio.read(str(out / "catalog.fits"), ext="INPUTS")["PATH"]).tolist()
+
+
+def test_a_non_ascii_path_is_kept_in_inputs(small_spectra, models, tmp_path):
+    tree = tmp_path / "in" / "données"
+    shutil.copytree(small_spectra / "7000", tree / "7000")
+    result = run_pipeline([tmp_path / "in"], tmp_path / "out", models)
+    assert result.returncode == 0, result.stdout
+    path = str(tree / "7000" / "spPlate-7000-57000.fits")
+    assert catalog_paths(tmp_path / "out") == [path]
+    assert plate_statuses(tmp_path / "out") == {"7000-57000": "done"}
+
+
+def test_text_columns_round_trip_any_string():
+    from qsopipe.stages.catalog import fits_text, text_from_fits
+
+    strings = ["in/données/spPlate-7120-57120.fits", "100% of it", "/raw/not-utf8-\udce9", "plain ascii"]
+    stored = fits_text(strings)
+    assert all(text.isascii() and text.isprintable() for text in stored)
+    assert stored[-1] == "plain ascii"
+    assert text_from_fits(stored).tolist() == strings
