@@ -471,3 +471,50 @@ def test_text_columns_round_trip_any_string():
     assert all(text.isascii() and text.isprintable() for text in stored)
     assert stored[-1] == "plain ascii"
     assert text_from_fits(stored).tolist() == strings
+
+
+def test_a_nan_threshold_is_refused_before_any_work(small_spectra, models, tmp_path):
+    result = run_pipeline([small_spectra / "7000"], tmp_path / "out", models, "--c-th", "nan")
+    assert result.returncode == 2, result.stdout
+    assert "c_th = nan" in result.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_plates_made_with_other_settings_are_redone_and_the_catalog_written(small_spectra, models, tmp_path):
+    out = tmp_path / "out"
+    plates = [small_spectra / "7000", small_spectra / "7001"]
+    assert run_pipeline(plates, out, models, "--c-th", "0.4").returncode == 0
+    one_plate = run_pipeline([small_spectra / "7001" / "spPlate-7001-57001.fits"], out, models, "--c-th", "0.9")
+    assert one_plate.returncode == 0, one_plate.stdout
+
+    rerun = run_pipeline(plates, out, models)
+    assert rerun.returncode == 0, rerun.stdout
+    assert "plate 7001-57001: quasarnet redone: c_th 0.9 -> 0.4" in rerun.stdout
+    assert plate_statuses(out) == {"7000-57000": "resumed", "7001-57001": "done"}
+    assert fitsio.read_header(str(out / "catalog.fits"), ext="CATALOG")["C_TH"] == 0.4
+
+
+def test_a_resumed_plate_whose_input_moved_names_the_new_path(small_spectra, models, tmp_path):
+    shutil.copytree(small_spectra / "7000", tmp_path / "before" / "7000")
+    assert run_pipeline([tmp_path / "before"], tmp_path / "out", models).returncode == 0
+    (tmp_path / "before").rename(tmp_path / "after")
+    rerun = run_pipeline([tmp_path / "after"], tmp_path / "out", models)
+    assert rerun.returncode == 0, rerun.stdout
+    assert plate_statuses(tmp_path / "out") == {"7000-57000": "resumed"}
+    assert catalog_paths(tmp_path / "out") == [str(tmp_path / "after" / "7000" / "spPlate-7000-57000.fits")]
+
+
+def test_a_spec_file_edited_under_an_older_mtime_is_redone(small_spectra, models, tmp_path):
+    lite = tmp_path / "lite"
+    shutil.copytree(small_spectra / "lite" / "7000", lite)
+    assert run_pipeline([lite], tmp_path / "out", models).returncode == 0
+    edited = lite / "spec-7000-57000-0001.fits"
+    times = os.stat(edited)
+    with fitsio.FITS(str(edited), "rw") as handle:
+        flux = handle[1].read_column("FLUX")
+        handle[1].write_column("FLUX", flux[::-1].copy())
+    os.utime(edited, ns=(times.st_atime_ns, times.st_mtime_ns - 10**9))  # as cp -p or rsync -t might leave it
+    rerun = run_pipeline([lite], tmp_path / "out", models)
+    assert rerun.returncode == 0, rerun.stdout
+    assert plate_statuses(tmp_path / "out") == {"7000-57000": "done"}
+    assert "plate 7000-57000: quasarnet redone: shard changed" in rerun.stdout
