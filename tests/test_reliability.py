@@ -518,3 +518,49 @@ def test_a_spec_file_edited_under_an_older_mtime_is_redone(small_spectra, models
     assert rerun.returncode == 0, rerun.stdout
     assert plate_statuses(tmp_path / "out") == {"7000-57000": "done"}
     assert "plate 7000-57000: quasarnet redone: shard changed" in rerun.stdout
+
+
+def discovered(*inputs):
+    """discover(inputs) as ({plate name: [file, ...]}, {rejected path: reason})."""
+    from qsopipe.pipeline.discovery import discover
+
+    plates, rejects = discover(list(inputs))
+    return {plate.name: plate.files for plate in plates}, {reject.path: reject.reason for reject in rejects}
+
+
+def test_a_symlinked_plate_directory_is_searched(small_spectra, tmp_path):
+    tree = tmp_path / "tree"
+    shutil.copytree(small_spectra / "7000", tree / "7000")
+    (tree / "7001").symlink_to(small_spectra / "7001", target_is_directory=True)
+    plates, rejects = discovered(tree)
+    assert plates == {"7000-57000": [str(tree / "7000" / "spPlate-7000-57000.fits")],
+                      "7001-57001": [str(tree / "7001" / "spPlate-7001-57001.fits")]}
+    assert rejects == {}
+
+
+def test_a_symlink_loop_is_rejected_with_its_reason(small_spectra, tmp_path):
+    tree = tmp_path / "tree"
+    shutil.copytree(small_spectra / "7000", tree / "7000")
+    (tree / "7000" / "loop").symlink_to(tree, target_is_directory=True)
+    (tree / "spPlate-7999-57999.fits").symlink_to("spPlate-7999-57999.fits")  # a link to itself
+    plates, rejects = discovered(tree)
+    assert plates == {"7000-57000": [str(tree / "7000" / "spPlate-7000-57000.fits")]}
+    assert rejects == {str(tree / "7000" / "loop"): f"link to a directory already searched ({tree}): "
+                                                     f"not searched again",
+                       str(tree / "spPlate-7999-57999.fits"): "named like an input but not a regular file"}
+
+
+def test_a_file_given_twice_is_one_input_and_a_copy_stays_a_duplicate(small_spectra, tmp_path):
+    spplate = small_spectra / "7000" / "spPlate-7000-57000.fits"
+    assert discovered(spplate, spplate, small_spectra / "7000") == ({"7000-57000": [str(spplate)]}, {})
+    copy = tmp_path / spplate.name
+    shutil.copy(spplate, copy)
+    assert discovered(spplate, copy) == ({"7000-57000": [str(spplate)]},
+                                         {str(copy): f"duplicate of {spplate} (same plate-MJD)"})
+
+
+def test_a_run_given_the_same_file_twice_exits_zero(small_spectra, models, tmp_path):
+    spplate = small_spectra / "7000" / "spPlate-7000-57000.fits"
+    result = run_pipeline([spplate, spplate], tmp_path / "out", models)
+    assert result.returncode == 0, result.stdout
+    assert catalog_paths(tmp_path / "out") == [str(spplate)]
