@@ -20,6 +20,7 @@ import ctypes
 import json
 import marshal
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -564,3 +565,77 @@ def test_a_run_given_the_same_file_twice_exits_zero(small_spectra, models, tmp_p
     result = run_pipeline([spplate, spplate], tmp_path / "out", models)
     assert result.returncode == 0, result.stdout
     assert catalog_paths(tmp_path / "out") == [str(spplate)]
+
+
+def edited_copy(source, target, edit):
+    """Copy the FITS file `source` to `target` after `edit(hdus)` (an astropy HDUList) changed it."""
+    with fits.open(source) as hdus:
+        edit(hdus)
+        hdus.writeto(target)
+    return target
+
+
+def set_card(index, key, value):
+    """An edit: card KEY = value in HDU `index`'s header."""
+    def edit(hdus):
+        hdus[index].header[key] = value
+    return edit
+
+
+def as_integers(index, dtype):
+    """An edit: HDU `index`'s image stored as integers of `dtype` (BITPIX 16, 32 or 64)."""
+    def edit(hdus):
+        hdus[index].data = hdus[index].data.astype(dtype)
+    return edit
+
+
+def without_fibers(hdus):
+    """An edit of an spPlate: every image and table cut to 0 fibers."""
+    for hdu in hdus:
+        hdu.data = hdu.data[:0]
+
+
+def first_fiber_numbered(fiberid):
+    """An edit of an spPlate: the first PLUGMAP row's FIBERID."""
+    def edit(hdus):
+        hdus[5].data["FIBERID"][0] = fiberid
+    return edit
+
+
+@pytest.mark.parametrize("edit,reason", [
+    (as_integers(0, np.int16), "HDU0 FLUX has BITPIX = 16, integers; the spPlate data model stores it as float32"),
+    (as_integers(1, np.int64), "HDU1 IVAR has BITPIX = 64, integers"),
+    (without_fibers, r"HDU0 FLUX holds no fibers \(0 rows\)"),
+    (set_card(0, "COEFF1", 1.0), r"COEFF1 = 1.0 is not a log-lambda step per pixel in \(0, 0.001\]"),
+    (set_card(0, "COEFF0", "abc"), "HDU0 header COEFF0 = 'abc' is not a number"),
+    (set_card(0, "MJD", "abc"), "HDU0 header MJD = 'abc' is not a number"),
+    (first_fiber_numbered(10000), r"FIBERID 10000 outside 1..9999: TARGETID = PLATE\*10\^9 \+ MJD\*10\^4"),
+], ids=["bitpix16-flux", "bitpix64-ivar", "no-fibers", "coeff1", "coeff0-text", "mjd-text", "fiberid-10000"])
+def test_an_spplate_the_data_model_does_not_allow_is_refused_naming_the_file(small_spectra, tmp_path, edit, reason):
+    from qsopipe.pipeline.errors import InputError
+    from qsopipe.pipeline.sdss.spplate import read_spplate
+
+    bad = edited_copy(small_spectra / "7000" / "spPlate-7000-57000.fits", tmp_path / "spPlate-7000-57000.fits", edit)
+    with pytest.raises(InputError, match=rf"^{re.escape(str(bad))}: {reason}"):
+        read_spplate(bad)
+
+
+def spec_fiber_numbered(fiberid):
+    """An edit of a spec file: FIBERID in the HDU0 header and the HDU2 row."""
+    def edit(hdus):
+        hdus[0].header["FIBERID"] = fiberid
+        hdus[2].data["FIBERID"] = fiberid
+    return edit
+
+
+@pytest.mark.parametrize("edit,reason", [
+    (set_card(0, "COEFF0", "abc"), "HDU0 header COEFF0 = 'abc' is not a number"),
+    (spec_fiber_numbered(10000), "FIBERID 10000 outside 1..9999"),
+], ids=["coeff0-text", "fiberid-10000"])
+def test_a_spec_file_the_data_model_does_not_allow_is_refused_naming_the_file(small_spectra, tmp_path, edit, reason):
+    from qsopipe.pipeline.errors import InputError
+    from qsopipe.pipeline.sdss.spec import read_spec
+
+    bad = edited_copy(small_spectra / "lite" / "7000" / "spec-7000-57000-0001.fits", tmp_path / "fiber.fits", edit)
+    with pytest.raises(InputError, match=rf"^{re.escape(str(bad))}: {reason}"):
+        read_spec(bad)
