@@ -13,12 +13,17 @@ One OUTDIR is killed at each moment in turn, each killed run resuming the
 one before (as a resubmitted batch job would), then resumed to the end
 without the hook; the catalog must equal a clean run's in every column and
 header card but DATE and the checksums, with every fiber exactly once.
+
+SIGTERM (issue 24) is sent the same way at a known moment: a second hook
+holds the second plate's done-marker write until the test has sent it.
 """
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +54,31 @@ def _killing_atomic_path(path):
 
 
 qsopipe.pipeline.atomic.atomic_path = _killing_atomic_path
+'''
+
+HANG_HOOK = '''"""Test hook (tests/test_crash_safety.py): hold the run at a chosen atomic write, saying so in a file."""
+import contextlib
+import fnmatch
+import os
+import time
+from pathlib import Path
+
+import qsopipe.pipeline.atomic
+
+_PATTERN = os.environ["HANG_AT_ATOMIC_WRITE"]
+_atomic_path = qsopipe.pipeline.atomic.atomic_path
+
+
+@contextlib.contextmanager
+def _hanging_atomic_path(path):
+    with _atomic_path(path) as tmp:
+        yield tmp
+        if fnmatch.fnmatch(os.path.basename(os.fspath(path)), _PATTERN):
+            Path(os.environ["HANG_FLAG"]).touch()
+            time.sleep(600)
+
+
+qsopipe.pipeline.atomic.atomic_path = _hanging_atomic_path
 '''
 
 #: moment -> (file name whose rename is never reached, where that file lives under OUTDIR), in run order.
@@ -90,10 +120,11 @@ def setup(tmp_path_factory):
     assert result.returncode == 0, result.stdout
     args = [str(root / "sim" / "spectra"), "--workers", "1",
             "--qn-model", str(root / "qn.keras"), "--mgii-model", str(root / "mgii.keras")]
-    hook = root / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(KILL_HOOK)
-    return {"root": root, "args": args, "hook": hook}
+    hook, hang_hook = root / "hook", root / "hang_hook"
+    for folder, text in ((hook, KILL_HOOK), (hang_hook, HANG_HOOK)):
+        folder.mkdir()
+        (folder / "sitecustomize.py").write_text(text)
+    return {"root": root, "args": args, "hook": hook, "hang_hook": hang_hook}
 
 
 def clean_run(setup, name):
@@ -161,3 +192,43 @@ def test_kill_9_at_each_moment_then_resume_gives_the_same_catalog(setup, referen
 def test_two_runs_of_the_same_inputs_give_the_same_catalog(setup, reference):
     assert_every_fiber_once(reference)
     assert_same_catalog(clean_run(setup, "again"), reference)
+
+
+def test_sigterm_logs_reports_the_finished_plates_and_exits_143(setup):
+    out, flag = setup["root"] / "terminated", setup["root"] / "second-plate-held"
+    env = {**os.environ, "PYTHONPATH": str(setup["hang_hook"]), "HANG_AT_ATOMIC_WRITE": "7001-57001.json",
+           "HANG_FLAG": str(flag)}
+    process = subprocess.Popen([QSOPIPE, "run", *setup["args"], "--out", str(out)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env)
+    try:
+        log = "".join(iter_until(process.stdout, "[1/2] plate 7000-57000"))
+        deadline = time.monotonic() + 300
+        while not flag.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert flag.exists(), log
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=120)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    log += rest
+    assert process.returncode == 143, log
+    assert "received SIGTERM: stopping" in log
+    assert "stopped by SIGTERM: 1 of 2 plate(s) finished" in log
+    report = json.loads((out / "run_report.json").read_text())
+    assert report["catalog"] is None and not (out / "catalog.fits").exists()
+    assert [(plate["name"], plate["status"]) for plate in report["plates"]] == [
+        ("7000-57000", "done"), ("7001-57001", "interrupted")]
+    assert report["counts"] == {"done": 1, "interrupted": 1}
+
+    resumed = run_qsopipe(["run", *setup["args"], "--out", str(out)])
+    assert resumed.returncode == 0, resumed.stdout
+    assert_every_fiber_once(out / "catalog.fits")
+
+
+def iter_until(lines, text):
+    """The lines of `lines` (a text stream) up to and including the first that holds `text`."""
+    for line in lines:
+        yield line
+        if text in line:
+            return

@@ -639,3 +639,15 @@ def test_a_spec_file_the_data_model_does_not_allow_is_refused_naming_the_file(sm
     bad = edited_copy(small_spectra / "lite" / "7000" / "spec-7000-57000-0001.fits", tmp_path / "fiber.fits", edit)
     with pytest.raises(InputError, match=rf"^{re.escape(str(bad))}: {reason}"):
         read_spec(bad)
+
+
+def test_a_read_only_outdir_is_refused_before_any_work(small_spectra, models, tmp_path):
+    if not permissions_enforced(tmp_path):
+        pytest.skip("this process cannot make a directory read-only to itself (root without CAP_SETPCAP)")
+    out = tmp_path / "out"
+    out.mkdir(mode=0o555)
+    result = run_pipeline([small_spectra / "7000"], out, models, drop_dac=os.geteuid() == 0)
+    out.chmod(0o755)
+    assert result.returncode == 1, result.stdout
+    assert result.stdout.splitlines()[-1] == f"Error: {out}: output directory cannot be written (Permission denied)"
+    assert "plate" not in result.stdout and list(out.iterdir()) == []
