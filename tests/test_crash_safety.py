@@ -3,7 +3,7 @@
 The kill must land at a known moment, not after a guessed delay: a
 `sitecustomize.py` put on PYTHONPATH of the killed run only (so the
 pipeline's code is unchanged) wraps `qsopipe.pipeline.atomic.atomic_path`, and when a
-file whose name matches KILL_AT_ATOMIC_WRITE has been written to its
+file whose name matches AT_ATOMIC_WRITE has been written to its
 temporary name but not yet renamed, SIGKILLs the run's whole process group
 (the `qsopipe run` process and every Dask worker, which all import that
 hook). The three moments are the shard of the second plate (preprocess,
@@ -14,8 +14,9 @@ one before (as a resubmitted batch job would), then resumed to the end
 without the hook; the catalog must equal a clean run's in every column and
 header card but DATE and the checksums, with every fiber exactly once.
 
-SIGTERM (issue 24) is sent the same way at a known moment: a second hook
-holds the second plate's done-marker write until the test has sent it.
+SIGTERM (issue 24) is sent at a known moment the same way: with HOLD_FLAG
+set, the hook holds the second plate's done-marker write until the test has
+sent it.
 """
 
 import json
@@ -33,52 +34,38 @@ from astropy.io import fits
 QSOPIPE = str(Path(sys.executable).with_name("qsopipe"))
 PLATES, FIBERS = (7000, 7001), 20
 
-KILL_HOOK = '''"""Test hook (tests/test_crash_safety.py): SIGKILL the run's process group at a chosen atomic write."""
+HOOK = '''"""Test hook (tests/test_crash_safety.py): stop the run at a chosen atomic write.
+
+At the write of a file named like AT_ATOMIC_WRITE, before its rename: SIGKILL
+the run's process group or, when HOLD_FLAG names a file, create that file
+and hold the writing process (a Dask worker) for 600 s.
+"""
 import contextlib
 import fnmatch
 import os
 import signal
-
-import qsopipe.pipeline.atomic
-
-_PATTERN = os.environ["KILL_AT_ATOMIC_WRITE"]
-_atomic_path = qsopipe.pipeline.atomic.atomic_path
-
-
-@contextlib.contextmanager
-def _killing_atomic_path(path):
-    with _atomic_path(path) as tmp:
-        yield tmp
-        if fnmatch.fnmatch(os.path.basename(os.fspath(path)), _PATTERN):
-            os.killpg(0, signal.SIGKILL)
-
-
-qsopipe.pipeline.atomic.atomic_path = _killing_atomic_path
-'''
-
-HANG_HOOK = '''"""Test hook (tests/test_crash_safety.py): hold the run at a chosen atomic write, saying so in a file."""
-import contextlib
-import fnmatch
-import os
 import time
 from pathlib import Path
 
 import qsopipe.pipeline.atomic
 
-_PATTERN = os.environ["HANG_AT_ATOMIC_WRITE"]
+_PATTERN = os.environ["AT_ATOMIC_WRITE"]
+_HOLD_FLAG = os.environ.get("HOLD_FLAG")
 _atomic_path = qsopipe.pipeline.atomic.atomic_path
 
 
 @contextlib.contextmanager
-def _hanging_atomic_path(path):
+def _stopping_atomic_path(path):
     with _atomic_path(path) as tmp:
         yield tmp
         if fnmatch.fnmatch(os.path.basename(os.fspath(path)), _PATTERN):
-            Path(os.environ["HANG_FLAG"]).touch()
-            time.sleep(600)
+            if _HOLD_FLAG:
+                Path(_HOLD_FLAG).touch()
+                time.sleep(600)
+            os.killpg(0, signal.SIGKILL)
 
 
-qsopipe.pipeline.atomic.atomic_path = _hanging_atomic_path
+qsopipe.pipeline.atomic.atomic_path = _stopping_atomic_path
 '''
 
 #: moment -> (file name whose rename is never reached, where that file lives under OUTDIR), in run order.
@@ -120,11 +107,10 @@ def setup(tmp_path_factory):
     assert result.returncode == 0, result.stdout
     args = [str(root / "sim" / "spectra"), "--workers", "1",
             "--qn-model", str(root / "qn.keras"), "--mgii-model", str(root / "mgii.keras")]
-    hook, hang_hook = root / "hook", root / "hang_hook"
-    for folder, text in ((hook, KILL_HOOK), (hang_hook, HANG_HOOK)):
-        folder.mkdir()
-        (folder / "sitecustomize.py").write_text(text)
-    return {"root": root, "args": args, "hook": hook, "hang_hook": hang_hook}
+    hook = root / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HOOK)
+    return {"root": root, "args": args, "hook": hook}
 
 
 def clean_run(setup, name):
@@ -175,7 +161,7 @@ def test_kill_9_at_each_moment_then_resume_gives_the_same_catalog(setup, referen
     for moment, (name, folder) in MOMENTS.items():
         if moment == "preprocess" and not keep_shards:
             continue
-        env = {**os.environ, "PYTHONPATH": str(setup["hook"]), "KILL_AT_ATOMIC_WRITE": name}
+        env = {**os.environ, "PYTHONPATH": str(setup["hook"]), "AT_ATOMIC_WRITE": name}
         killed = run_qsopipe(["run", *setup["args"], *shard_option, "--out", str(out)], env=env)
         assert killed.returncode == -signal.SIGKILL, (moment, killed.stdout)
         assert not (out / folder / name).exists(), f"{moment}: the killed write must not look complete"
@@ -196,8 +182,8 @@ def test_two_runs_of_the_same_inputs_give_the_same_catalog(setup, reference):
 
 def test_sigterm_logs_reports_the_finished_plates_and_exits_143(setup):
     out, flag = setup["root"] / "terminated", setup["root"] / "second-plate-held"
-    env = {**os.environ, "PYTHONPATH": str(setup["hang_hook"]), "HANG_AT_ATOMIC_WRITE": "7001-57001.json",
-           "HANG_FLAG": str(flag)}
+    env = {**os.environ, "PYTHONPATH": str(setup["hook"]), "AT_ATOMIC_WRITE": "7001-57001.json",
+           "HOLD_FLAG": str(flag)}
     process = subprocess.Popen([QSOPIPE, "run", *setup["args"], "--out", str(out)], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env)
     try:
