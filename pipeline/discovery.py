@@ -1,9 +1,11 @@
 """Input discovery: files, directories searched recursively, BOSS_SPECTRO_REDUX trees.
 
 Every input becomes a PlateInput (one plate-MJD and the format whose files
-hold it; see `qsopipe.pipeline.formats`). Nothing found is dropped silently:
-files that cannot be an input, directories that cannot be listed, and
-plate-MJDs (or spec fibers) given twice come back as rejects with a reason.
+hold it; see `qsopipe.pipeline.formats`). Links to directories are followed.
+Nothing found is dropped silently: files that cannot be an input,
+directories that cannot be listed or are reached again through a link (a
+loop), and plate-MJDs (or spec fibers) given twice in different files come
+back as rejects with a reason; one file reached twice is one input.
 """
 
 import os
@@ -68,19 +70,41 @@ def discover(inputs):
 
 
 def _files(inputs):
-    """(the files given or found under directories, rejects so far), in input order."""
-    files, rejects = [], []
+    """(the files given or found under directories, rejects so far), in input order.
+
+    A file reached twice (given twice, or given and found in a directory
+    given too) is the same input: it is listed once, where first reached.
+    """
+    files, rejects, seen = [], [], set()
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files.extend(_walk(path, rejects))
+            found = _walk(path, rejects)
         elif path.is_file():
-            files.append(path)
+            found = [path]
         elif path.exists():
+            found = []
             rejects.append(Reject(str(path), "not a regular file"))
         else:
+            found = []
             rejects.append(Reject(str(path), "no such file or directory"))
+        files += [path for path in found if _first_sight(path, seen)]
     return files, rejects
+
+
+def _first_sight(path, seen):
+    """True the first time the file at `path` (by device and inode) is met; `seen` records it."""
+    identity = _identity(path)
+    if identity in seen:
+        return False
+    seen.add(identity)
+    return True
+
+
+def _identity(path):
+    """(device, inode) of the file or directory at `path`, links followed."""
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
 
 
 def _groups(files, rejects):
@@ -117,16 +141,19 @@ def _one_group_per_plate(groups, rejects):
 def _walk(directory, rejects):
     """Files under `directory` whose name a format claims, sorted; no file is opened.
 
-    Things so named that are not regular files, and directories that cannot
-    be listed, are appended to `rejects`.
+    Symbolic links to directories are followed; a directory reached again
+    (a link loop, or a second link to it) is not searched again and is
+    appended to `rejects`, as are things named like an input that are not
+    regular files and directories that cannot be listed.
     """
     found = []
+    searched = {_identity(directory): str(directory)}
 
     def unlistable(err):
         rejects.append(Reject(str(err.filename), f"directory cannot be listed ({err.strerror})"))
 
-    for parent, dirnames, filenames in os.walk(directory, onerror=unlistable):
-        dirnames.sort()
+    for parent, dirnames, filenames in os.walk(directory, onerror=unlistable, followlinks=True):
+        dirnames[:] = [name for name in sorted(dirnames) if _first_search(Path(parent) / name, searched, rejects)]
         for name in sorted(dirnames + filenames):
             if claim_by_name(name) is None:
                 continue
@@ -136,3 +163,18 @@ def _walk(directory, rejects):
             else:
                 rejects.append(Reject(str(path), "named like an input but not a regular file"))
     return sorted(found)
+
+
+def _first_search(directory, searched, rejects):
+    """True when `directory` is to be searched: not met before in this walk ({(device, inode): path})."""
+    try:
+        identity = _identity(directory)
+    except OSError as err:
+        rejects.append(Reject(str(directory), f"directory cannot be listed ({err.strerror})"))
+        return False
+    if identity in searched:
+        rejects.append(Reject(str(directory), f"link to a directory already searched ({searched[identity]}): "
+                                              f"not searched again"))
+        return False
+    searched[identity] = str(directory)
+    return True

@@ -2,11 +2,30 @@
 
 import numpy as np
 
+from qsopipe.pipeline.errors import InputError
+
+#: FIBERIDs TARGETID can hold: its last four digits, so 1..9999 (SDSS and BOSS plates have 640 or 1000 fibers).
+FIBERID_RANGE = (1, 10**4 - 1)
+
 
 def target_id(plate, mjd, fiberid):
     """TARGETID = PLATE * 10^9 + MJD * 10^4 + FIBERID (DR16Q's), int64, the arguments' broadcast shape."""
     return (np.asarray(plate, dtype=np.int64) * 10**9 + np.asarray(mjd, dtype=np.int64) * 10**4
             + np.asarray(fiberid, dtype=np.int64))
+
+
+def check_fiberids(path, fiberid):
+    """InputError naming `path` when a FIBERID of `fiberid` (int array, (n,)) is outside FIBERID_RANGE.
+
+    Outside it, TARGETID would equal another fiber's (FIBERID 10000 of MJD m
+    is fiber 0 of MJD m + 1), so such a file is refused when it is read.
+    """
+    fiberid = np.asarray(fiberid, dtype=np.int64)
+    low, high = FIBERID_RANGE
+    bad = np.unique(fiberid[(fiberid < low) | (fiberid > high)])
+    if bad.size:
+        raise InputError(path, f"FIBERID {', '.join(map(str, bad[:5].tolist()))} outside {low}..{high}: "
+                               f"TARGETID = PLATE*10^9 + MJD*10^4 + FIBERID would collide")
 
 
 def match_rows(keys, table_keys):

@@ -3,14 +3,25 @@
 A plate is the unit of work and of failure: each is one Dask task
 (`plate_task.process_plate`), a bad plate is reported and the others go on.
 Outputs live under OUTDIR (see `plate_task.layout`); a rerun into the same
-OUTDIR skips finished plates. Exit status: 0 when every input was processed,
-1 when any input failed or was rejected.
+OUTDIR skips finished plates. OUTDIR is checked writable before any work.
+
+SIGTERM (what SLURM sends at a job's time limit) stops the run: it is
+logged, the plates not finished are cancelled with the Dask client, and
+run_report.json lists the finished plates and the others as 'interrupted';
+no catalog is written (run_report.json's catalog is null), since it would
+lack plates: a rerun into the same OUTDIR resumes the finished ones and
+writes it. Exit status: 0 when every input was processed, 1 when any input
+failed or was rejected or OUTDIR cannot be written, 143 (128 + SIGTERM)
+when SIGTERM stopped the run.
 """
 
 import contextlib
+import functools
 import json
 import logging
 import os
+import signal
+import tempfile
 import time
 from collections import Counter
 
@@ -25,6 +36,41 @@ from qsopipe.pipeline.progress import PlateProgress
 from qsopipe.pipeline.stage import log_changes
 
 log = logging.getLogger("qsopipe.pipeline.run")
+
+#: Exit status of a run stopped by SIGTERM: 128 + the signal's number, as a shell reports it.
+SIGTERM_EXIT = 128 + signal.SIGTERM
+#: Status and reason, in run_report.json, of a plate that had not finished when SIGTERM stopped the run.
+INTERRUPTED = ("interrupted", "the run was stopped by SIGTERM before this plate finished")
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a batch system's time limit, or `kill`); a BaseException, so no `except Exception` eats it."""
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """Within the block, the first SIGTERM is logged and raises Terminated in the main thread; later ones are ignored."""
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        log.error("received SIGTERM: stopping, plates not finished are cancelled")
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def writable_outdir(outdir):
+    """Make OUTDIR if needed and write a file in it; a one-line ClickException (exit 1) when it cannot."""
+    try:
+        os.makedirs(outdir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=outdir):
+            pass
+    except OSError as err:
+        raise click.ClickException(f"{outdir}: output directory cannot be written ({err.strerror})") from None
+
 
 @contextlib.contextmanager
 def dask_client(cluster, workers, config):
@@ -52,30 +98,39 @@ def dask_client(cluster, workers, config):
             yield client
 
 
-def run_plates(client, plates, outdir, config):
-    """Submit one task per plate; log each as it finishes; return the summaries in plate order."""
+def run_plates(client, plates, outdir, config, summaries):
+    """Submit one task per plate; put each plate's summary in `summaries` ({name: summary}) as it finishes.
+
+    Logs a line per plate and, once all have finished, the closing line.
+    """
     from distributed import as_completed
 
     progress = PlateProgress(len(plates))
     futures = {client.submit(process_plate, plate, str(outdir), config, key=f"plate-{plate.name}", pure=False): plate
                for plate in plates}
-    summaries = {}
     for future in as_completed(futures):
         plate = futures[future]
         try:
             summary = future.result()
         except Exception as err:  # the worker died (memory, kill): the plate failed, the run goes on
-            summary = {"plate": plate.plate, "mjd": plate.mjd, "name": plate.name, "files": plate.files,
-                       "status": "failed", "reason": f"worker lost: {type(err).__name__}: {err}",
-                       **NO_COUNTS, "seconds": 0.0}
+            summary = summary_without_result(plate, "failed", f"worker lost: {type(err).__name__}: {err}")
         summaries[plate.name] = summary
         log_changes(plate.name, summary.get("stages", {}))
         for message in summary.get("skipped", {}).values():  # each starts with the file's path
             log.warning("not processed: %s", message)
         progress.update(summary)
-    ordered = [summaries[plate.name] for plate in plates]
-    log.info(progress.summary_line(Counter(s["status"] for s in ordered)))
-    return ordered
+    log.info(progress.summary_line(Counter(s["status"] for s in summaries.values())))
+
+
+def summary_without_result(plate, status, reason):
+    """The summary of a plate whose task returned none (its worker lost, the run stopped): no counts."""
+    return {"plate": plate.plate, "mjd": plate.mjd, "name": plate.name, "files": plate.files,
+            "status": status, "reason": reason, **NO_COUNTS, "seconds": 0.0}
+
+
+def in_plate_order(plates, summaries):
+    """The summaries ({name: summary}) in the order of `plates`; a plate without one is 'interrupted'."""
+    return [summaries.get(plate.name) or summary_without_result(plate, *INTERRUPTED) for plate in plates]
 
 
 def write_report(path, summaries, rejects, config, catalog):
@@ -91,6 +146,20 @@ def write_report(path, summaries, rejects, config, catalog):
     with atomic_path(path) as tmp, open(tmp, "w") as handle:
         json.dump(report, handle, indent=1, default=str)
     return report
+
+
+@contextlib.contextmanager
+def reported_on_sigterm(outdir, plates, finished, rejects, config):
+    """On Terminated within: run_report.json of the `finished` summaries (the rest interrupted), no catalog, a
+    log line, and exit SIGTERM_EXIT."""
+    try:
+        yield
+    except Terminated:
+        path = RunLayout(outdir).report
+        write_report(path, in_plate_order(plates, finished), rejects, config, None)
+        log.error("stopped by SIGTERM: %d of %d plate(s) finished, the others interrupted; no catalog written; "
+                  "%s written (a rerun into %s resumes)", len(finished), len(plates), path, outdir)
+        raise SystemExit(SIGTERM_EXIT) from None
 
 
 def write_run_catalog(outdir, summaries, rejects, config):
@@ -125,14 +194,19 @@ def _input_record(summary, path):
 def command(inputs, outdir, cluster, **options):
     """Run preprocess, quasarnet and mgii on every plate under INPUTS, then write OUTDIR/catalog.fits."""
     config = load_config(options.pop("config_file"), options)
+    writable_outdir(outdir)
     plates, rejects = discover(inputs)
     for reject in rejects:
         log.warning("not processed: %s: %s", reject.path, reject.reason)
     log.info("%d plate(s) to process into %s", len(plates), outdir)
-    os.makedirs(outdir, exist_ok=True)
-    with dask_client(cluster, config["workers"], config) as client:
-        summaries = run_plates(client, plates, outdir, config)
-    catalog = write_run_catalog(outdir, summaries, rejects, config) if plates else None
+    finished = {}
+    report_if_stopped = functools.partial(reported_on_sigterm, outdir, plates, finished, rejects, config)
+    # The inner report_if_stopped writes the report before the cluster closes; the outer one covers its start.
+    with sigterm_raises(), report_if_stopped():
+        with dask_client(cluster, config["workers"], config) as client, report_if_stopped():
+            run_plates(client, plates, outdir, config, finished)
+        summaries = in_plate_order(plates, finished)
+        catalog = write_run_catalog(outdir, summaries, rejects, config) if plates else None
     write_report(RunLayout(outdir).report, summaries, rejects, config, catalog)
     if catalog:
         click.echo(str(catalog))

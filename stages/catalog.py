@@ -14,6 +14,7 @@ MGII_FLAG_NO_RESULTS.
 
 import json
 import logging
+import urllib.parse
 from pathlib import Path
 from typing import NamedTuple
 
@@ -193,18 +194,42 @@ def select_quasars(catalog, absorbers):
     return quasars, {name: values[on_quasar] for name, values in absorbers.items()}
 
 
+#: Characters a FITS string column holds as they are: printable ASCII but '%', which escapes the others.
+FITS_TEXT_SAFE = "".join(chr(code) for code in range(0x20, 0x7F) if chr(code) != "%")
+
+
+def fits_text(values):
+    """Strings as FITS 'A' columns may hold them: ASCII, anything else percent-encoded.
+
+    values : array-like of str, shape (n,). Each string's UTF-8 bytes (file
+    names that are not UTF-8 keep their bytes, via surrogateescape) are
+    percent-encoded where they are not printable ASCII or are '%', so every
+    path survives and printable ASCII without '%' is unchanged. Returns an
+    array of str, shape (n,); `text_from_fits` reverses it.
+    """
+    return np.array([urllib.parse.quote(str(value).encode("utf-8", "surrogateescape"), safe=FITS_TEXT_SAFE)
+                     for value in np.ravel(values)], dtype=str)
+
+
+def text_from_fits(values):
+    """The strings `fits_text` encoded (e.g. INPUTS PATH as read back): array of str, shape (n,)."""
+    return np.array([urllib.parse.unquote_to_bytes(str(value)).decode("utf-8", "surrogateescape")
+                     for value in np.ravel(values)], dtype=str)
+
+
 def table_hdu(extname, columns, data, header_cards=()):
     """A binary-table HDU of `data` ({name: array}) described by `columns` (Column list).
 
     Each column gets TUNITn when it has a unit, its description as the TTYPEn
     comment and a TCOMMn card; `header_cards` ((key, value, comment)) follow.
+    String columns are written through `fits_text` (ASCII, others percent-encoded).
     """
     fits_columns = []
     for column in columns:
         values = np.asarray(data[column.name])
         width = None
         if column.dtype.startswith("U"):
-            values = values.astype(str)
+            values = fits_text(values)
             width = int(max(np.char.str_len(values).max(initial=0), 1))
         else:
             values = values.astype(column.dtype)

@@ -3,7 +3,7 @@
 The kill must land at a known moment, not after a guessed delay: a
 `sitecustomize.py` put on PYTHONPATH of the killed run only (so the
 pipeline's code is unchanged) wraps `qsopipe.pipeline.atomic.atomic_path`, and when a
-file whose name matches KILL_AT_ATOMIC_WRITE has been written to its
+file whose name matches AT_ATOMIC_WRITE has been written to its
 temporary name but not yet renamed, SIGKILLs the run's whole process group
 (the `qsopipe run` process and every Dask worker, which all import that
 hook). The three moments are the shard of the second plate (preprocess,
@@ -13,12 +13,18 @@ One OUTDIR is killed at each moment in turn, each killed run resuming the
 one before (as a resubmitted batch job would), then resumed to the end
 without the hook; the catalog must equal a clean run's in every column and
 header card but DATE and the checksums, with every fiber exactly once.
+
+SIGTERM (issue 24) is sent at a known moment the same way: with HOLD_FLAG
+set, the hook holds the second plate's done-marker write until the test has
+sent it.
 """
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,27 +34,38 @@ from astropy.io import fits
 QSOPIPE = str(Path(sys.executable).with_name("qsopipe"))
 PLATES, FIBERS = (7000, 7001), 20
 
-KILL_HOOK = '''"""Test hook (tests/test_crash_safety.py): SIGKILL the run's process group at a chosen atomic write."""
+HOOK = '''"""Test hook (tests/test_crash_safety.py): stop the run at a chosen atomic write.
+
+At the write of a file named like AT_ATOMIC_WRITE, before its rename: SIGKILL
+the run's process group or, when HOLD_FLAG names a file, create that file
+and hold the writing process (a Dask worker) for 600 s.
+"""
 import contextlib
 import fnmatch
 import os
 import signal
+import time
+from pathlib import Path
 
 import qsopipe.pipeline.atomic
 
-_PATTERN = os.environ["KILL_AT_ATOMIC_WRITE"]
+_PATTERN = os.environ["AT_ATOMIC_WRITE"]
+_HOLD_FLAG = os.environ.get("HOLD_FLAG")
 _atomic_path = qsopipe.pipeline.atomic.atomic_path
 
 
 @contextlib.contextmanager
-def _killing_atomic_path(path):
+def _stopping_atomic_path(path):
     with _atomic_path(path) as tmp:
         yield tmp
         if fnmatch.fnmatch(os.path.basename(os.fspath(path)), _PATTERN):
+            if _HOLD_FLAG:
+                Path(_HOLD_FLAG).touch()
+                time.sleep(600)
             os.killpg(0, signal.SIGKILL)
 
 
-qsopipe.pipeline.atomic.atomic_path = _killing_atomic_path
+qsopipe.pipeline.atomic.atomic_path = _stopping_atomic_path
 '''
 
 #: moment -> (file name whose rename is never reached, where that file lives under OUTDIR), in run order.
@@ -92,7 +109,7 @@ def setup(tmp_path_factory):
             "--qn-model", str(root / "qn.keras"), "--mgii-model", str(root / "mgii.keras")]
     hook = root / "hook"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(KILL_HOOK)
+    (hook / "sitecustomize.py").write_text(HOOK)
     return {"root": root, "args": args, "hook": hook}
 
 
@@ -144,7 +161,7 @@ def test_kill_9_at_each_moment_then_resume_gives_the_same_catalog(setup, referen
     for moment, (name, folder) in MOMENTS.items():
         if moment == "preprocess" and not keep_shards:
             continue
-        env = {**os.environ, "PYTHONPATH": str(setup["hook"]), "KILL_AT_ATOMIC_WRITE": name}
+        env = {**os.environ, "PYTHONPATH": str(setup["hook"]), "AT_ATOMIC_WRITE": name}
         killed = run_qsopipe(["run", *setup["args"], *shard_option, "--out", str(out)], env=env)
         assert killed.returncode == -signal.SIGKILL, (moment, killed.stdout)
         assert not (out / folder / name).exists(), f"{moment}: the killed write must not look complete"
@@ -161,3 +178,43 @@ def test_kill_9_at_each_moment_then_resume_gives_the_same_catalog(setup, referen
 def test_two_runs_of_the_same_inputs_give_the_same_catalog(setup, reference):
     assert_every_fiber_once(reference)
     assert_same_catalog(clean_run(setup, "again"), reference)
+
+
+def test_sigterm_logs_reports_the_finished_plates_and_exits_143(setup):
+    out, flag = setup["root"] / "terminated", setup["root"] / "second-plate-held"
+    env = {**os.environ, "PYTHONPATH": str(setup["hook"]), "AT_ATOMIC_WRITE": "7001-57001.json",
+           "HOLD_FLAG": str(flag)}
+    process = subprocess.Popen([QSOPIPE, "run", *setup["args"], "--out", str(out)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env)
+    try:
+        log = "".join(iter_until(process.stdout, "[1/2] plate 7000-57000"))
+        deadline = time.monotonic() + 300
+        while not flag.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert flag.exists(), log
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=120)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    log += rest
+    assert process.returncode == 143, log
+    assert "received SIGTERM: stopping" in log
+    assert "stopped by SIGTERM: 1 of 2 plate(s) finished" in log
+    report = json.loads((out / "run_report.json").read_text())
+    assert report["catalog"] is None and not (out / "catalog.fits").exists()
+    assert [(plate["name"], plate["status"]) for plate in report["plates"]] == [
+        ("7000-57000", "done"), ("7001-57001", "interrupted")]
+    assert report["counts"] == {"done": 1, "interrupted": 1}
+
+    resumed = run_qsopipe(["run", *setup["args"], "--out", str(out)])
+    assert resumed.returncode == 0, resumed.stdout
+    assert_every_fiber_once(out / "catalog.fits")
+
+
+def iter_until(lines, text):
+    """The lines of `lines` (a text stream) up to and including the first that holds `text`."""
+    for line in lines:
+        yield line
+        if text in line:
+            return

@@ -20,6 +20,7 @@ import ctypes
 import json
 import marshal
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -423,3 +424,230 @@ def test_a_spec_plate_with_no_readable_file_fails_naming_it(matrix_run):
     with pytest.raises(InputError, match="lacks column.*none of the plate's 1 spec file") as raised:
         read_spec_plate([bad], skipped)
     assert raised.value.path == bad and list(skipped) == [bad]
+
+
+# Issue 24: runs that can never finish, stale resumes, silently dropped inputs.
+
+
+@pytest.fixture(scope="module")
+def small_spectra(tmp_path_factory):
+    """Two simulated plates (7000, 7001) of 20 fibers, as spPlates and as spec-lite files."""
+    return simulate(tmp_path_factory.mktemp("small"), plates=2, fibers=20, spec_lite=True)
+
+
+def run_pipeline(inputs, out, models, *options, **popen):
+    """`qsopipe run INPUTS --out OUT` with the tiny models and one worker; returns CompletedProcess."""
+    return run_qsopipe(["run", *map(str, inputs), "--out", str(out), "--workers", "1",
+                        "--qn-model", str(models[0]), "--mgii-model", str(models[1]), *options], **popen)
+
+
+def plate_statuses(out):
+    """{plate name: status} from OUTDIR/run_report.json."""
+    report = json.loads((out / "run_report.json").read_text())
+    return {summary["name"]: summary["status"] for summary in report["plates"]}
+
+
+def catalog_paths(out):
+    """INPUTS PATH of OUTDIR/catalog.fits, decoded (`qsopipe.stages.catalog.text_from_fits`)."""
+    from qsopipe.stages.catalog import text_from_fits
+
+    return text_from_fits(fitsio.read(str(out / "catalog.fits"), ext="INPUTS")["PATH"]).tolist()
+
+
+def test_a_non_ascii_path_is_kept_in_inputs(small_spectra, models, tmp_path):
+    tree = tmp_path / "in" / "données"
+    shutil.copytree(small_spectra / "7000", tree / "7000")
+    result = run_pipeline([tmp_path / "in"], tmp_path / "out", models)
+    assert result.returncode == 0, result.stdout
+    path = str(tree / "7000" / "spPlate-7000-57000.fits")
+    assert catalog_paths(tmp_path / "out") == [path]
+    assert plate_statuses(tmp_path / "out") == {"7000-57000": "done"}
+
+
+def test_text_columns_round_trip_any_string():
+    from qsopipe.stages.catalog import fits_text, text_from_fits
+
+    strings = ["in/données/spPlate-7120-57120.fits", "100% of it", "/raw/not-utf8-\udce9", "plain ascii"]
+    stored = fits_text(strings)
+    assert all(text.isascii() and text.isprintable() for text in stored)
+    assert stored[-1] == "plain ascii"
+    assert text_from_fits(stored).tolist() == strings
+
+
+def test_a_nan_threshold_is_refused_before_any_work(small_spectra, models, tmp_path):
+    result = run_pipeline([small_spectra / "7000"], tmp_path / "out", models, "--c-th", "nan")
+    assert result.returncode == 2, result.stdout
+    assert "c_th = nan" in result.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_plates_made_with_other_settings_are_redone_and_the_catalog_written(small_spectra, models, tmp_path):
+    out = tmp_path / "out"
+    plates = [small_spectra / "7000", small_spectra / "7001"]
+    assert run_pipeline(plates, out, models, "--c-th", "0.4").returncode == 0
+    one_plate = run_pipeline([small_spectra / "7001" / "spPlate-7001-57001.fits"], out, models, "--c-th", "0.9")
+    assert one_plate.returncode == 0, one_plate.stdout
+
+    rerun = run_pipeline(plates, out, models)
+    assert rerun.returncode == 0, rerun.stdout
+    assert "plate 7001-57001: quasarnet redone: c_th 0.9 -> 0.4" in rerun.stdout
+    assert plate_statuses(out) == {"7000-57000": "resumed", "7001-57001": "done"}
+    assert fitsio.read_header(str(out / "catalog.fits"), ext="CATALOG")["C_TH"] == 0.4
+
+
+def test_a_resumed_plate_whose_input_moved_names_the_new_path(small_spectra, models, tmp_path):
+    shutil.copytree(small_spectra / "7000", tmp_path / "before" / "7000")
+    assert run_pipeline([tmp_path / "before"], tmp_path / "out", models).returncode == 0
+    (tmp_path / "before").rename(tmp_path / "after")
+    rerun = run_pipeline([tmp_path / "after"], tmp_path / "out", models)
+    assert rerun.returncode == 0, rerun.stdout
+    assert plate_statuses(tmp_path / "out") == {"7000-57000": "resumed"}
+    assert catalog_paths(tmp_path / "out") == [str(tmp_path / "after" / "7000" / "spPlate-7000-57000.fits")]
+
+
+def test_a_spec_file_edited_under_an_older_mtime_is_redone(small_spectra, models, tmp_path):
+    lite = tmp_path / "lite"
+    shutil.copytree(small_spectra / "lite" / "7000", lite)
+    assert run_pipeline([lite], tmp_path / "out", models).returncode == 0
+    edited = lite / "spec-7000-57000-0001.fits"
+    times = os.stat(edited)
+    with fitsio.FITS(str(edited), "rw") as handle:
+        flux = handle[1].read_column("FLUX")
+        handle[1].write_column("FLUX", flux[::-1].copy())
+    os.utime(edited, ns=(times.st_atime_ns, times.st_mtime_ns - 10**9))  # as cp -p or rsync -t might leave it
+    rerun = run_pipeline([lite], tmp_path / "out", models)
+    assert rerun.returncode == 0, rerun.stdout
+    assert plate_statuses(tmp_path / "out") == {"7000-57000": "done"}
+    assert "plate 7000-57000: quasarnet redone: shard changed" in rerun.stdout
+
+
+def discovered(*inputs):
+    """discover(inputs) as ({plate name: [file, ...]}, {rejected path: reason})."""
+    from qsopipe.pipeline.discovery import discover
+
+    plates, rejects = discover(list(inputs))
+    return {plate.name: plate.files for plate in plates}, {reject.path: reject.reason for reject in rejects}
+
+
+def test_a_symlinked_plate_directory_is_searched(small_spectra, tmp_path):
+    tree = tmp_path / "tree"
+    shutil.copytree(small_spectra / "7000", tree / "7000")
+    (tree / "7001").symlink_to(small_spectra / "7001", target_is_directory=True)
+    plates, rejects = discovered(tree)
+    assert plates == {"7000-57000": [str(tree / "7000" / "spPlate-7000-57000.fits")],
+                      "7001-57001": [str(tree / "7001" / "spPlate-7001-57001.fits")]}
+    assert rejects == {}
+
+
+def test_a_symlink_loop_is_rejected_with_its_reason(small_spectra, tmp_path):
+    tree = tmp_path / "tree"
+    shutil.copytree(small_spectra / "7000", tree / "7000")
+    (tree / "7000" / "loop").symlink_to(tree, target_is_directory=True)
+    (tree / "spPlate-7999-57999.fits").symlink_to("spPlate-7999-57999.fits")  # a link to itself
+    plates, rejects = discovered(tree)
+    assert plates == {"7000-57000": [str(tree / "7000" / "spPlate-7000-57000.fits")]}
+    assert rejects == {str(tree / "7000" / "loop"): f"link to a directory already searched ({tree}): "
+                                                     f"not searched again",
+                       str(tree / "spPlate-7999-57999.fits"): "named like an input but not a regular file"}
+
+
+def test_a_file_given_twice_is_one_input_and_a_copy_stays_a_duplicate(small_spectra, tmp_path):
+    spplate = small_spectra / "7000" / "spPlate-7000-57000.fits"
+    assert discovered(spplate, spplate, small_spectra / "7000") == ({"7000-57000": [str(spplate)]}, {})
+    copy = tmp_path / spplate.name
+    shutil.copy(spplate, copy)
+    assert discovered(spplate, copy) == ({"7000-57000": [str(spplate)]},
+                                         {str(copy): f"duplicate of {spplate} (same plate-MJD)"})
+
+
+def test_a_run_given_the_same_file_twice_exits_zero(small_spectra, models, tmp_path):
+    spplate = small_spectra / "7000" / "spPlate-7000-57000.fits"
+    result = run_pipeline([spplate, spplate], tmp_path / "out", models)
+    assert result.returncode == 0, result.stdout
+    assert catalog_paths(tmp_path / "out") == [str(spplate)]
+
+
+def edited_copy(source, target, edit):
+    """Copy the FITS file `source` to `target` after `edit(hdus)` (an astropy HDUList) changed it."""
+    with fits.open(source) as hdus:
+        edit(hdus)
+        hdus.writeto(target)
+    return target
+
+
+def set_card(index, key, value):
+    """An edit: card KEY = value in HDU `index`'s header."""
+    def edit(hdus):
+        hdus[index].header[key] = value
+    return edit
+
+
+def as_integers(index, dtype):
+    """An edit: HDU `index`'s image stored as integers of `dtype` (BITPIX 16, 32 or 64)."""
+    def edit(hdus):
+        hdus[index].data = hdus[index].data.astype(dtype)
+    return edit
+
+
+def without_fibers(hdus):
+    """An edit of an spPlate: every image and table cut to 0 fibers."""
+    for hdu in hdus:
+        hdu.data = hdu.data[:0]
+
+
+def first_fiber_numbered(fiberid):
+    """An edit of an spPlate: the first PLUGMAP row's FIBERID."""
+    def edit(hdus):
+        hdus[5].data["FIBERID"][0] = fiberid
+    return edit
+
+
+@pytest.mark.parametrize("edit,reason", [
+    (as_integers(0, np.int16), "HDU0 FLUX has BITPIX = 16, integers; the spPlate data model stores it as float32"),
+    (as_integers(1, np.int64), "HDU1 IVAR has BITPIX = 64, integers"),
+    (without_fibers, r"HDU0 FLUX holds no fibers \(0 rows\)"),
+    (set_card(0, "COEFF1", 1.0), r"COEFF1 = 1.0 is not a log-lambda step per pixel in \(0, 0.001\]"),
+    (set_card(0, "COEFF0", "abc"), "HDU0 header COEFF0 = 'abc' is not a number"),
+    (set_card(0, "MJD", "abc"), "HDU0 header MJD = 'abc' is not a number"),
+    (first_fiber_numbered(10000), r"FIBERID 10000 outside 1..9999: TARGETID = PLATE\*10\^9 \+ MJD\*10\^4"),
+], ids=["bitpix16-flux", "bitpix64-ivar", "no-fibers", "coeff1", "coeff0-text", "mjd-text", "fiberid-10000"])
+def test_an_spplate_the_data_model_does_not_allow_is_refused_naming_the_file(small_spectra, tmp_path, edit, reason):
+    from qsopipe.pipeline.errors import InputError
+    from qsopipe.pipeline.sdss.spplate import read_spplate
+
+    bad = edited_copy(small_spectra / "7000" / "spPlate-7000-57000.fits", tmp_path / "spPlate-7000-57000.fits", edit)
+    with pytest.raises(InputError, match=rf"^{re.escape(str(bad))}: {reason}"):
+        read_spplate(bad)
+
+
+def spec_fiber_numbered(fiberid):
+    """An edit of a spec file: FIBERID in the HDU0 header and the HDU2 row."""
+    def edit(hdus):
+        hdus[0].header["FIBERID"] = fiberid
+        hdus[2].data["FIBERID"] = fiberid
+    return edit
+
+
+@pytest.mark.parametrize("edit,reason", [
+    (set_card(0, "COEFF0", "abc"), "HDU0 header COEFF0 = 'abc' is not a number"),
+    (spec_fiber_numbered(10000), "FIBERID 10000 outside 1..9999"),
+], ids=["coeff0-text", "fiberid-10000"])
+def test_a_spec_file_the_data_model_does_not_allow_is_refused_naming_the_file(small_spectra, tmp_path, edit, reason):
+    from qsopipe.pipeline.errors import InputError
+    from qsopipe.pipeline.sdss.spec import read_spec
+
+    bad = edited_copy(small_spectra / "lite" / "7000" / "spec-7000-57000-0001.fits", tmp_path / "fiber.fits", edit)
+    with pytest.raises(InputError, match=rf"^{re.escape(str(bad))}: {reason}"):
+        read_spec(bad)
+
+
+def test_a_read_only_outdir_is_refused_before_any_work(small_spectra, models, tmp_path):
+    if not permissions_enforced(tmp_path):
+        pytest.skip("this process cannot make a directory read-only to itself (root without CAP_SETPCAP)")
+    out = tmp_path / "out"
+    out.mkdir(mode=0o555)
+    result = run_pipeline([small_spectra / "7000"], out, models, drop_dac=os.geteuid() == 0)
+    out.chmod(0o755)
+    assert result.returncode == 1, result.stdout
+    assert result.stdout.splitlines()[-1] == f"Error: {out}: output directory cannot be written (Permission denied)"
+    assert "plate" not in result.stdout and list(out.iterdir()) == []

@@ -47,6 +47,17 @@ def _first_line(err):
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def header_number(path, header, key, kind=float, default=None, hdu="HDU0"):
+    """header[key] as `kind` (float or int), `default` when absent; InputError saying what is wrong if no number."""
+    if key not in header:
+        return default
+    value = header[key]
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise InputError(path, f"{hdu} header {key} = {value!r} is not a number") from None
+
+
 def table_columns(hdu):
     """Map upper-case column name to the name as stored in a binary-table HDU."""
     return {name.upper(): name for name in hdu.get_colnames()}

@@ -15,9 +15,10 @@ import numpy as np
 
 from qsopipe.pipeline.errors import InputError
 from qsopipe.pipeline.grids import NATIVE_DLOGLAM
+from qsopipe.pipeline.ids import check_fiberids
 from qsopipe.pipeline.plate import FIBER_COLUMNS, TARGET_COLUMNS, Plate, empty_fibers
 from qsopipe.pipeline.sdss.fits_format import FitsFormat
-from qsopipe.pipeline.sdss.fitsfile import open_fits, read_columns
+from qsopipe.pipeline.sdss.fitsfile import header_number, open_fits, read_columns
 
 NAME_PATTERN = re.compile(r"spec-(?P<plate>\d{4,})-(?P<mjd>\d{5})-(?P<fiber>\d{4})\.fits(\.gz)?")
 COADD_COLUMNS = ("LOGLAM", "FLUX", "IVAR", "AND_MASK")
@@ -40,7 +41,9 @@ def read_spec(path):
         if len(fits) > 2 and fits[2].get_exttype() == "BINARY_TBL" and fits[2].get_nrows() > 0:
             meta = {name: values[0] for name, values in read_columns(fits[2], _META_WANTED, rows=[0]).items()}
     fibers = empty_fibers(1)
-    fibers["PLATE"], fibers["MJD"], fibers["FIBERID"] = _ids(path, header, meta)
+    plate, mjd, fiber = _ids(path, header, meta)
+    check_fiberids(path, [fiber])
+    fibers["PLATE"], fibers["MJD"], fibers["FIBERID"] = plate, mjd, fiber
     fibers["RA"] = meta.get("PLUG_RA", header.get("PLUG_RA", np.nan))
     fibers["DEC"] = meta.get("PLUG_DEC", header.get("PLUG_DEC", np.nan))
     for name in ("OBJTYPE", "THING_ID", *TARGET_COLUMNS):
@@ -50,7 +53,7 @@ def read_spec(path):
     loglam = coadd["LOGLAM"].astype(np.float64)
     if loglam.size == 0:
         raise InputError(path, "COADD table has no pixels")
-    loglam = _exact_grid(header, loglam)
+    loglam = _exact_grid(path, header, loglam)
     return Plate(
         plate=int(fibers["PLATE"][0]), mjd=int(fibers["MJD"][0]), fibers=fibers, loglam=loglam,
         flux=coadd["FLUX"].astype(np.float32)[None, :],
@@ -60,11 +63,11 @@ def read_spec(path):
     )
 
 
-def _exact_grid(header, loglam):
+def _exact_grid(path, header, loglam):
     """COEFF0 + COEFF1 * i in float64 when the header grid matches the (float32) column, else the column."""
     if "COEFF0" not in header or "COEFF1" not in header:
         return loglam
-    exact = float(header["COEFF0"]) + float(header["COEFF1"]) * np.arange(loglam.size)
+    exact = header_number(path, header, "COEFF0") + header_number(path, header, "COEFF1") * np.arange(loglam.size)
     return exact if np.all(np.abs(exact - loglam) < 1e-5) else loglam
 
 
@@ -77,9 +80,9 @@ def _ids(path, header, meta):
     """(plate, mjd, fiber) from HDU2's row `meta`, else the HDU0 header, else the file name; all must agree."""
     named = FORMAT.claim_name(os.path.basename(path))
     from_name = named.key if named else (None, None, None)
-    plate = meta.get("PLATE", header.get("PLATEID", from_name[0]))
-    mjd = meta.get("MJD", header.get("MJD", from_name[1]))
-    fiber = meta.get("FIBERID", header.get("FIBERID", from_name[2]))
+    plate = meta.get("PLATE", header_number(path, header, "PLATEID", int, default=from_name[0]))
+    mjd = meta.get("MJD", header_number(path, header, "MJD", int, default=from_name[1]))
+    fiber = meta.get("FIBERID", header_number(path, header, "FIBERID", int, default=from_name[2]))
     if plate is None or mjd is None or fiber is None:
         raise InputError(path, "no PLATE/MJD/FIBERID in HDU2, the HDU0 header or the file name")
     ids = int(plate), int(mjd), int(fiber)

@@ -6,15 +6,17 @@ A file is an spPlate by its content when HDU0 is a 2-d image whose header
 has COEFF0, COEFF1, PLATEID and MJD. One file is one plate unit.
 """
 
+import math
 import os
 import re
 
 import numpy as np
 
 from qsopipe.pipeline.errors import InputError
+from qsopipe.pipeline.ids import check_fiberids
 from qsopipe.pipeline.plate import FIBER_COLUMNS, TARGET_COLUMNS, Plate, empty_fibers
 from qsopipe.pipeline.sdss.fits_format import FitsFormat
-from qsopipe.pipeline.sdss.fitsfile import open_fits, read_columns
+from qsopipe.pipeline.sdss.fitsfile import header_number, open_fits, read_columns
 
 SPPLATE_HDUS = ("FLUX", "IVAR", "ANDMASK", "ORMASK", "WAVEDISP", "PLUGMAP", "SKY")
 REQUIRED_HDUS = (0, 1, 2, 5)
@@ -22,6 +24,12 @@ NAME_PATTERN = re.compile(r"spPlate-(?P<plate>\d{4,})-(?P<mjd>\d{5})(-[^.]*)?\.f
 
 #: Wavelength range the SDSS/BOSS spectrographs cover, Angstrom.
 SPECTROGRAPH_RANGE = (3600.0, 10400.0)
+#: Largest COEFF1 accepted: log10(wavelength) step per pixel (SDSS and BOSS use 1e-4, 69 km/s).
+MAX_LOGLAM_STEP = 1e-3
+#: BITPIX of the floating-point images the data model gives FLUX and IVAR (float32, -32; float64 read too).
+FLOAT_BITPIX = (-32, -64)
+#: HDUs whose images must be floating point.
+FLOAT_HDUS = (0, 1)
 
 _PLUGMAP_WANTED = ("FIBERID", "RA", "DEC", "OBJTYPE", "THING_ID", *TARGET_COLUMNS)
 
@@ -35,8 +43,12 @@ def read_spplate(path):
         if missing:
             raise InputError(path, f"spPlate has {len(fits)} HDU(s); missing {', '.join(missing)} "
                                    f"(truncated or incomplete file)")
+        for index in FLOAT_HDUS:
+            _check_floating_point(path, index, fits[index].read_header())
         flux = _image(path, fits, 0)
         nfiber, npix = flux.shape
+        if nfiber == 0:
+            raise InputError(path, "HDU0 FLUX holds no fibers (0 rows)")
         ivar = _image(path, fits, 1, expect=flux.shape)
         and_mask = _image(path, fits, 2, expect=flux.shape)
         if fits[5].get_exttype() != "BINARY_TBL":
@@ -50,7 +62,9 @@ def read_spplate(path):
     fibers = empty_fibers(nfiber)
     fibers["PLATE"] = plate
     fibers["MJD"] = mjd
-    fibers["FIBERID"] = plugmap.get("FIBERID", np.arange(1, nfiber + 1))
+    fiberid = plugmap.get("FIBERID", np.arange(1, nfiber + 1))
+    check_fiberids(path, fiberid)
+    fibers["FIBERID"] = fiberid
     for name, values in plugmap.items():
         if name != "FIBERID":
             fibers[name] = _as_column(name, values)
@@ -79,8 +93,8 @@ def _primary_header(path, header):
 
 def _plate_mjd(path, header):
     named = FORMAT.claim_name(os.path.basename(path))
-    plate = header.get("PLATEID", named.plate if named else None)
-    mjd = header.get("MJD", named.mjd if named else None)
+    plate = header_number(path, header, "PLATEID", int, default=named.plate if named else None)
+    mjd = header_number(path, header, "MJD", int, default=named.mjd if named else None)
     if plate is None or mjd is None:
         raise InputError(path, "no PLATEID/MJD in the HDU0 header and none in the file name")
     if named and (int(plate), int(mjd)) != named.unit:
@@ -90,12 +104,24 @@ def _plate_mjd(path, header):
 
 
 def _coefficients(path, header):
+    """(COEFF0, COEFF1): log10 of the first pixel's wavelength (Angstrom) and the step per pixel."""
     if "COEFF0" not in header or "COEFF1" not in header:
         raise InputError(path, "HDU0 header lacks COEFF0/COEFF1 (the log-lambda grid)")
-    coeff0, coeff1 = float(header["COEFF0"]), float(header["COEFF1"])
-    if not coeff1 > 0:
-        raise InputError(path, f"COEFF1 = {coeff1} is not a positive log-lambda step")
+    coeff0, coeff1 = header_number(path, header, "COEFF0"), header_number(path, header, "COEFF1")
+    if not math.isfinite(coeff0):
+        raise InputError(path, f"COEFF0 = {coeff0} is not a log10 wavelength")
+    if not 0 < coeff1 <= MAX_LOGLAM_STEP:
+        raise InputError(path, f"COEFF1 = {coeff1} is not a log-lambda step per pixel in (0, {MAX_LOGLAM_STEP}] "
+                               f"(SDSS and BOSS: 1e-4)")
     return coeff0, coeff1
+
+
+def _check_floating_point(path, index, header):
+    """InputError unless HDU `index`'s image (FLUX or IVAR) is floating point, as the data model has it."""
+    bitpix = header.get("BITPIX")
+    if bitpix not in FLOAT_BITPIX:
+        raise InputError(path, f"HDU{index} {SPPLATE_HDUS[index]} has BITPIX = {bitpix}, integers; the spPlate "
+                               f"data model stores it as float32 (BITPIX = -32)")
 
 
 def _image(path, fits, index, expect=None):
