@@ -77,19 +77,14 @@ def run_qsopipe(args, env=None, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_models):
     """Simulated plates, tiny models and the `qsopipe run` arguments minus --out."""
-    from qsopipe.models.mgii import build_model
-    from qsopipe.models.quasarnet import build_quasarnet
-
     root = tmp_path_factory.mktemp("crash")
-    build_quasarnet(filters=8, dense_units=16).save(root / "qn.keras")
-    build_model().save(root / "mgii.keras")
     result = run_qsopipe(["simulate", "--out", str(root / "sim"), "--plates", str(len(PLATES)),
                           "--fibers", str(FIBERS), "--seed", "3"])
     assert result.returncode == 0, result.stdout
     args = [str(root / "sim" / "spectra"), "--workers", "1",
-            "--qn-model", str(root / "qn.keras"), "--mgii-model", str(root / "mgii.keras")]
+            "--qn-model", str(tiny_models["qn"]), "--mgii-model", str(tiny_models["mgii"])]
     hook = root / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(KILL_HOOK)
