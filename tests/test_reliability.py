@@ -406,12 +406,12 @@ def test_unlistable_directory_is_rejected_by_name(tmp_path):
     (hidden / "spPlate-7000-57000.fits").touch()
     hidden.chmod(0)
     script = ("import json, sys; from qsopipe.pipeline.discovery import discover; "
-              "plates, rejects = discover(sys.argv[1:]); print(json.dumps([r.__dict__ for r in rejects]))")
+              "plates, rejects = discover(sys.argv[1:]); print(json.dumps([[r.path, r.reason] for r in rejects]))")
     result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "tree")], capture_output=True, text=True,
                             preexec_fn=_drop_dac_capabilities if os.geteuid() == 0 else None)
     hidden.chmod(0o755)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == [{"path": str(hidden), "reason": "directory cannot be listed (Permission denied)"}]
+    assert json.loads(result.stdout) == [[str(hidden), "directory cannot be listed (Permission denied)"]]
 
 
 def test_a_spec_plate_with_no_readable_file_fails_naming_it(matrix_run):
