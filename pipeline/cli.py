@@ -4,7 +4,7 @@ Subcommands are imported only when invoked, so `qsopipe --help` stays
 instant and never imports TensorFlow. Each stage module keeps its science
 functions apart from a thin click command named `command`; the group gives
 every command the same -v/-q options and the list of exit statuses
-(`exit_status`), and turns a full disk into one line and exit status 3.
+(`exit_status`), and turns an unusable input or a full disk into one line.
 """
 
 import logging
@@ -14,6 +14,7 @@ import click
 
 from qsopipe.pipeline import __version__, exit_status
 from qsopipe.pipeline.atomic import NoSpaceError
+from qsopipe.pipeline.errors import InputError
 from qsopipe.pipeline.lazy_group import LazyGroup
 
 #: name -> (module:attribute of the click command, one-line help)
@@ -62,11 +63,14 @@ def prepare_command(command):
 
 
 class QsopipeGroup(LazyGroup):
-    """The top-level group: a full disk in any command is one line naming the file, and exit status 3."""
+    """The top-level group: an input that cannot be used or a full disk, in any command, is one line naming
+    the file and exit status 1 or 3, not a traceback."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except InputError as err:
+            raise click.ClickException(str(err)) from err
         except NoSpaceError as err:
             raise exit_status.DiskFull(str(err)) from err
 
