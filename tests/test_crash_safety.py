@@ -1,12 +1,10 @@
 """Issue 10 (and 8): kill -9 a run at three moments, resume it, and get the same catalog.
 
-The kill must land at a known moment, not after a guessed delay: a
-`sitecustomize.py` put on PYTHONPATH of the killed run only (so the
-pipeline's code is unchanged) wraps `qsopipe.pipeline.atomic.atomic_path`, and when a
-file whose name matches KILL_AT_ATOMIC_WRITE has been written to its
-temporary name but not yet renamed, SIGKILLs the run's whole process group
-(the `qsopipe run` process and every Dask worker, which all import that
-hook). The three moments are the shard of the second plate (preprocess,
+The kill must land at a known moment, not after a guessed delay: the
+`sitecustomize.py` of atomic_hook.py, put on PYTHONPATH of the killed run
+only, SIGKILLs the run's whole process group when a file whose name
+matches AT_ATOMIC_WRITE has been written to its temporary name but not
+yet renamed. The three moments are the shard of the second plate (preprocess,
 with --keep-shards only: otherwise no shard is written), its QuasarNET
 results (inference), and catalog.fits (the catalog write).
 One OUTDIR is killed at each moment in turn, each killed run resuming the
@@ -25,31 +23,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from atomic_hook import KILL, write_hook
+
 QSOPIPE = str(Path(sys.executable).with_name("qsopipe"))
 PLATES, FIBERS = (7000, 7001), 20
-
-KILL_HOOK = '''"""Test hook (tests/test_crash_safety.py): SIGKILL the run's process group at a chosen atomic write."""
-import contextlib
-import fnmatch
-import os
-import signal
-
-import qsopipe.pipeline.atomic
-
-_PATTERN = os.environ["KILL_AT_ATOMIC_WRITE"]
-_atomic_path = qsopipe.pipeline.atomic.atomic_path
-
-
-@contextlib.contextmanager
-def _killing_atomic_path(path):
-    with _atomic_path(path) as tmp:
-        yield tmp
-        if fnmatch.fnmatch(os.path.basename(os.fspath(path)), _PATTERN):
-            os.killpg(0, signal.SIGKILL)
-
-
-qsopipe.pipeline.atomic.atomic_path = _killing_atomic_path
-'''
 
 #: moment -> (file name whose rename is never reached, where that file lives under OUTDIR), in run order.
 MOMENTS = {
@@ -85,9 +62,7 @@ def setup(tmp_path_factory, tiny_models):
     assert result.returncode == 0, result.stdout
     args = [str(root / "sim" / "spectra"), "--workers", "1",
             "--qn-model", str(tiny_models["qn"]), "--mgii-model", str(tiny_models["mgii"])]
-    hook = root / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(KILL_HOOK)
+    hook = write_hook(root / "hook", KILL)
     return {"root": root, "args": args, "hook": hook}
 
 
@@ -139,7 +114,7 @@ def test_kill_9_at_each_moment_then_resume_gives_the_same_catalog(setup, referen
     for moment, (name, folder) in MOMENTS.items():
         if moment == "preprocess" and not keep_shards:
             continue
-        env = {**os.environ, "PYTHONPATH": str(setup["hook"]), "KILL_AT_ATOMIC_WRITE": name}
+        env = {**os.environ, "PYTHONPATH": str(setup["hook"]), "AT_ATOMIC_WRITE": name}
         killed = run_qsopipe(["run", *setup["args"], *shard_option, "--out", str(out)], env=env)
         assert killed.returncode == -signal.SIGKILL, (moment, killed.stdout)
         assert not (out / folder / name).exists(), f"{moment}: the killed write must not look complete"

@@ -86,3 +86,11 @@ def test_defaults_quoted_in_docs_and_readme_are_config_yamls():
                for option, value in re.findall(r"--(c-th|n-th|bal-th|mgii-threshold) ([\d.]+)\]?\s", readme)]
     for card, value in quoted:
         assert float(value) == shipped[CARDS[card]], (card, value)
+
+
+def test_readme_troubleshooting_lists_every_exit_status():
+    from qsopipe.pipeline import exit_status
+
+    section = (REPO / "README.md").read_text().split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]
+    for status in (exit_status.OK, exit_status.FAILED, exit_status.USAGE, exit_status.DISK_FULL):
+        assert f"\n| {status} | " in section, status

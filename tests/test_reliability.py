@@ -234,7 +234,7 @@ def report_entries(report):
         for path, reason in summary["skipped"].items():
             entries[path] = ("failed", reason)
     for reject in report["rejected"]:
-        entries[reject["path"]] = ("rejected", reject["reason"])
+        entries[reject["path"]] = (reject["status"], reject["reason"])
     return entries
 
 
@@ -274,7 +274,7 @@ def test_duplicate_spec_files_are_each_named(matrix_run):
     assert len(specs) == 20
     for spec in specs:
         status, reason = entries[str(spec)]
-        assert status == "rejected" and "spPlate-7001-57001.fits" in reason
+        assert status == "superseded" and "spPlate-7001-57001.fits" in reason
 
 
 def test_exit_code_is_nonzero_when_any_input_failed(matrix_run):
@@ -338,7 +338,7 @@ def test_every_input_has_a_status_in_report_and_catalog(matrix_run):
     assert sorted(inputs["PATH"]) == sorted(entries)
     for row in inputs:
         assert (row["STATUS"], row["REASON"]) == entries[row["PATH"]]
-        assert row["STATUS"] in ("done", "failed", "rejected")
+        assert row["STATUS"] in ("done", "failed", "rejected", "superseded")
         assert (row["STATUS"] == "done") == (row["REASON"] == "")
         if row["STATUS"] == "failed":
             assert row["REASON"].startswith(row["PATH"])

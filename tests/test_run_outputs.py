@@ -18,30 +18,9 @@ from pathlib import Path
 import fitsio
 import pytest
 
+from atomic_hook import NO_SPACE, write_hook
+
 QSOPIPE = str(Path(sys.executable).with_name("qsopipe"))
-
-#: A sitecustomize.py for the run's processes: the write of a file named NO_SPACE_AT fails with ENOSPC.
-NO_SPACE_HOOK = '''"""Test hook (tests/test_run_outputs.py): a full disk when the file named NO_SPACE_AT is written."""
-import contextlib
-import errno
-import os
-
-import qsopipe.pipeline.atomic
-
-_NAME = os.environ["NO_SPACE_AT"]
-_atomic_path = qsopipe.pipeline.atomic.atomic_path
-
-
-@contextlib.contextmanager
-def _full_disk_atomic_path(path):
-    with _atomic_path(path) as tmp:
-        yield tmp
-        if os.path.basename(os.fspath(path)) == _NAME:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
-qsopipe.pipeline.atomic.atomic_path = _full_disk_atomic_path
-'''
 
 
 def qsopipe(*args, env=None):
@@ -124,10 +103,8 @@ def test_rerun_reports_resumed_plates(finished_run, run_args):
 
 
 def test_full_disk_names_the_file_stops_early_and_leaves_nothing_half_written(run_args, tmp_path):
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(NO_SPACE_HOOK)
-    env = {**os.environ, "PYTHONPATH": str(hook), "NO_SPACE_AT": "qn-7000-57000.parquet"}
+    hook = write_hook(tmp_path / "hook", NO_SPACE)
+    env = {**os.environ, "PYTHONPATH": str(hook), "AT_ATOMIC_WRITE": "qn-7000-57000.parquet"}
     out = tmp_path / "out"
     result = qsopipe("run", *run_args, "--out", out, env=env)
     assert result.returncode == 3, result.stderr
