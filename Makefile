@@ -9,7 +9,7 @@ DEMO   ?= demo-out
 $(BIN)/qsopipe: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[cpu,test]'
 	touch $@
 
 install: $(BIN)/qsopipe

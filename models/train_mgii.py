@@ -335,8 +335,8 @@ def train(model, sightlines, is_validation, paths, epochs, samples_per_epoch, ba
               help="Simulator output: DIR/spectra/ and DIR/truth.fits (with MGII_ABSORBERS).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Trained model, NAME.keras.")
 @click.option("--epochs", default=30, show_default=True, type=click.IntRange(1))
-@click.option("--samples-per-epoch", type=click.IntRange(2), default=None,
-              help="Spectra drawn per epoch, half positives [default: 2 x training sightlines].")
+@click.option("--samples-per-epoch", type=click.IntRange(2), default=None, show_default="2 x training sightlines",
+              help="Spectra drawn per epoch, half positives.")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
 @click.option("--learning-rate", default=1e-3, show_default=True, type=float)
 @click.option("--validation-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 0.9))

@@ -7,18 +7,24 @@ The defaults live in pipeline/config.yaml alone; the click options of
 every command are made from `SETTINGS` (`config_options`).
 """
 
+import functools
 import math
 import os
 from importlib import resources
 
 import click
 import yaml
+from click.core import ParameterSource
+
+from qsopipe.pipeline import exit_status
 
 ENV_PREFIX = "QSOPIPE_"
 
 
-class ConfigError(click.UsageError):
-    """A configuration value that cannot be used (exit status 2)."""
+class ConfigError(click.ClickException):
+    """A configuration value that cannot be used: one line 'Error: ...', exit status 2, before any work."""
+
+    exit_code = exit_status.USAGE
 
 
 def _fraction(value):
@@ -40,14 +46,17 @@ SETTINGS = {
     "bal_th": (float, False, _fraction, "in [0, 1]", "BAL_FLAG_QN where a quasar's C_BAL_CIV exceeds this."),
     "mgii_threshold": (float, False, _fraction, "in [0, 1]",
                        "Fit doublets on sightlines with MGII_PROB >= this (0: every searched one)."),
-    "qn_model": (str, True, None, "", "QuasarNET .keras file [default: the shipped weights]."),
-    "mgii_model": (str, True, None, "", "MgII CNN .keras file [default: the shipped weights]."),
+    "qn_model": (str, True, None, "", "QuasarNET .keras file."),
+    "mgii_model": (str, True, None, "", "MgII CNN .keras file."),
     "batch_size": (int, False, _positive, ">= 1", "Fixed batch of the compiled forward passes."),
-    "workers": (int, True, _positive, ">= 1", "Dask workers [default: one per core]."),
+    "workers": (int, True, _positive, ">= 1", "Dask workers."),
     "tf_threads": (int, False, _non_negative, ">= 0", "TensorFlow intra-op threads per worker."),
     "memory_limit": (str, False, None, "", "Memory limit per Dask worker."),
     "keep_shards": (bool, False, None, "", "Also write each plate's shard to OUTDIR/shards."),
 }
+
+#: What a null default (pipeline/config.yaml) means, for the options' help.
+NULL_DEFAULTS = {"qn_model": "the shipped weights", "mgii_model": "the shipped weights", "workers": "one per core"}
 
 
 def defaults():
@@ -112,25 +121,44 @@ def load_config(path=None, options=None, environ=None):
 def config_options(*keys, aliases=None):
     """A decorator adding `--config FILE` and one option per setting in `keys` to a click command.
 
-    Options default to None, so that config.yaml, --config and QSOPIPE_*
-    decide what is not given; the help shows config.yaml's default.
+    The help shows config.yaml's default the way click shows every default;
+    an option not given on the command line reaches the command as None, so
+    that --config and QSOPIPE_* decide it (`load_config`).
     aliases : {key: extra option name}, e.g. {"qn_model": "--model"}.
     """
     shipped = defaults()
     aliases = aliases or {}
 
     def decorate(command):
+        @functools.wraps(command)
+        def given_options_only(**kwargs):
+            ctx = click.get_current_context()
+            for key in keys:
+                if ctx.get_parameter_source(key) is not ParameterSource.COMMANDLINE:
+                    kwargs[key] = None
+            return command(**kwargs)
+
+        decorated = given_options_only
         for key in reversed(keys):
-            kind, _, _, _, help_text = SETTINGS[key]
-            names = [f"--{key.replace('_', '-')}", *([aliases[key]] if key in aliases else []), key]
-            if kind is bool:
-                command = click.option(*names, is_flag=True, default=None, help=help_text)(command)
-                continue
-            if kind is str and key.endswith("_model"):
-                kind = click.Path(exists=True, dir_okay=False)
-            shown = "" if shipped[key] is None or "[default" in help_text else f" [default: {shipped[key]}]"
-            command = click.option(*names, type=kind, default=None, help=help_text + shown)(command)
+            decorated = click.option(*_option_names(key, aliases), **_option_settings(key, shipped[key]))(decorated)
         return click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-                            help="YAML file of settings (see pipeline/config.yaml).")(command)
+                            help="YAML file of settings (see pipeline/config.yaml).")(decorated)
 
     return decorate
+
+
+def _option_names(key, aliases):
+    """--the-key, its alias if any, and the parameter name `key`."""
+    return [f"--{key.replace('_', '-')}", *([aliases[key]] if key in aliases else []), key]
+
+
+def _option_settings(key, default):
+    """click.option keyword arguments of setting `key` whose config.yaml value is `default`."""
+    kind, _, _, _, help_text = SETTINGS[key]
+    if kind is bool:
+        return {"is_flag": True, "default": None, "help": help_text}
+    if kind is str and key.endswith("_model"):
+        kind = click.Path(exists=True, dir_okay=False)
+    if default is None:
+        return {"type": kind, "default": None, "show_default": NULL_DEFAULTS[key], "help": help_text}
+    return {"type": kind, "default": default, "show_default": True, "help": help_text}

@@ -5,15 +5,23 @@ hold it; see `qsopipe.pipeline.formats`). Links to directories are followed.
 Nothing found is dropped silently: files that cannot be an input,
 directories that cannot be listed or are reached again through a link (a
 loop), and plate-MJDs (or spec fibers) given twice in different files come
-back as rejects with a reason; one file reached twice is one input.
+back as rejects with a reason; one file reached twice is one input. Spec
+files of a plate-MJD that is read from its spPlate are 'superseded':
+listed, but no failure, since none of their spectra is lost.
 """
 
+import logging
 import os
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
+
 from qsopipe.pipeline.formats import FORMATS, claim_by_name, claim_file
 from qsopipe.pipeline.input_format import InputFormat
+
+log = logging.getLogger(__name__)
 
 #: Why a file given by name is not an input: no format claims its name or its content.
 UNRECOGNISED = "file name is neither " + " nor ".join(fmt.name_template for fmt in FORMATS)
@@ -44,10 +52,40 @@ class PlateInput:
 
 @dataclass
 class Reject:
-    """An input file that will not be processed, and why."""
+    """An input file that will not be processed, and why.
+
+    status : 'rejected' (a failed input), or 'superseded' (its plate-MJD is
+        read from `superseded_by`, the first file of another format).
+    """
 
     path: str
     reason: str
+    status: str = "rejected"
+    superseded_by: str = ""
+
+
+def failures(rejects):
+    """The rejects that are failed inputs (not superseded ones)."""
+    return [reject for reject in rejects if reject.status == "rejected"]
+
+
+def log_rejects(rejects):
+    """One warning per rejected input, and one line per plate whose files of another format were superseded."""
+    superseded = defaultdict(list)
+    for reject in rejects:
+        if reject.status == "superseded":
+            superseded[reject.superseded_by].append(reject)
+        else:
+            log.warning("not processed: %s: %s", reject.path, reject.reason)
+    for winner, group in superseded.items():
+        log.info("%d file(s) not read (e.g. %s): the plate is read from %s", len(group), group[0].path, winner)
+
+
+def require_plates(plates, inputs):
+    """ClickException (exit 1) when discovery found no plate under `inputs`: nothing was done."""
+    if not plates:
+        searched = " or ".join(fmt.name_template for fmt in FORMATS)
+        raise click.ClickException(f"no plate to process: nothing named {searched} under {', '.join(inputs)}")
 
 
 def discover(inputs):
@@ -134,7 +172,8 @@ def _one_group_per_plate(groups, rejects):
         winner = plates[(group.plate, group.mjd)]
         if winner is not group:
             rejects += [Reject(path, f"{group.format.label} file of plate-MJD {group.name} skipped: "
-                                     f"the plate is read from {winner.files[0]}") for path in group.files]
+                                     f"the plate is read from {winner.files[0]}", "superseded", winner.files[0])
+                        for path in group.files]
     return plates
 
 

@@ -10,12 +10,15 @@ class LazyGroup(click.Group):
 
     Listing and help use the table alone, so `--help` imports no subcommand
     (and so no TensorFlow); a subcommand's module is imported when it runs.
+    `prepare`, when set, is called on each subcommand as it is looked up
+    (the `qsopipe` group gives every command its shared options this way).
     """
 
-    def __init__(self, *args, lazy_commands, section="Commands", **kwargs):
+    def __init__(self, *args, lazy_commands, section="Commands", prepare=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.lazy_commands = lazy_commands
         self.section = section
+        self.prepare = prepare
 
     def list_commands(self, ctx):
         return sorted(self.lazy_commands)
@@ -24,7 +27,10 @@ class LazyGroup(click.Group):
         if name not in self.lazy_commands:
             return None
         module_name, attribute = self.lazy_commands[name][0].split(":")
-        return getattr(importlib.import_module(module_name), attribute)
+        command = getattr(importlib.import_module(module_name), attribute)
+        if self.prepare is not None:
+            self.prepare(command)
+        return command
 
     def format_commands(self, ctx, formatter):
         with formatter.section(self.section):

@@ -18,7 +18,7 @@ import resource
 import time
 import traceback
 
-from qsopipe.pipeline.atomic import atomic_path
+from qsopipe.pipeline.atomic import NoSpaceError, atomic_path
 from qsopipe.pipeline.digests import content_key, file_records
 from qsopipe.pipeline.errors import InputError
 from qsopipe.pipeline.layout import RunLayout
@@ -55,7 +55,8 @@ def process_plate(plate_input, outdir, config):
 
     Returns a summary dict: plate, mjd, name, files, status ('done',
     'resumed' when every stage's results were already up to date, or
-    'failed'), reason, skipped (unreadable spec files left out of a plate
+    'failed'), reason, disk_full (present and true when an output could
+    not be written for lack of space), skipped (unreadable spec files left out of a plate
     that was processed: path -> reason), stages (stage -> 'reused' or why it
     ran), nfiber, nqso, nabs, seconds.
     """
@@ -77,6 +78,8 @@ def process_plate(plate_input, outdir, config):
                        worker_peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     except InputError as err:
         summary["reason"] = str(err)
+    except NoSpaceError as err:
+        _disk_full(summary, err)
     except OSError as err:
         summary["reason"] = f"{err.filename or _named(plate_input.files)}: cannot be read or written ({err.strerror})"
     except Exception as err:  # a bug or a surprise in one plate must not stop the run
@@ -84,9 +87,17 @@ def process_plate(plate_input, outdir, config):
         log.error("plate %s: unexpected error\n%s", plate_input.name, traceback.format_exc())
     summary["seconds"] = time.perf_counter() - start
     if summary["status"] == "done" or (summary["status"] == "resumed" and records != known):
-        with atomic_path(paths.marker(plate_input.name)) as tmp, open(tmp, "w") as handle:
-            json.dump({"summary": summary, "files": records}, handle)
+        try:
+            with atomic_path(paths.marker(plate_input.name)) as tmp, open(tmp, "w") as handle:
+                json.dump({"summary": summary, "files": records}, handle)
+        except NoSpaceError as err:
+            _disk_full(summary, err)
     return summary
+
+
+def _disk_full(summary, err):
+    """Mark the plate failed for a full disk, which stops the run (`run.run_plates`)."""
+    summary.update(status="failed", reason=str(err), disk_full=True)
 
 
 def _input_records(files, known):

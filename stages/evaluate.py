@@ -398,7 +398,8 @@ def truth_from_spall(spall):
 @click.argument("catalog", type=click.Path(exists=True, dir_okay=False))
 @click.option("--truth", type=click.Path(exists=True, dir_okay=False), help="DR12Q-style truth table (or simulated truth.fits).")
 @click.option("--spall", type=click.Path(exists=True, dir_okay=False), help="spAll file: use its CLASS/Z as labels.")
-@click.option("--plots", "plot_dir", type=click.Path(file_okay=False), help="Plot directory [CATALOG-evaluate/ beside the catalog].")
+@click.option("--plots", "plot_dir", type=click.Path(file_okay=False), show_default="CATALOG-evaluate/ beside the catalog",
+              help="Plot directory.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the metrics JSON here.")
 def command(catalog, truth, spall, plot_dir, json_path):
     """Score CATALOG against --truth (DR12Q-style) or --spall labels: JSON on stdout, PNG plots."""

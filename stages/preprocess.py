@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from qsopipe.pipeline import __version__, grids
-from qsopipe.pipeline.discovery import discover
+from qsopipe.pipeline.discovery import discover, failures, log_rejects, require_plates
 from qsopipe.pipeline.parquet_io import fixed_size_list, read_metadata, structured_to_arrays, with_metadata
 from qsopipe.pipeline.stage import SPECTRA, Stage, run_stage_on_plates
 
@@ -391,8 +391,8 @@ def command(inputs, out, force):
     Exits 1 when any input could not be processed; each is named in the log.
     """
     plates, rejects = discover(inputs)
-    for reject in rejects:
-        log.warning("skipping %s: %s", reject.path, reject.reason)
+    log_rejects(rejects)
+    require_plates(plates, inputs)
     failed = run_stage_on_plates(STAGE, [(plate.name, plate) for plate in plates], {"shard": out}, {}, force)
-    if failed or any(r.reason.startswith(("no such", "file name")) for r in rejects):
+    if failed or failures(rejects):
         raise SystemExit(1)

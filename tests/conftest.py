@@ -1,5 +1,5 @@
-"""Shared fixtures: the real SDSS data beside the checkout (skipped cleanly when absent), and a
-`qsopipe` run in a fresh interpreter that must not import TensorFlow."""
+"""Shared fixtures: the real SDSS data beside the checkout (skipped cleanly when absent), a
+`qsopipe` run in a fresh interpreter that must not import TensorFlow, and tiny untrained models."""
 
 import os
 import subprocess
@@ -45,3 +45,15 @@ def run_without_tensorflow():
     def run(*args):
         subprocess.run([sys.executable, "-c", _RUN_WITHOUT_TENSORFLOW, *map(str, args)], check=True)
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """{"qn": path, "mgii": path}: untrained QuasarNET and MgII CNN .keras files, small enough to run in seconds."""
+    from qsopipe.models.mgii import build_model
+    from qsopipe.models.quasarnet import build_quasarnet
+
+    root = tmp_path_factory.mktemp("models")
+    build_quasarnet(filters=8, dense_units=16).save(root / "qn.keras")
+    build_model().save(root / "mgii.keras")
+    return {"qn": root / "qn.keras", "mgii": root / "mgii.keras"}

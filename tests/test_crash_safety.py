@@ -1,12 +1,10 @@
 """Issue 10 (and 8): kill -9 a run at three moments, resume it, and get the same catalog.
 
-The kill must land at a known moment, not after a guessed delay: a
-`sitecustomize.py` put on PYTHONPATH of the killed run only (so the
-pipeline's code is unchanged) wraps `qsopipe.pipeline.atomic.atomic_path`, and when a
-file whose name matches AT_ATOMIC_WRITE has been written to its
-temporary name but not yet renamed, SIGKILLs the run's whole process group
-(the `qsopipe run` process and every Dask worker, which all import that
-hook). The three moments are the shard of the second plate (preprocess,
+The kill must land at a known moment, not after a guessed delay: the
+`sitecustomize.py` of atomic_hook.py, put on PYTHONPATH of the killed run
+only, SIGKILLs the run's whole process group when a file whose name
+matches AT_ATOMIC_WRITE has been written to its temporary name but not
+yet renamed. The three moments are the shard of the second plate (preprocess,
 with --keep-shards only: otherwise no shard is written), its QuasarNET
 results (inference), and catalog.fits (the catalog write).
 One OUTDIR is killed at each moment in turn, each killed run resuming the
@@ -31,42 +29,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from atomic_hook import HOLD, KILL, write_hook
+
 QSOPIPE = str(Path(sys.executable).with_name("qsopipe"))
 PLATES, FIBERS = (7000, 7001), 20
-
-HOOK = '''"""Test hook (tests/test_crash_safety.py): stop the run at a chosen atomic write.
-
-At the write of a file named like AT_ATOMIC_WRITE, before its rename: SIGKILL
-the run's process group or, when HOLD_FLAG names a file, create that file
-and hold the writing process (a Dask worker) for 600 s.
-"""
-import contextlib
-import fnmatch
-import os
-import signal
-import time
-from pathlib import Path
-
-import qsopipe.pipeline.atomic
-
-_PATTERN = os.environ["AT_ATOMIC_WRITE"]
-_HOLD_FLAG = os.environ.get("HOLD_FLAG")
-_atomic_path = qsopipe.pipeline.atomic.atomic_path
-
-
-@contextlib.contextmanager
-def _stopping_atomic_path(path):
-    with _atomic_path(path) as tmp:
-        yield tmp
-        if fnmatch.fnmatch(os.path.basename(os.fspath(path)), _PATTERN):
-            if _HOLD_FLAG:
-                Path(_HOLD_FLAG).touch()
-                time.sleep(600)
-            os.killpg(0, signal.SIGKILL)
-
-
-qsopipe.pipeline.atomic.atomic_path = _stopping_atomic_path
-'''
 
 #: moment -> (file name whose rename is never reached, where that file lives under OUTDIR), in run order.
 MOMENTS = {
@@ -94,23 +60,16 @@ def run_qsopipe(args, env=None, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_models):
     """Simulated plates, tiny models and the `qsopipe run` arguments minus --out."""
-    from qsopipe.models.mgii import build_model
-    from qsopipe.models.quasarnet import build_quasarnet
-
     root = tmp_path_factory.mktemp("crash")
-    build_quasarnet(filters=8, dense_units=16).save(root / "qn.keras")
-    build_model().save(root / "mgii.keras")
     result = run_qsopipe(["simulate", "--out", str(root / "sim"), "--plates", str(len(PLATES)),
                           "--fibers", str(FIBERS), "--seed", "3"])
     assert result.returncode == 0, result.stdout
     args = [str(root / "sim" / "spectra"), "--workers", "1",
-            "--qn-model", str(root / "qn.keras"), "--mgii-model", str(root / "mgii.keras")]
-    hook = root / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(HOOK)
-    return {"root": root, "args": args, "hook": hook}
+            "--qn-model", str(tiny_models["qn"]), "--mgii-model", str(tiny_models["mgii"])]
+    return {"root": root, "args": args, "hook": write_hook(root / "hook", KILL),
+            "hold_hook": write_hook(root / "hold", HOLD)}
 
 
 def clean_run(setup, name):
@@ -182,7 +141,7 @@ def test_two_runs_of_the_same_inputs_give_the_same_catalog(setup, reference):
 
 def test_sigterm_logs_reports_the_finished_plates_and_exits_143(setup):
     out, flag = setup["root"] / "terminated", setup["root"] / "second-plate-held"
-    env = {**os.environ, "PYTHONPATH": str(setup["hook"]), "AT_ATOMIC_WRITE": "7001-57001.json",
+    env = {**os.environ, "PYTHONPATH": str(setup["hold_hook"]), "AT_ATOMIC_WRITE": "7001-57001.json",
            "HOLD_FLAG": str(flag)}
     process = subprocess.Popen([QSOPIPE, "run", *setup["args"], "--out", str(out)], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env)

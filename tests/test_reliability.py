@@ -235,7 +235,7 @@ def report_entries(report):
         for path, reason in summary["skipped"].items():
             entries[path] = ("failed", reason)
     for reject in report["rejected"]:
-        entries[reject["path"]] = ("rejected", reject["reason"])
+        entries[reject["path"]] = (reject["status"], reject["reason"])
     return entries
 
 
@@ -275,7 +275,7 @@ def test_duplicate_spec_files_are_each_named(matrix_run):
     assert len(specs) == 20
     for spec in specs:
         status, reason = entries[str(spec)]
-        assert status == "rejected" and "spPlate-7001-57001.fits" in reason
+        assert status == "superseded" and "spPlate-7001-57001.fits" in reason
 
 
 def test_exit_code_is_nonzero_when_any_input_failed(matrix_run):
@@ -339,7 +339,7 @@ def test_every_input_has_a_status_in_report_and_catalog(matrix_run):
     assert sorted(inputs["PATH"]) == sorted(entries)
     for row in inputs:
         assert (row["STATUS"], row["REASON"]) == entries[row["PATH"]]
-        assert row["STATUS"] in ("done", "failed", "rejected")
+        assert row["STATUS"] in ("done", "failed", "rejected", "superseded")
         assert (row["STATUS"] == "done") == (row["REASON"] == "")
         if row["STATUS"] == "failed":
             assert row["REASON"].startswith(row["PATH"])
@@ -407,12 +407,12 @@ def test_unlistable_directory_is_rejected_by_name(tmp_path):
     (hidden / "spPlate-7000-57000.fits").touch()
     hidden.chmod(0)
     script = ("import json, sys; from qsopipe.pipeline.discovery import discover; "
-              "plates, rejects = discover(sys.argv[1:]); print(json.dumps([r.__dict__ for r in rejects]))")
+              "plates, rejects = discover(sys.argv[1:]); print(json.dumps([[r.path, r.reason] for r in rejects]))")
     result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "tree")], capture_output=True, text=True,
                             preexec_fn=_drop_dac_capabilities if os.geteuid() == 0 else None)
     hidden.chmod(0o755)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == [{"path": str(hidden), "reason": "directory cannot be listed (Permission denied)"}]
+    assert json.loads(result.stdout) == [[str(hidden), "directory cannot be listed (Permission denied)"]]
 
 
 def test_a_spec_plate_with_no_readable_file_fails_naming_it(matrix_run):
