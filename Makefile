@@ -6,7 +6,7 @@ DEMO   ?= demo-out
 
 .PHONY: demo test install clean
 
-$(BIN)/qsopipe: pyproject.toml
+$(BIN)/qsopipe: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[cpu,test]'
