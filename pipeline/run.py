@@ -258,10 +258,10 @@ def command(inputs, outdir, cluster, **options):
     """Run preprocess, quasarnet and mgii on every plate under INPUTS, then write OUTDIR/catalog.fits."""
     start = time.perf_counter()
     config = load_config(options.pop("config_file"), options)
-    writable_outdir(outdir)
     plates, rejects = discover(inputs)
     log_rejects(rejects)
     require_plates(plates, inputs)
+    writable_outdir(outdir)
     log.info("%d plate(s) to process into %s", len(plates), outdir)
     finished = {}
     report_if_stopped = functools.partial(reported_on_sigterm, outdir, plates, finished, rejects, config, start)
