@@ -46,30 +46,15 @@ def find_products(product, root):
 
 
 class RunLayout:
-    """The output tree of `qsopipe run` under one OUTDIR."""
+    """The output tree of `qsopipe run` under one OUTDIR (paths as attributes)."""
 
     def __init__(self, outdir):
         self.outdir = Path(outdir)
-
-    @property
-    def shards(self):
-        return self.outdir / "shards"
-
-    @property
-    def results(self):
-        return self.outdir / "results"
-
-    @property
-    def done(self):
-        return self.outdir / "done"
-
-    @property
-    def catalog(self):
-        return self.outdir / "catalog.fits"
-
-    @property
-    def report(self):
-        return self.outdir / "run_report.json"
+        self.shards = self.outdir / "shards"
+        self.results = self.outdir / "results"
+        self.done = self.outdir / "done"
+        self.catalog = self.outdir / "catalog.fits"
+        self.report = self.outdir / "run_report.json"
 
     def marker(self, name):
         """OUTDIR/done/NAME.json: the completion marker of one plate."""
