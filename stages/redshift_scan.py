@@ -1,0 +1,157 @@
+"""chi2 of an eigenspectra + polynomial fit at a window of whole-pixel shifts, for many spectra at once.
+
+Model of spectrum r at shift j (observed pixel i, rest pixel i - j):
+    m(i) = sum_a c_a T_a(i - j) + sum_p c_p P_p(x_i),
+T the template's eigenspectra, P_p Legendre polynomials in the observed pixel
+(x from -1 to 1 over the grid). The normal equations need, at every shift,
+sums over pixels of w T_a T_b, w P_p T_a and w f T_a: correlations of the
+spectra's weighted products with the templates' products, i.e. one matrix
+product per kernel family for a block of spectra (`window_correlations`);
+the w P_p P_q and w f P_p sums do not depend on the shift. The small systems
+are then solved batched. Everything is float64.
+"""
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from numpy.polynomial import legendre
+
+#: Most spectra placed in one matrix product.
+CHUNK_ROWS = 32
+#: Largest spread of start offsets (pixels) within one matrix product: keeps the placed block narrow.
+MAX_SPREAD = 1024
+#: Ridge added to the unit-diagonal (Jacobi-scaled) normal matrix; keeps degenerate systems solvable.
+RIDGE = 1e-10
+
+
+def legendre_basis(npix, npoly):
+    """Legendre polynomials P_0..P_{npoly-1} at x = -1..1 over npix pixels: float64 (npoly, npix)."""
+    x = np.linspace(-1.0, 1.0, npix)
+    return np.stack([legendre.legval(x, np.eye(npoly)[p]) for p in range(npoly)])
+
+
+def window_correlations(signals, starts, kernels, nlag):
+    """Correlations of every signal with every kernel at nlag consecutive offsets.
+
+    X[r, g, d] = sum_i signals[r, i] * kernels[g, i - starts[r] - d], with
+    kernels zero outside [0, nk). Rows are sorted by start and cut into
+    blocks of close starts; each block is placed on a common axis and
+    multiplied once by the kernels' shifted copies.
+
+    Parameters
+    ----------
+    signals : float64 (nrow, npix)
+    starts : int (nrow,), kernel index of signal pixel 0 at offset d = 0, negated
+    kernels : float64 (ng, nk)
+    nlag : int
+
+    Returns
+    -------
+    float64 (nrow, ng, nlag)
+    """
+    nrow, npix = signals.shape
+    out = np.empty((nrow, kernels.shape[0], nlag))
+    order = np.argsort(starts, kind="stable")
+    for rows in _blocks(starts[order], order):
+        out[rows] = _block_correlations(signals[rows], starts[rows], kernels, nlag)
+    return out
+
+
+def _blocks(sorted_starts, order):
+    """Index arrays of rows (in `order`) with at most CHUNK_ROWS rows and MAX_SPREAD spread of starts."""
+    first = 0
+    for k in range(1, len(order) + 1):
+        if k == len(order) or k - first == CHUNK_ROWS or sorted_starts[k] - sorted_starts[first] > MAX_SPREAD:
+            yield order[first:k]
+            first = k
+
+
+def _block_correlations(signals, starts, kernels, nlag):
+    nrow, npix = signals.shape
+    ng = kernels.shape[0]
+    last = int(starts.max())
+    width = npix + last - int(starts.min())
+    placed = np.zeros((nrow, width))
+    placed[np.arange(nrow)[:, None], (last - starts)[:, None] + np.arange(npix)] = signals
+    segment = _kernel_segment(kernels, -last - (nlag - 1), width + nlag - 1)
+    shifted = sliding_window_view(segment, nlag, axis=1)[:, :, ::-1]
+    matrix = shifted.transpose(1, 0, 2).reshape(width, ng * nlag)
+    return (placed @ matrix).reshape(nrow, ng, nlag)
+
+
+def _kernel_segment(kernels, first, length):
+    """kernels[:, first:first + length] with zeros outside [0, nk): (ng, length)."""
+    ng, nk = kernels.shape
+    segment = np.zeros((ng, length))
+    lo, hi = max(first, 0), min(first + length, nk)
+    if hi > lo:
+        segment[:, lo - first:hi - first] = kernels[:, lo:hi]
+    return segment
+
+
+def product_kernels(basis):
+    """Pairwise products T_a T_b (a <= b) of the eigenspectra: ((npair, nrest), list of (a, b))."""
+    pairs = [(a, b) for a in range(basis.shape[0]) for b in range(a, basis.shape[0])]
+    return np.stack([basis[a] * basis[b] for a, b in pairs]), pairs
+
+
+def scan_chi2(flux, weight, starts, nlag, basis, npoly, products=None):
+    """chi2 and coefficients of the template + polynomial fit at nlag consecutive shifts per spectrum.
+
+    At offset d, spectrum r is compared with the template whose pixel
+    index is i - starts[r] - d at observed pixel i (for a template with
+    first rest pixel kmin at shift j: starts = j0 + kmin, j = j0 + d).
+
+    Parameters
+    ----------
+    flux : float64 (nrow, npix), flux (any units)
+    weight : float64 (nrow, npix), inverse variance, 0 on pixels left out
+    starts : int (nrow,)
+    nlag : int
+    basis : float64 (nbasis, nk), eigenspectra, zero outside [0, nk)
+    npoly : int, polynomial terms (>= 1)
+    products : optional `product_kernels(basis)` computed once
+
+    Returns
+    -------
+    chi2 : float64 (nrow, nlag), nan where the system could not be solved
+    coeff : float64 (nrow, nlag, nbasis + npoly), template coefficients first
+    """
+    nbasis = basis.shape[0]
+    kernels_tt, pairs = product_kernels(basis) if products is None else products
+    poly = legendre_basis(flux.shape[1], npoly)
+    weighted_flux = weight * flux
+    with_weight = window_correlations(weight, starts, np.concatenate([kernels_tt, basis]), nlag)
+    signals = np.concatenate([weight[:, None, :] * poly[None, 1:], weighted_flux[:, None, :]], axis=1)
+    nsignal = signals.shape[1]
+    with_basis = window_correlations(signals.reshape(-1, flux.shape[1]), np.repeat(starts, nsignal), basis,
+                                     nlag).reshape(len(flux), nsignal, nbasis, nlag)
+    nrow, size = len(flux), nbasis + npoly
+    matrix = np.empty((nrow, nlag, size, size))
+    for k, (a, b) in enumerate(pairs):
+        matrix[:, :, a, b] = matrix[:, :, b, a] = with_weight[:, k]
+    cross = np.concatenate([with_weight[:, None, len(pairs):], with_basis[:, :-1]], axis=1)
+    matrix[:, :, :nbasis, nbasis:] = cross.transpose(0, 3, 2, 1)
+    matrix[:, :, nbasis:, :nbasis] = cross.transpose(0, 3, 1, 2)
+    matrix[:, :, nbasis:, nbasis:] = np.einsum("ri,pi,qi->rpq", weight, poly, poly)[:, None]
+    rhs = np.empty((nrow, nlag, size))
+    rhs[:, :, :nbasis] = with_basis[:, -1].transpose(0, 2, 1)
+    rhs[:, :, nbasis:] = (weighted_flux @ poly.T)[:, None]
+    coeff = solve_normal_equations(matrix, rhs)
+    chi2 = np.einsum("ri,ri->r", weighted_flux, flux)[:, None] - np.einsum("rdk,rdk->rd", rhs, coeff)
+    return chi2, coeff
+
+
+def solve_normal_equations(matrix, rhs):
+    """Solutions of stacked symmetric systems (..., n, n) x = (..., n), Jacobi-scaled with a tiny ridge.
+
+    Rows whose matrix has a zero diagonal entry get that coefficient 0;
+    nan in, nan out (never an exception).
+    """
+    diagonal = np.diagonal(matrix, axis1=-2, axis2=-1)
+    scale = 1.0 / np.sqrt(np.where(diagonal > 0, diagonal, 1.0))
+    scaled = matrix * scale[..., :, None] * scale[..., None, :]
+    scaled += RIDGE * np.eye(matrix.shape[-1])
+    finite = np.isfinite(scaled).all(axis=(-2, -1)) & np.isfinite(rhs).all(axis=-1)
+    solution = np.full(rhs.shape, np.nan)
+    solution[finite] = np.linalg.solve(scaled[finite], (rhs * scale)[finite][..., None])[..., 0]
+    return solution * scale
