@@ -7,7 +7,7 @@ shifts (69 km/s) within +-window_kms of Z_QN:
 
 1. coarse scan: spectrum and templates binned by `coarse_factor` pixels,
    every coarse shift of the window;
-2. fine scan: every whole-pixel shift within +-(coarse_factor + 2) of the
+2. fine scan: every whole-pixel shift within +-(coarse_factor // 2 + 2) of the
    best coarse shift and of the runner-up (the lowest other local minimum
    more than exclusion_kms away; window ends count as minima; else the
    lowest coarse point that far away);
@@ -78,7 +78,7 @@ class FitSettings:
     min_pixels: int = 200
     npoly: int = 3
     bal_kms: float = 25000.0
-    forest_rest_max: float = 1216.0
+    forest_rest_max: float = 1250.0
 
 
 def fit_redshifts(flux, ivar, z_qn, fit, bal=None, settings=FitSettings(), templates=None):
@@ -209,7 +209,7 @@ def _scan_window(flux, weight, window, template, settings):
     exclusion = settings.exclusion_kms / PIXEL_KMS
     coarse_shift, coarse_chi2 = _coarse_scan(flux, weight, window, template, settings)
     candidates = _candidate_shifts(coarse_shift, coarse_chi2, exclusion)
-    half = factor + 2
+    half = factor // 2 + 2
     rows = np.repeat(np.arange(len(flux)), 2)
     shifts = candidates.reshape(-1, 1) - half + np.arange(2 * half + 1)
     chi2, coeff = scan_chi2(flux[rows], weight[rows], shifts[:, 0] + template.kmin, 2 * half + 1,

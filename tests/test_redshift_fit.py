@@ -77,7 +77,7 @@ def test_masked_and_empty_spectra_get_warnings_not_nan():
     flux = _template_spectra(np.full(7, 2.2), lambda z: 1)
     ivar = np.ones_like(flux)
     ivar[0] = 0.0                                   # no data
-    ivar[1, 150:] = 0.0                             # 150 pixels: too few
+    ivar[1, :2000] = ivar[1, 2150:] = 0.0           # 150 pixels: too few
     flux[2] = np.nan                                # nothing finite
     flux[3, ::2] = np.inf                           # half the pixels unusable, still a fit
     fit = np.array([1, 1, 1, 1, 0, 1, 1], bool)     # row 4 is not a quasar
