@@ -19,7 +19,8 @@ Template choice: LOZ where Z_QN is in its range (0.05-1.598), HIZ in its own
 (1.4-6.99); both in the overlap, the lower chi2 wins (both cover the whole
 grid there). Pixels: ivar > 0 (the shard's MGII_IVAR is 0 where a native
 pixel had ivar 0), inside the template's rest coverage at every shift of the
-window; on BAL quasars (BAL_FLAG_QN) the troughs blueward of CIV and SiIV
+window, redward of forest_rest_max (1250 A rest at Z_QN: no Lyman-alpha
+forest, no NV); on BAL quasars (BAL_FLAG_QN) the troughs blueward of CIV and SiIV
 emission up to bal_kms (placed with Z_QN) are masked.
 
 `fit_redshifts` is the science (arrays in, arrays out); `fit_plate` turns a
