@@ -46,7 +46,8 @@ import numpy as np  # noqa: E402
 
 from qsopipe.models.train_mgii import (draw_epoch, ew_noise, read_sim_sightlines, sightline_labels,  # noqa: E402
                                        strong_absorbers)
-from qsopipe.stages.mgii import DEFAULT_THRESHOLD, measure_absorbers, prepare_input  # noqa: E402
+from qsopipe.pipeline.config import defaults  # noqa: E402
+from qsopipe.stages.mgii import measure_absorbers, prepare_input  # noqa: E402
 from qsopipe.stages.mgii_fit import DoubletCriteria  # noqa: E402
 
 #: |z_fit - z_true| below which a truth absorber counts as localised.
@@ -104,7 +105,7 @@ def match_absorbers(rows, z_true, found):
     return dz, index
 
 
-def evaluate(sightlines, predictor, threshold=DEFAULT_THRESHOLD, seed=1234):
+def evaluate(sightlines, predictor, threshold, seed=1234):
     """The acceptance metrics (dict) and the per-absorber arrays for the completeness plot."""
     label, clean = sightline_labels(sightlines)
     absorbers = sightlines.absorbers
@@ -242,7 +243,7 @@ def main():
     parser.add_argument("--sim", required=True, help="held-out simulator run (spectra/ and truth.fits)")
     parser.add_argument("--model", required=True, help="trained MgII CNN, .keras")
     parser.add_argument("--out", required=True, help="directory for mgii_holdout.json and mgii_completeness.png")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    parser.add_argument("--threshold", type=float, default=defaults()["mgii_threshold"])
     args = parser.parse_args()
 
     from qsopipe.models.mgii import load_predictor

@@ -21,9 +21,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
+from qsopipe.pipeline.constants import MGII_2796  # noqa: E402
 from qsopipe.pipeline.grids import MGII_NPIX, mgii_loglam  # noqa: E402
 from qsopipe.pipeline.parquet_io import fixed_size_list  # noqa: E402
-from qsopipe.stages.mgii import DEFAULT_THRESHOLD, measure_absorbers, prepare_input, process_plate  # noqa: E402
+from qsopipe.pipeline.config import defaults  # noqa: E402
+from qsopipe.stages.mgii import measure_absorbers, prepare_input, process_plate  # noqa: E402
 from qsopipe.stages.mgii_fit import DoubletCriteria, doublet_profile  # noqa: E402
 from timing import best_of  # noqa: E402
 
@@ -38,7 +40,7 @@ def synthetic_plate(nfiber, seed=0):
     depth = np.zeros((nfiber, MGII_NPIX))
     for row in np.flatnonzero(is_qso & (rng.random(nfiber) < 0.25)):
         for _ in range(rng.integers(1, 3)):
-            z_abs = (1 + z_qso[row]) * rng.uniform(1700, 2700) / 2796.35 - 1
+            z_abs = (1 + z_qso[row]) * rng.uniform(1700, 2700) / MGII_2796 - 1
             ew = rng.uniform(0.5, 2.5)
             depth[row] += doublet_profile(z_abs, ew * (1 + z_abs), ew * (1 + z_abs) / 1.4, 80.0)
     ivar = (rng.uniform(5, 30, (nfiber, 1)) / continuum) ** 2
@@ -76,11 +78,11 @@ def main():
     quasars = np.flatnonzero(is_qso == 1)
     seconds, (xq, searchable) = best_of(args.repeat, lambda: prepare_input(flux[quasars], ivar[quasars], z_qso[quasars]))
     print(f"prepare_input: {quasars.size / seconds:.0f} spectra/s")
-    positive = quasars[searchable][predictor(xq[searchable]) >= DEFAULT_THRESHOLD]
+    positive = quasars[searchable][predictor(xq[searchable]) >= defaults()["mgii_threshold"]]
     seconds, found = best_of(1, lambda: measure_absorbers(flux[positive], ivar[positive], z_qso[positive], DoubletCriteria()))
     print(f"doublet search + fits: {positive.size / seconds:.0f} searched sightlines/s, "
           f"{sum(map(len, found)) / max(positive.size, 1):.2f} absorbers each")
-    seconds, (mgii, absorbers) = best_of(args.repeat, lambda: process_plate(shard, qn, predictor))
+    seconds, (mgii, absorbers) = best_of(args.repeat, lambda: process_plate(shard, qn, predictor, defaults()["mgii_threshold"]))
     print(f"process_plate: {args.fibers} fibers ({quasars.size} quasars, {positive.size} fitted, "
           f"{absorbers.num_rows} absorbers) in {seconds:.2f} s = {args.fibers / seconds:.0f} fibers/s, "
           f"{quasars.size / seconds:.0f} quasars/s")

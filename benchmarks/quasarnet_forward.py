@@ -23,6 +23,7 @@ def main():
     import numpy as np
 
     from qsopipe.models import quasarnet
+    from qsopipe.pipeline.grids import QN_NBINS
     quasarnet.configure_threads(args.threads)
     import keras
 
@@ -33,7 +34,7 @@ def main():
         model, label = import_legacy(args.model), args.model
     else:
         model, label = keras.models.load_model(args.model), args.model
-    x = np.random.default_rng(0).normal(size=(args.n, quasarnet.QN_NBINS)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(args.n, QN_NBINS)).astype(np.float32)
 
     start = time.perf_counter()
     quasarnet.predict(model, x[:args.batch], batch=args.batch)

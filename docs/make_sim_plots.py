@@ -18,13 +18,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.ndimage import uniform_filter1d  # noqa: E402
 
+from qsopipe.pipeline.constants import (  # noqa: E402
+    CIII_EMISSION, CIV_EMISSION, HALPHA, HBETA, LYA, MGII_EMISSION,
+)
 from qsopipe.stages.simulate.grid import plate_loglam  # noqa: E402
 from qsopipe.stages.simulate.spectra import simulate_objects  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent
 REPO = DOCS.parent
 MATCH_Z = (0.58, 0.87, 1.28, 2.25, 2.70, 3.30)
-LINES = {"Lya": 1215.67, "CIV": 1549.06, "CIII]": 1908.73, "MgII": 2798.75, "Hb": 4862.68, "Ha": 6564.61}
+LINES = {"Lya": LYA, "CIV": CIV_EMISSION, "CIII]": CIII_EMISSION, "MgII": MGII_EMISSION, "Hb": HBETA, "Ha": HALPHA}
 
 
 def real_quasars(sdss_dir):

@@ -21,6 +21,7 @@ import click
 import h5py
 import numpy as np
 
+from qsopipe.models.boxes import FINDER_NAMES
 from qsopipe.pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,7 @@ def import_legacy(path):
 
     Returns an uncompiled keras.Model with our layout (see
     `qsopipe.models.quasarnet.build_quasarnet`): input (n, npix, 1), seven
-    outputs (n, 26) in FINDERS order, numerically equal to the original.
+    outputs (n, 26) in FINDER_NAMES order, numerically equal to the original.
     """
     from qsopipe.models import quasarnet
 
@@ -210,12 +211,12 @@ def import_legacy(path):
         raise InputError(path, f"cannot open as HDF5: {error}") from error
     with h5:
         layout = parse_legacy_config(read_model_config(h5), path)
-        if layout.nfinders != len(quasarnet.FINDER_NAMES):
-            raise InputError(path, f"{layout.nfinders} finders; expected {len(quasarnet.FINDER_NAMES)} "
-                                   f"({', '.join(quasarnet.FINDER_NAMES)})")
+        if layout.nfinders != len(FINDER_NAMES):
+            raise InputError(path, f"{layout.nfinders} finders; expected {len(FINDER_NAMES)} "
+                                   f"({', '.join(FINDER_NAMES)})")
         log.info("%s: QuasarNET layout %s", path, layout.build_kwargs)
         model = quasarnet.build_quasarnet(**layout.build_kwargs)
-        for ours, theirs in layer_pairs(layout, quasarnet.FINDER_NAMES):
+        for ours, theirs in layer_pairs(layout, FINDER_NAMES):
             layer = model.get_layer(ours)
             stored = read_layer_weights(h5, theirs)
             values = []

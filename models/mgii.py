@@ -23,12 +23,12 @@ fc2    Dense(1), sigmoid: P(strong MgII absorber)    (1,)
 =====  ===========================================  ============
 
 The global max over the stack's 25 positions (in place of the paper's
-flatten) makes the detector translation invariant; with a flatten this
-network stayed at chance even on obvious simulated doublets. conv1's
-15-pixel kernel spans the doublet (2796/2803 A are 11.1 pixels
-apart on the 1e-4 dex grid). Trained with Adam on binary cross-entropy. The
-network uses only built-in Keras layers, so a saved `.keras` file loads with
-`keras.models.load_model` and no custom objects.
+flatten) makes the detector translation invariant (models/weights/mgii.md
+tells why the network needs it). conv1's 15-pixel kernel spans the doublet
+(2796/2803 A are 11.1 pixels apart on the 1e-4 dex grid). Trained with
+Adam on binary cross-entropy. The network uses only built-in Keras layers,
+so a saved `.keras` file loads with `keras.models.load_model` and no custom
+objects.
 """
 
 import weakref
@@ -45,8 +45,8 @@ STACK_LENGTHS = {
 }
 
 #: Spectra per call of the compiled forward pass; the last batch is zero-padded. Small batches keep
-#: the first layer's output (batch x 766 x 96 float32: 4.7 MB at 64, 19 MB at 256) in the CPU's cache:
-#: one core runs 5,800 spectra/s at 64 and 4,500 at 256 (benchmarks/README.md).
+#: the first layer's output (batch x 766 x 96 float32: 4.7 MB at 64, 19 MB at 256) in the CPU's cache
+#: (benchmarks/README.md has the speeds).
 DEFAULT_BATCH = 64
 
 

@@ -9,7 +9,7 @@ import functools
 from importlib import resources
 from pathlib import Path
 
-from qsopipe.pipeline import provenance
+from qsopipe.pipeline.digests import sha256_of_file
 
 WEIGHTS_DIR = Path(str(resources.files("qsopipe.models").joinpath("weights")))
 
@@ -22,7 +22,7 @@ def default_weights(name):
 @functools.lru_cache(maxsize=None)
 def file_sha256(path):
     """Hex sha256 of a model file, computed once per process and path."""
-    return provenance.file_sha256(path)
+    return sha256_of_file(path)
 
 
 @functools.lru_cache(maxsize=None)

@@ -30,8 +30,12 @@ from pathlib import Path
 import click
 import numpy as np
 
-from qsopipe.pipeline.grids import MGII_2796, MGII_2803, MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX, mgii_loglam
 from qsopipe.models.training_files import load_checkpoint, output_paths, save_model, write_json
+from qsopipe.pipeline.constants import (
+    FEII_2344, FEII_2374, FEII_2382, FEII_2586, FEII_2600, FWHM_PER_SIGMA, MGII_2796, MGII_2803, QUASAR_CLASSES,
+)
+from qsopipe.pipeline.grids import MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX, mgii_loglam
+from qsopipe.pipeline.ids import match_rows, target_id
 from qsopipe.stages.mgii import prepare_input_flagged, search_window
 
 log = logging.getLogger(__name__)
@@ -44,10 +48,9 @@ NOMINAL_FWHM = 1.7
 #: Continuum for `ew_noise`: median over this many pixels either side of the line.
 NOISE_HALF_WINDOW = 40
 #: FeII lines of a confusing FeII system without MgII: rest A and EW relative to the strongest.
-FEII_CONFUSER_LINES = ((2600.17, 1.0), (2586.65, 0.7), (2382.77, 0.9), (2374.46, 0.4), (2344.21, 0.6))
+FEII_CONFUSER_LINES = ((FEII_2600, 1.0), (FEII_2586, 0.7), (FEII_2382, 0.9), (FEII_2374, 0.4), (FEII_2344, 0.6))
 #: Fraction of the sightlines of each class that get confusers.
 CONFUSER_FRACTION = 0.5
-QUASAR_CLASSES = (3, 30)
 
 
 @dataclass
@@ -89,24 +92,22 @@ def read_sim_sightlines(sim_dir):
     import fitsio
 
     from qsopipe.pipeline.discovery import discover
-    from qsopipe.models.train_quasarnet import fiber_key, match_truth
     from qsopipe.pipeline.sdss.catalogs import read_dr12q
-    from qsopipe.pipeline.sdss.reader import read_plate
     from qsopipe.stages.preprocess import clean_pixels, mgii_input
 
     sim_dir = Path(sim_dir)
     truth = read_dr12q(sim_dir / "truth.fits")
     truth_absorbers = fitsio.read(sim_dir / "truth.fits", ext="MGII_ABSORBERS")
-    truth_keys = fiber_key(truth["PLATE"], truth["MJD"], truth["FIBERID"])
+    truth_keys = target_id(truth["PLATE"], truth["MJD"], truth["FIBERID"])
     plates, rejects = discover([sim_dir / "spectra"])
     for reject in rejects:
         log.warning("skipped %s: %s", reject.path, reject.reason)
     parts = []
     for plate_input in plates:
-        plate = read_plate(plate_input)
-        row = match_truth(fiber_key(plate.fibers["PLATE"], plate.fibers["MJD"], plate.fibers["FIBERID"]),
-                          truth_keys)
-        quasar = (row >= 0) & np.isin(truth["CLASS_PERSON"][np.maximum(row, 0)], QUASAR_CLASSES)
+        plate = plate_input.read()
+        row, in_truth = match_rows(target_id(plate.fibers["PLATE"], plate.fibers["MJD"], plate.fibers["FIBERID"]),
+                                   truth_keys)
+        quasar = in_truth & np.isin(truth["CLASS_PERSON"][row], QUASAR_CLASSES)
         flux, ivar, flag = clean_pixels(plate.flux[quasar], plate.ivar[quasar])
         flux, ivar = mgii_input(plate.loglam, flux, ivar)
         z_qso = truth["Z_VI"][row[quasar]]
@@ -119,9 +120,8 @@ def read_sim_sightlines(sim_dir):
     if not parts:
         raise click.ClickException(f"{sim_dir}: no spPlate files under spectra/")
     arrays = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-    owner = match_truth(fiber_key(truth_absorbers["PLATE"], truth_absorbers["MJD"], truth_absorbers["FIBERID"]),
-                        fiber_key(arrays["plate"], arrays["mjd"], arrays["fiberid"]))
-    found = owner >= 0
+    owner, found = match_rows(target_id(truth_absorbers["PLATE"], truth_absorbers["MJD"], truth_absorbers["FIBERID"]),
+                              target_id(arrays["plate"], arrays["mjd"], arrays["fiberid"]))
     absorbers = {"row": owner[found],
                  "z_abs": truth_absorbers["Z_ABS"][found].astype(np.float64),
                  "ew_2796": truth_absorbers["EW_2796"][found].astype(np.float64),
@@ -158,7 +158,7 @@ def ew_noise(flux, ivar, rows, z_abs, fwhm=NOMINAL_FWHM):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         continuum = np.nanmedian(np.where(good, local_flux, np.nan), axis=1)
-    sigma_pix = np.asarray(fwhm) / 2.3548 / MGII_2796 / (np.log(10) * MGII_DLOGLAM)
+    sigma_pix = np.asarray(fwhm) / FWHM_PER_SIGMA / MGII_2796 / (np.log(10) * MGII_DLOGLAM)
     wave = 10.0 ** (MGII_LOGLAM_MIN + MGII_DLOGLAM * columns)
     width = wave * np.log(10) * MGII_DLOGLAM
     profile = np.exp(-0.5 * ((columns - centre[:, None]) / np.reshape(sigma_pix, (-1, 1))) ** 2)
@@ -242,7 +242,7 @@ def inject_confusers(flux, z_qso, rng):
         return flux
     loglam = mgii_loglam()
     inject_simulated_confusers(loglam, flux, draw_confusers(z_qso, rng))
-    z_feii = rng.uniform(3900.0 / 2344.21, 9100.0 / 2600.17, n) - 1
+    z_feii = rng.uniform(3900.0 / FEII_2344, 9100.0 / FEII_2600, n) - 1
     ew = 10 ** rng.normal(-0.2, 0.3, n)
     fwhm = draw_fwhm(n, rng)
     rows = np.arange(n)

@@ -11,7 +11,7 @@ Training set: fibers with PREP_FLAG == 0 that are in the truth table with
 Z_CONF_PERSON >= 3, plus sky fibers (CLASS_PERSON 0) with usable data, which
 teach the network that noise is not a quasar (a catalog keeps every fiber,
 sky fibers included); every other fiber is dropped. CLASS_PERSON 3 and 30
-are quasars, anything else a non-quasar (targets and weights: `qsopipe.models.quasarnet.training_targets`).
+are quasars, anything else a non-quasar (targets and weights: `qsopipe.models.boxes.training_targets`).
 Validation: a fraction of the *objects* (THING_ID; a fiber without one is
 its own object), so repeat spectra of one object never straddle the split.
 
@@ -31,14 +31,14 @@ from pathlib import Path
 import click
 import numpy as np
 
-from qsopipe.pipeline.discovery import discover
+from qsopipe.models.boxes import training_targets
 from qsopipe.models.training_files import load_checkpoint, output_paths, save_model, write_json
+from qsopipe.pipeline.constants import CLASS_PERSON, Z_CONF_CONFIDENT
+from qsopipe.pipeline.discovery import discover
 from qsopipe.pipeline.errors import InputError
+from qsopipe.pipeline.ids import match_rows, target_id
 
 log = logging.getLogger(__name__)
-
-#: Smallest Z_CONF_PERSON kept for training (DR12Q: 3 = confident).
-MIN_Z_CONF = 3
 
 #: Fiber id columns that training needs from a plate or a shard.
 ID_COLUMNS = ("PLATE", "MJD", "FIBERID", "THING_ID")
@@ -70,22 +70,6 @@ class LabelledSpectra:
         return LabelledSpectra(**{name: value[rows] for name, value in vars(self).items()})
 
 
-def fiber_key(plate, mjd, fiberid):
-    """One int64 per fiber: PLATE*10^9 + MJD*10^4 + FIBERID (DR16Q's TARGETID)."""
-    return np.asarray(plate, np.int64) * 10**9 + np.asarray(mjd, np.int64) * 10**4 + np.asarray(fiberid, np.int64)
-
-
-def match_truth(keys, truth_keys):
-    """Row of `truth_keys` holding each of `keys` (the first, if repeated), -1 where absent. int64 (n,)."""
-    keys = np.asarray(keys, np.int64)
-    if len(truth_keys) == 0:
-        return np.full(len(keys), -1, np.int64)
-    order = np.argsort(truth_keys, kind="stable")
-    sorted_keys = np.asarray(truth_keys, np.int64)[order]
-    position = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    return np.where(sorted_keys[position] == keys, order[position], -1)
-
-
 def read_truth(truth_paths):
     """One DR12Q-superset truth table (dict of columns) from one or more files, concatenated."""
     from qsopipe.pipeline.sdss.catalogs import read_dr12q
@@ -96,7 +80,6 @@ def read_truth(truth_paths):
 
 def read_labelled_spectra(spectra_dirs, truth_paths):
     """Read, preprocess and label every plate under `spectra_dirs` (LabelledSpectra)."""
-    from qsopipe.pipeline.sdss.reader import read_plate
     from qsopipe.stages.preprocess import quasarnet_input
 
     plates, rejects = discover(spectra_dirs)
@@ -107,7 +90,7 @@ def read_labelled_spectra(spectra_dirs, truth_paths):
     xs, flags, fibers = [], [], []
     for plate_input in plates:
         try:
-            plate = read_plate(plate_input)
+            plate = plate_input.read()
         except InputError as error:
             log.warning("skipped plate %s: %s", plate_input.name, error)
             continue
@@ -147,13 +130,12 @@ def label_spectra(xs, flags, fibers, truth):
     fibers : list of dicts of ID_COLUMNS arrays (nfiber,); truth : `read_truth` output.
     """
     fibers = {name: np.concatenate([part[name] for part in fibers]) for name in ID_COLUMNS}
-    row = match_truth(fiber_key(fibers["PLATE"], fibers["MJD"], fibers["FIBERID"]),
-                      fiber_key(truth["PLATE"], truth["MJD"], truth["FIBERID"]))
-    known = row >= 0
+    row, known = match_rows(target_id(fibers["PLATE"], fibers["MJD"], fibers["FIBERID"]),
+                            target_id(truth["PLATE"], truth["MJD"], truth["FIBERID"]))
     log.info("%d fibers read from %d plates, %d of them in the truth table", len(row), len(xs), known.sum())
 
     def from_truth(name, missing):
-        values = truth[name][np.maximum(row, 0)]
+        values = truth[name][row]
         return np.where(known, values, np.asarray(missing, values.dtype))
 
     thing_id = np.where(fibers["THING_ID"] >= 0, fibers["THING_ID"], from_truth("THING_ID", -1))
@@ -169,14 +151,14 @@ def label_spectra(xs, flags, fibers, truth):
 def training_rows(prep_flag, class_person, z_conf_person):
     """Fibers fit for training: clean input, in the truth, confident redshift or a sky fiber. bool (n,)."""
     class_person = np.asarray(class_person)
-    confident = (class_person > 0) & (np.asarray(z_conf_person) >= MIN_Z_CONF)
-    return (np.asarray(prep_flag) == 0) & (confident | (class_person == 0))
+    confident = (class_person > 0) & (np.asarray(z_conf_person) >= Z_CONF_CONFIDENT)
+    return (np.asarray(prep_flag) == 0) & (confident | (class_person == CLASS_PERSON["UNKNOWN"]))
 
 
 def object_ids(thing_id, plate, mjd, fiberid):
-    """One id per object: THING_ID when >= 0, else -(fiber key), so each such fiber is alone. int64 (n,)."""
+    """One id per object: THING_ID when >= 0, else -(TARGETID + 1), so each such fiber is alone. int64 (n,)."""
     thing_id = np.asarray(thing_id, np.int64)
-    return np.where(thing_id >= 0, thing_id, -fiber_key(plate, mjd, fiberid) - 1)
+    return np.where(thing_id >= 0, thing_id, -target_id(plate, mjd, fiberid) - 1)
 
 
 def split_by_object(ids, fraction=0.1, seed=0):
@@ -297,7 +279,7 @@ def command(sim_dir, spectra_dirs, shard_dirs, truth_paths, out, epochs, batch_s
         raise click.ClickException(str(error)) from error
     keep = training_rows(data.prep_flag, data.class_person, data.z_conf_person)
     log.info("training on %d of %d fibers (dropped: PREP_FLAG != 0, not in truth, "
-             "Z_CONF_PERSON < %d)", keep.sum(), len(keep), MIN_Z_CONF)
+             "Z_CONF_PERSON < %d)", keep.sum(), len(keep), Z_CONF_CONFIDENT)
     if not keep.any():
         raise click.ClickException("no fiber is fit for training")
     data = data.subset(keep)
@@ -306,7 +288,7 @@ def command(sim_dir, spectra_dirs, shard_dirs, truth_paths, out, epochs, batch_s
 
     def arrays(rows):
         part = data.subset(rows)
-        targets, weights = quasarnet.training_targets(part.class_person, part.z_vi, part.bal_flag_vi, part.bi_civ)
+        targets, weights = training_targets(part.class_person, part.z_vi, part.bal_flag_vi, part.bi_civ)
         return part.x, targets, weights
 
     keras.utils.set_random_seed(seed)

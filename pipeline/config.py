@@ -1,9 +1,53 @@
-"""Run configuration: YAML defaults, then a user YAML, then QSOPIPE_* variables, then options."""
+"""Run configuration: YAML defaults, then a user YAML, then QSOPIPE_* variables, then options.
 
+Every command that takes settings merges the same layers (`load_config`)
+and checks every value once, before any work (`SETTINGS`): a wrong type, a
+value out of range or an unknown key is one line naming it, and exit 2.
+The defaults live in pipeline/config.yaml alone; the click options of
+every command are made from `SETTINGS` (`config_options`).
+"""
+
+import math
 import os
 from importlib import resources
 
+import click
 import yaml
+
+ENV_PREFIX = "QSOPIPE_"
+
+
+class ConfigError(click.UsageError):
+    """A configuration value that cannot be used (exit status 2)."""
+
+
+def _fraction(value):
+    return math.isfinite(value) and 0.0 <= value <= 1.0
+
+
+def _positive(value):
+    return value >= 1
+
+
+def _non_negative(value):
+    return value >= 0
+
+
+#: key -> (type, whether null is allowed, check or None, what the check asks, option help)
+SETTINGS = {
+    "c_th": (float, False, _fraction, "in [0, 1]", "QuasarNET line-confidence threshold."),
+    "n_th": (int, False, _positive, ">= 1", "Lines above c_th needed for a quasar."),
+    "bal_th": (float, False, _fraction, "in [0, 1]", "BAL_FLAG_QN where a quasar's C_BAL_CIV exceeds this."),
+    "mgii_threshold": (float, False, _fraction, "in [0, 1]",
+                       "Fit doublets on sightlines with MGII_PROB >= this (0: every searched one)."),
+    "qn_model": (str, True, None, "", "QuasarNET .keras file [default: the shipped weights]."),
+    "mgii_model": (str, True, None, "", "MgII CNN .keras file [default: the shipped weights]."),
+    "batch_size": (int, False, _positive, ">= 1", "Fixed batch of the compiled forward passes."),
+    "workers": (int, True, _positive, ">= 1", "Dask workers [default: one per core]."),
+    "tf_threads": (int, False, _non_negative, ">= 0", "TensorFlow intra-op threads per worker."),
+    "memory_limit": (str, False, None, "", "Memory limit per Dask worker."),
+    "keep_shards": (bool, False, None, "", "Also write each plate's shard to OUTDIR/shards."),
+}
 
 
 def defaults():
@@ -11,25 +55,82 @@ def defaults():
     return yaml.safe_load(resources.files("qsopipe.pipeline").joinpath("config.yaml").read_text())
 
 
-def load_config(path=None, options=None, environ=None):
-    """Merge the configuration layers; later layers win, None options are ignored.
+def check_value(key, value, origin):
+    """`value` as the type of setting `key`; ConfigError naming key, value and origin if it cannot be."""
+    kind, nullable, check, wanted, _ = SETTINGS[key]
+    if value is None and nullable:
+        return None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{key} = {value!r} (from {origin}): expected {kind.__name__}")
+    if check is not None and not check(value):
+        raise ConfigError(f"{key} = {value!r} (from {origin}): must be {wanted}")
+    return value
 
-    Environment values are parsed as YAML scalars, so QSOPIPE_N_TH=2 gives an int.
-    Unknown keys in a file or the environment raise ValueError naming them.
+
+def load_config(path=None, options=None, environ=None):
+    """Merge and check the configuration layers; later layers win, None options are ignored.
+
+    Environment values are parsed as YAML scalars, so QSOPIPE_N_TH=2 gives
+    an int; variables named QSOPIPE_* that are not settings are left alone.
+    Unknown keys in a file, and any value of the wrong type or out of range,
+    raise ConfigError naming them and where they came from.
     """
     config = defaults()
     environ = os.environ if environ is None else environ
     layers = []
     if path:
         with open(path) as handle:
-            layers.append(("file " + str(path), yaml.safe_load(handle) or {}))
-    env = {key[len("QSOPIPE_"):].lower(): yaml.safe_load(value)
-           for key, value in environ.items() if key.startswith("QSOPIPE_")}
-    layers.append(("environment", env))
-    layers.append(("options", {k: v for k, v in (options or {}).items() if v is not None}))
-    for origin, layer in layers:
-        unknown = sorted(set(layer) - set(config))
+            try:
+                layer = yaml.safe_load(handle) or {}
+            except yaml.YAMLError as err:
+                raise ConfigError(f"{path}: not YAML ({err})") from None
+        if not isinstance(layer, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings")
+        unknown = sorted(set(layer) - set(SETTINGS))
         if unknown:
-            raise ValueError(f"unknown configuration key(s) from {origin}: {', '.join(unknown)}")
-        config.update(layer)
+            raise ConfigError(f"unknown configuration key(s) in {path}: {', '.join(map(str, unknown))}")
+        layers.append((f"file {path}", layer))
+    env = {}
+    for variable, text in environ.items():
+        key = variable[len(ENV_PREFIX):].lower()
+        if variable.startswith(ENV_PREFIX) and key in SETTINGS:
+            try:
+                env[key] = yaml.safe_load(text)
+            except yaml.YAMLError:
+                env[key] = text
+    layers.append(("environment", env))
+    layers.append(("options", {key: value for key, value in (options or {}).items() if value is not None}))
+    for origin, layer in layers:
+        for key, value in layer.items():
+            config[key] = check_value(key, value, f"{origin} {ENV_PREFIX}{key.upper()}"
+                                      if origin == "environment" else origin)
     return config
+
+
+def config_options(*keys, aliases=None):
+    """A decorator adding `--config FILE` and one option per setting in `keys` to a click command.
+
+    Options default to None, so that config.yaml, --config and QSOPIPE_*
+    decide what is not given; the help shows config.yaml's default.
+    aliases : {key: extra option name}, e.g. {"qn_model": "--model"}.
+    """
+    shipped = defaults()
+    aliases = aliases or {}
+
+    def decorate(command):
+        for key in reversed(keys):
+            kind, _, _, _, help_text = SETTINGS[key]
+            names = [f"--{key.replace('_', '-')}", *([aliases[key]] if key in aliases else []), key]
+            if kind is bool:
+                command = click.option(*names, is_flag=True, default=None, help=help_text)(command)
+                continue
+            if kind is str and key.endswith("_model"):
+                kind = click.Path(exists=True, dir_okay=False)
+            shown = "" if shipped[key] is None or "[default" in help_text else f" [default: {shipped[key]}]"
+            command = click.option(*names, type=kind, default=None, help=help_text + shown)(command)
+        return click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+                            help="YAML file of settings (see pipeline/config.yaml).")(command)
+
+    return decorate

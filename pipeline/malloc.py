@@ -4,10 +4,10 @@ A plate's temporaries are 15-20 MB numpy arrays, allocated and freed a few
 hundred times per plate. Dask's nanny starts workers with
 MALLOC_TRIM_THRESHOLD_=65536, which also freezes glibc's mmap threshold at
 128 kB: every such array is then a fresh mmap whose pages fault in one by
-one, and numpy's element-wise passes run at half speed (preprocess 150 ms
-per plate on a worker against 76 ms in a plain process). `tune_malloc`
-serves arrays below MMAP_THRESHOLD from the heap, which keeps up to
-TRIM_THRESHOLD of free memory for reuse instead of returning it to the OS.
+one, and numpy's element-wise passes slow down (benchmarks/README.md has
+the timings). `tune_malloc` serves arrays below MMAP_THRESHOLD from the
+heap, which keeps up to TRIM_THRESHOLD of free memory for reuse instead of
+returning it to the OS.
 """
 
 import ctypes

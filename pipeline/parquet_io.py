@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from qsopipe.pipeline.atomic import atomic_path
+from qsopipe.pipeline.errors import InputError
 
 METADATA_PREFIX = "qsopipe."
 
@@ -46,15 +47,20 @@ def read_metadata(schema):
     return out
 
 
-def written_with(path, settings):
-    """True when the Parquet file at `path` holds every key of `settings` in its qsopipe.* metadata with
-    the same JSON encoding (`with_metadata`'s); False when it does not or cannot be read."""
+def read_file_metadata(path):
+    """The qsopipe.* metadata of the Parquet file at `path` (`read_metadata`); {} when absent or unreadable."""
     try:
-        raw = pq.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowInvalid):
-        return False
-    return all(raw.get(f"{METADATA_PREFIX}{key}".encode()) == json.dumps(value).encode()
-               for key, value in settings.items())
+        return read_metadata(pq.read_schema(path))
+    except (OSError, pa.ArrowInvalid, ValueError):
+        return {}
+
+
+def read_parquet(path):
+    """The table of the Parquet file at `path`; InputError naming it when it cannot be read."""
+    try:
+        return pq.read_table(path)
+    except (OSError, pa.ArrowException) as err:
+        raise InputError(path, f"not a readable Parquet file ({err})") from None
 
 
 def write_parquet(table, path, compression_level=1):

@@ -1,12 +1,14 @@
 """One plate through every stage: the unit of work and of failure of `qsopipe run`.
 
-`process_plate` runs on a Dask worker: preprocess -> quasarnet -> mgii, each
-stage skipped when its output is already up to date, then a done-marker is
-written last. The shard stays in memory between the stages; it is written
-to OUTDIR/shards only with the `keep_shards` setting (rebuilding a shard
-from its plate costs less than writing its 25 MB). A plate whose marker
-exists is complete; anything short of it is redone from the last finished
-stage, so a killed run resumes cleanly.
+`process_plate` runs on a Dask worker. It runs the stages of
+`stage.PLATE_STAGES` under their resume rule (`stage.PlateRun`): each
+stage's results are reused only while they record the inputs' content and
+the settings of this run, so a rerun with other thresholds or models, or on
+edited inputs, redoes what they change and nothing else, and a rerun of a
+finished plate reads its results and says so ('resumed'). The shard stays
+in memory between the stages unless `keep_shards` is set. The done-marker
+OUTDIR/done/NAME.json, written last, holds the plate's summary and the
+digests of its files, so that a resume need not read unchanged files again.
 """
 
 import json
@@ -15,138 +17,86 @@ import os
 import resource
 import time
 import traceback
-from pathlib import Path
 
-import numpy as np
-import pyarrow.parquet as pq
-
-from qsopipe.pipeline.atomic import atomic_path, is_up_to_date
+from qsopipe.pipeline.atomic import atomic_path
+from qsopipe.pipeline.digests import content_key, file_records
 from qsopipe.pipeline.errors import InputError
+from qsopipe.pipeline.layout import RunLayout
 from qsopipe.pipeline.malloc import tune_malloc
+from qsopipe.pipeline.stage import PlateProducts, PlateRun, plate_stages
 
 log = logging.getLogger(__name__)
 
-
-def layout(outdir):
-    """The directories of a run's output tree, as a dict of Paths."""
-    outdir = Path(outdir)
-    return {"shards": outdir / "shards", "results": outdir / "results", "done": outdir / "done",
-            "catalog": outdir / "catalog.fits", "report": outdir / "run_report.json"}
+#: Summary figures of a plate that no stage reported (e.g. it failed).
+NO_COUNTS = {"nfiber": 0, "nqso": 0, "nabs": 0, "skipped": {}}
 
 
-def marker_path(outdir, plate_input):
-    return layout(outdir)["done"] / f"{plate_input.name}.json"
+def run_roots(outdir, keep_shards):
+    """{product: folder} of a run: results under OUTDIR/results, shards under OUTDIR/shards or in memory."""
+    paths = RunLayout(outdir)
+    roots = {"quasarnet": paths.results, "mgii": paths.results, "mgii_absorbers": paths.results}
+    if keep_shards:
+        roots["shard"] = paths.shards
+    return roots
 
 
-def result_files(outdir, plate_input):
-    """The files of a plate the catalog reads: QuasarNET results, MgII results, absorbers."""
-    from qsopipe.stages import mgii, quasarnet
-
-    results = layout(outdir)["results"]
-    return [quasarnet.result_path(results, plate_input.plate, plate_input.mjd),
-            *mgii.result_paths(results, plate_input.plate, plate_input.mjd)]
-
-
-def read_marker(outdir, plate_input):
-    """The summary of a plate finished by an earlier run, or None if it must be (re)done.
-
-    The marker counts only while it is newer than the plate's inputs and
-    every result file it vouches for is still there.
-    """
-    path = marker_path(outdir, plate_input)
-    if not is_up_to_date(path, plate_input.files):
-        return None
-    if not all(result.is_file() for result in result_files(outdir, plate_input)):
-        return None
-    with open(path) as handle:
-        summary = json.load(handle)
-    summary["status"] = "resumed"
-    return summary
+def read_marker(path):
+    """The done-marker at `path` as a dict, or {} when absent or unreadable."""
+    try:
+        with open(path) as handle:
+            marker = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
 
 
 def process_plate(plate_input, outdir, config):
     """Run every stage on one plate; never raises for a bad plate.
 
     Returns a summary dict: plate, mjd, name, files, status ('done',
-    'resumed' or 'failed'), reason, skipped (unreadable spec files left out
-    of a plate that was processed: path -> reason), nfiber, nqso, nabs,
-    seconds.
+    'resumed' when every stage's results were already up to date, or
+    'failed'), reason, skipped (unreadable spec files left out of a plate
+    that was processed: path -> reason), stages (stage -> 'reused' or why it
+    ran), nfiber, nqso, nabs, seconds.
     """
     tune_malloc()
     start = time.perf_counter()
+    paths = RunLayout(outdir)
     summary = {"plate": plate_input.plate, "mjd": plate_input.mjd, "name": plate_input.name,
-               "files": plate_input.files, "status": "failed", "reason": "", "skipped": {}, "nfiber": 0, "nqso": 0, "nabs": 0}
+               "files": plate_input.files, "status": "failed", "reason": "", **NO_COUNTS}
     try:
-        previous = read_marker(outdir, plate_input)
-        if previous is not None:
-            return previous
-        summary.update(_run_stages(plate_input, outdir, config))
-        summary["status"] = "done"
+        known = read_marker(paths.marker(plate_input.name)).get("files")
+        records = _input_records(plate_input.files, known)
+        products = PlateProducts(plate_input.name, run_roots(paths.outdir, config["keep_shards"]), plate_input,
+                                 content_key(records))
+        plate = PlateRun(plate_stages(), products, config)
+        summary.update(plate.execute())
+        resumed = all(action == "reused" for action in plate.actions.values())
+        summary.update(status="resumed" if resumed else "done", stages=plate.actions, stage_seconds=plate.seconds,
+                       worker_pid=os.getpid(),
+                       worker_peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     except InputError as err:
         summary["reason"] = str(err)
+    except OSError as err:
+        summary["reason"] = f"{err.filename or _named(plate_input.files)}: cannot be read or written ({err.strerror})"
     except Exception as err:  # a bug or a surprise in one plate must not stop the run
         summary["reason"] = f"{_named(plate_input.files)}: unexpected {type(err).__name__}: {err}"
         log.error("plate %s: unexpected error\n%s", plate_input.name, traceback.format_exc())
     summary["seconds"] = time.perf_counter() - start
-    if summary["status"] == "done":
-        with atomic_path(marker_path(outdir, plate_input)) as tmp, open(tmp, "w") as handle:
-            json.dump(summary, handle)
+    if summary["status"] == "done" or (summary["status"] == "resumed" and records != known):
+        with atomic_path(paths.marker(plate_input.name)) as tmp, open(tmp, "w") as handle:
+            json.dump({"summary": summary, "files": records}, handle)
     return summary
+
+
+def _input_records(files, known):
+    """`digests.file_records` of a plate's files; InputError naming a file that cannot be read."""
+    try:
+        return file_records(files, known)
+    except OSError as err:
+        raise InputError(err.filename, f"not readable ({err.strerror})") from None
 
 
 def _named(files):
     """The plate's file, or its first file and how many more, for a failure reason."""
     return files[0] if len(files) == 1 else f"{files[0]} (and {len(files) - 1} more)"
-
-
-def _run_stages(plate_input, outdir, config):
-    from qsopipe.models.store import default_weights, file_sha256, load_model
-    from qsopipe.pipeline.parquet_io import read_metadata, with_metadata, write_parquet
-    from qsopipe.stages import mgii, quasarnet
-    from qsopipe.stages.preprocess import preprocess_input, shard_table
-
-    paths = layout(outdir)
-    seconds = {}
-    start = time.perf_counter()
-    if config["keep_shards"]:
-        shard_file, shard = preprocess_input(plate_input, paths["shards"], skip_unreadable=True)
-        if shard is None:
-            shard = pq.read_table(shard_file)
-        qn_inputs = [shard_file]
-    else:
-        shard = shard_table(plate_input, skip_unreadable=True)
-        qn_inputs = list(plate_input.files)
-    skipped = read_metadata(shard.schema).get("skipped", {})
-    for path, reason in skipped.items():
-        log.warning("plate %s: left out %s: %s", plate_input.name, path, reason)
-    seconds["preprocess"] = time.perf_counter() - start
-
-    qn_model = Path(config["qn_model"] or default_weights("quasarnet"))
-    qn_file = quasarnet.result_path(paths["results"], plate_input.plate, plate_input.mjd)
-    start = time.perf_counter()
-    if is_up_to_date(qn_file, [*qn_inputs, qn_model]):
-        qn_table = pq.read_table(qn_file)
-    else:
-        forward = quasarnet.make_forward(qn_model, config["batch_size"])
-        qn_table = quasarnet.process_shard(shard, forward, qn_model, file_sha256(str(qn_model)),
-                                           config["c_th"], config["n_th"], config["bal_th"])
-        write_parquet(qn_table, qn_file)
-    seconds["quasarnet"] = time.perf_counter() - start
-
-    mgii_model = Path(config["mgii_model"] or default_weights("mgii"))
-    mgii_file, absorbers_file = mgii.result_paths(paths["results"], plate_input.plate, plate_input.mjd)
-    start = time.perf_counter()
-    if is_up_to_date(absorbers_file, [qn_file, mgii_model]) and mgii_file.exists():
-        absorbers = pq.read_table(absorbers_file)
-    else:
-        mgii_table, absorbers = mgii.process_plate(shard, qn_table, load_model(str(mgii_model)),
-                                                   threshold=config["mgii_threshold"])
-        metadata = mgii.results_metadata(mgii_model, config["mgii_threshold"])
-        write_parquet(with_metadata(mgii_table, metadata), mgii_file)
-        absorbers = with_metadata(absorbers, metadata)
-        write_parquet(absorbers, absorbers_file)
-    seconds["mgii"] = time.perf_counter() - start
-    return {"nfiber": qn_table.num_rows, "skipped": skipped, "stage_seconds": seconds, "worker_pid": os.getpid(),
-            "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "nqso": int(np.sum(qn_table.column("IS_QSO_QN").to_numpy())),
-            "nabs": absorbers.num_rows}

@@ -5,22 +5,19 @@ Header cards are (keyword, value, comment) tuples with keywords of at most
 importlib.metadata, so nothing heavy (TensorFlow) is imported.
 """
 
-import hashlib
 import importlib.metadata
 import os
 import platform
 from datetime import datetime, timezone
 
 from qsopipe.pipeline import __version__, grids
+from qsopipe.pipeline.constants import QN_FINDERS
 
 #: Distributions whose versions go into the header when installed, in order.
 DEPENDENCIES = (
     "numpy", "scipy", "bottleneck", "fitsio", "astropy", "pyarrow", "dask", "distributed",
     "tensorflow", "tensorflow-cpu", "keras", "h5py", "matplotlib", "click",
 )
-
-#: The QuasarNET line finders as written to the header: emission lines, then BAL.
-HEADER_LINES = (*grids.QN_LINES, ("BAL_CIV", grids.QN_BAL_LINE[1]))
 
 #: Input grids as written to the header: prefix -> (log10 lambda_0, dlog10 lambda, npix).
 HEADER_GRIDS = {
@@ -38,15 +35,6 @@ def dependency_versions(names=DEPENDENCIES):
         except importlib.metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def file_sha256(path, chunk_bytes=1 << 20):
-    """Hex SHA-256 digest of the file at `path`."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk_bytes), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def utc_date():
@@ -92,7 +80,7 @@ def threshold_cards(c_th=None, n_th=None, bal_th=None, mgii_threshold=None):
     return [card for card in cards if card[1] is not None]
 
 
-def line_cards(lines=HEADER_LINES):
+def line_cards(lines=QN_FINDERS):
     """Cards LINEn (name) and LINEWAVn (rest wavelength, Angstrom), n from 1."""
     cards = []
     for number, (name, wavelength) in enumerate(lines, start=1):
@@ -112,7 +100,7 @@ def grid_cards(grid_specs=None):
 
 
 def header_cards(*, c_th=None, n_th=None, bal_th=None, mgii_threshold=None, models=(), ninputs=None,
-                 lines=HEADER_LINES, grid_specs=None, date=None):
+                 lines=QN_FINDERS, grid_specs=None, date=None):
     """Every provenance card of a catalog header, in a stable order.
 
     Parameters

@@ -17,10 +17,12 @@ from collections import Counter
 import click
 
 from qsopipe.pipeline.atomic import atomic_path
-from qsopipe.pipeline.config import load_config
+from qsopipe.pipeline.config import config_options, load_config
 from qsopipe.pipeline.discovery import discover
-from qsopipe.pipeline.plate_task import layout, process_plate
+from qsopipe.pipeline.layout import RunLayout
+from qsopipe.pipeline.plate_task import NO_COUNTS, process_plate
 from qsopipe.pipeline.progress import PlateProgress
+from qsopipe.pipeline.stage import log_changes
 
 log = logging.getLogger("qsopipe.pipeline.run")
 
@@ -65,8 +67,9 @@ def run_plates(client, plates, outdir, config):
         except Exception as err:  # the worker died (memory, kill): the plate failed, the run goes on
             summary = {"plate": plate.plate, "mjd": plate.mjd, "name": plate.name, "files": plate.files,
                        "status": "failed", "reason": f"worker lost: {type(err).__name__}: {err}",
-                       "nfiber": 0, "nqso": 0, "nabs": 0, "seconds": 0.0}
+                       **NO_COUNTS, "seconds": 0.0}
         summaries[plate.name] = summary
+        log_changes(plate.name, summary.get("stages", {}))
         for message in summary.get("skipped", {}).values():  # each starts with the file's path
             log.warning("not processed: %s", message)
         progress.update(summary)
@@ -94,11 +97,11 @@ def write_run_catalog(outdir, summaries, rejects, config):
     """Assemble the catalog from the results of the plates that finished."""
     from qsopipe.stages.catalog import catalog_from_results
 
-    paths = layout(outdir)
-    finished = [(s["plate"], s["mjd"]) for s in summaries if s["status"] in ("done", "resumed")]
+    paths = RunLayout(outdir)
+    finished = [s["name"] for s in summaries if s["status"] in ("done", "resumed")]
     inputs = [_input_record(s, f) for s in summaries for f in s["files"]]
     inputs += [{"path": r.path, "plate": -1, "mjd": -1, "status": "rejected", "reason": r.reason} for r in rejects]
-    return catalog_from_results(paths["results"], paths["catalog"], plates=finished, inputs=inputs, config=config)
+    return catalog_from_results(paths.results, paths.catalog, plates=finished, inputs=inputs, config=config)
 
 
 def _input_record(summary, path):
@@ -118,22 +121,10 @@ def _input_record(summary, path):
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "outdir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--cluster", default="local", show_default=True, help="'local', 'slurm' or a scheduler ADDRESS.")
-@click.option("--workers", type=int, help="Dask workers [default: one per core].")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="YAML overrides.")
-@click.option("--qn-model", type=click.Path(exists=True, dir_okay=False), help="QuasarNET .keras file.")
-@click.option("--mgii-model", type=click.Path(exists=True, dir_okay=False), help="MgII CNN .keras file.")
-@click.option("--c-th", type=float, help="QuasarNET confidence threshold [0.4].")
-@click.option("--n-th", type=int, help="Lines above c_th for a quasar [1].")
-@click.option("--bal-th", type=float, help="BAL_FLAG_QN where a quasar's C_BAL_CIV exceeds this [0.48].")
-@click.option("--mgii-threshold", type=float, help="Fit doublets where MGII_PROB >= this [0: all searched].")
-@click.option("--keep-shards", is_flag=True, default=None,
-              help="Also write each plate's Parquet shard to OUTDIR/shards (for rerunning one stage).")
-def command(inputs, outdir, cluster, workers, config_file, qn_model, mgii_model, c_th, n_th, bal_th,
-            mgii_threshold, keep_shards):
+@config_options("workers", "qn_model", "mgii_model", "c_th", "n_th", "bal_th", "mgii_threshold", "keep_shards")
+def command(inputs, outdir, cluster, **options):
     """Run preprocess, quasarnet and mgii on every plate under INPUTS, then write OUTDIR/catalog.fits."""
-    config = load_config(config_file, {"qn_model": qn_model, "mgii_model": mgii_model, "c_th": c_th,
-                                       "n_th": n_th, "bal_th": bal_th, "mgii_threshold": mgii_threshold,
-                                       "workers": workers, "keep_shards": keep_shards})
+    config = load_config(options.pop("config_file"), options)
     plates, rejects = discover(inputs)
     for reject in rejects:
         log.warning("not processed: %s: %s", reject.path, reject.reason)
@@ -142,7 +133,7 @@ def command(inputs, outdir, cluster, workers, config_file, qn_model, mgii_model,
     with dask_client(cluster, config["workers"], config) as client:
         summaries = run_plates(client, plates, outdir, config)
     catalog = write_run_catalog(outdir, summaries, rejects, config) if plates else None
-    write_report(layout(outdir)["report"], summaries, rejects, config, catalog)
+    write_report(RunLayout(outdir).report, summaries, rejects, config, catalog)
     if catalog:
         click.echo(str(catalog))
     if rejects or any(s["status"] == "failed" or s.get("skipped") for s in summaries):

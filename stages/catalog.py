@@ -20,13 +20,14 @@ from typing import NamedTuple
 import click
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from astropy.io import fits
 
 from qsopipe.pipeline import provenance
 from qsopipe.pipeline.atomic import atomic_path
 from qsopipe.pipeline.errors import InputError
-from qsopipe.pipeline.parquet_io import read_metadata
+from qsopipe.pipeline.ids import match_rows, target_id
+from qsopipe.pipeline.layout import find_products, product_path
+from qsopipe.pipeline.parquet_io import read_metadata, read_parquet
 from qsopipe.pipeline.plate import TARGET_COLUMNS
 from qsopipe.stages.catalog_columns import (
     ABSORBER_COLUMNS, CATALOG_COLUMNS, CONFIDENCE_COLUMNS, INPUT_COLUMNS, LINE_REDSHIFT_COLUMNS,
@@ -47,12 +48,6 @@ MGII_DEFAULTS = {"MGII_PROB": -1.0, "IS_MGII_ABS": -1, "N_MGII_ABS": -1, "MGII_F
 #: Confidence columns (0 when unclassified) and redshift columns (-1).
 _CONFIDENCES = (*CONFIDENCE_COLUMNS, "C_BAL_CIV")
 _REDSHIFTS = (*LINE_REDSHIFT_COLUMNS, "Z_BAL_CIV", "Z_QN")
-
-
-def target_id(plate, mjd, fiberid):
-    """TARGETID = PLATE*10^9 + MJD*10^4 + FIBERID, int64 array."""
-    return (np.asarray(plate, dtype=np.int64) * 10**9 + np.asarray(mjd, dtype=np.int64) * 10**4
-            + np.asarray(fiberid, dtype=np.int64))
 
 
 def sdss_name(ra, dec):
@@ -107,20 +102,6 @@ def _stack(tables, name, dtype, default=None):
 
 def _nrows(table):
     return len(next(iter(table.values()))) if table else 0
-
-
-def lookup_rows(keys, table_keys):
-    """Row of `table_keys` holding each of `keys` (first if repeated): (index, found).
-
-    keys, table_keys : int arrays. index is 0 where not found.
-    """
-    if len(table_keys) == 0:
-        return np.zeros(len(keys), dtype=np.int64), np.zeros(len(keys), dtype=bool)
-    order = np.argsort(table_keys, kind="stable")
-    position = np.clip(np.searchsorted(table_keys[order], keys), 0, len(order) - 1)
-    index = order[position]
-    found = table_keys[index] == keys
-    return np.where(found, index, 0), found
 
 
 def assemble_catalog(qn_tables, mgii_tables=(), absorber_tables=()):
@@ -185,7 +166,7 @@ def _join_mgii(targetid, mgii, dtypes):
     if not mgii:
         return {name: np.full(len(targetid), default, dtype=dtypes[name]) for name, default in MGII_DEFAULTS.items()}
     keys = target_id(*(_stack(mgii, name, "i8") for name in ("PLATE", "MJD", "FIBERID")))
-    index, found = lookup_rows(targetid, keys)
+    index, found = match_rows(targetid, keys)
     out = {}
     for name, default in MGII_DEFAULTS.items():
         values = _stack(mgii, name, dtypes[name])[index] if len(keys) else np.zeros(len(targetid), dtypes[name])
@@ -292,7 +273,7 @@ class Results(NamedTuple):
 def read_results(directory, plates=None):
     """Read RESULTS/quasarnet/qn-*.parquet and the matching RESULTS/mgii files.
 
-    plates : iterable of (plate, mjd), or None for every results file.
+    plates : iterable of plate-unit names ('pppp-mmmmm'), or None for every results file.
 
     An empty `plates` gives empty tables (a catalog with no rows).
     Returns Results: tables per plate, the INPUTS columns (from the files'
@@ -300,42 +281,34 @@ def read_results(directory, plates=None):
     n_th, bal_th, models, MgII threshold) found in the metadata, which must agree
     between plates.
     """
-    directory = Path(directory)
-    qn_paths = sorted((directory / "quasarnet").glob("qn-*.parquet"))
+    found = find_products("quasarnet", directory)
     if plates is not None:
-        wanted = {f"qn-{plate:04d}-{mjd:05d}.parquet" for plate, mjd in plates}
-        qn_paths = [path for path in qn_paths if path.name in wanted]
-    if not qn_paths and plates is None:
+        wanted = set(plates)
+        found = [(name, path) for name, path in found if name in wanted]
+    if not found and plates is None:
         raise InputError(directory, "no quasarnet/qn-*.parquet results")
     qn_tables, mgii_tables, absorber_tables, records = [], [], [], []
     metadata = {}
-    for qn_path in qn_paths:
-        name = qn_path.name[len("qn-"):-len(".parquet")]
-        table = _read_parquet(qn_path)
+    for name, qn_path in found:
+        table = read_parquet(qn_path)
         qn_tables.append(table)
         meta = read_metadata(table.schema)
         _merge_parameters(metadata, meta, qn_path, ("c_th", "n_th", "bal_th", "qn_model", "qn_model_sha256"))
         sources = list(meta.get("sources", []))
-        for path, tables, keys in (
-            (directory / "mgii" / f"mgii-{name}.parquet", mgii_tables, ("mgii_threshold", "mgii_model", "mgii_model_sha256")),
-            (directory / "mgii" / f"absorbers-{name}.parquet", absorber_tables, ("mgii_model", "mgii_model_sha256")),
+        for product, tables, keys in (
+            ("mgii", mgii_tables, ("mgii_threshold", "mgii_model", "mgii_model_sha256")),
+            ("mgii_absorbers", absorber_tables, ("mgii_model", "mgii_model_sha256")),
         ):
+            path = product_path(product, directory, name)
             if path.is_file():
-                extra = _read_parquet(path)
+                extra = read_parquet(path)
                 tables.append(extra)
                 extra_meta = read_metadata(extra.schema)
                 _merge_parameters(metadata, extra_meta, path, keys)
                 sources += [s for s in extra_meta.get("sources", []) if s not in sources]
-        plate, mjd = (int(part) for part in name.split("-"))
-        records += [{"PATH": source, "PLATE": plate, "MJD": mjd, "STATUS": "ok"} for source in sources]
+        records += [{"PATH": source, "PLATE": meta.get("plate", -1), "MJD": meta.get("mjd", -1), "STATUS": "ok"}
+                    for source in sources]
     return Results(qn_tables, mgii_tables, absorber_tables, inputs_columns(records), metadata)
-
-
-def _read_parquet(path):
-    try:
-        return pq.read_table(path)
-    except (OSError, pa.ArrowException) as err:
-        raise InputError(path, f"not a readable Parquet file ({err})") from None
 
 
 def _merge_parameters(parameters, metadata, path, keys):
@@ -367,7 +340,7 @@ def catalog_from_results(results, out, plates=None, inputs=None, config=None, qs
     ----------
     results : RESULTS directory (quasarnet/, mgii/).
     out : catalog FITS path.
-    plates : iterable of (plate, mjd) to include, or None for all results files.
+    plates : iterable of plate-unit names to include, or None for all results files.
     inputs : records for the INPUTS HDU (see `inputs_columns`), or None to
         list the sources named in the results' metadata.
     config : run configuration; its c_th, n_th, bal_th, mgii_threshold, qn_model and

@@ -11,7 +11,7 @@ import inspect
 import sys
 from dataclasses import dataclass
 
-from qsopipe.pipeline.grids import QN_LINES
+from qsopipe.pipeline.constants import QN_LINES
 from qsopipe.pipeline.plate import TARGET_COLUMNS
 
 #: Longest description that fits as the comment of a TTYPEn card.

@@ -31,19 +31,17 @@ import click
 import numpy as np
 
 from qsopipe.pipeline.atomic import atomic_path
+from qsopipe.pipeline.constants import CLASS_PERSON, QN_BAL_LINE, QUASAR_CLASSES, SPEED_OF_LIGHT_KMS, Z_CONF_CONFIDENT
 from qsopipe.pipeline.errors import InputError
-from qsopipe.pipeline.sdss.catalogs import CLASS_PERSON, balnicity_bal, read_dr12q, read_spall
+from qsopipe.pipeline.grids import QN_WAVE_MAX, QN_WAVE_MIN
+from qsopipe.pipeline.ids import match_rows, target_id
+from qsopipe.pipeline.sdss.catalogs import balnicity_bal, read_dr12q, read_spall
 from qsopipe.pipeline.sdss.fitsfile import open_fits, read_columns
-from qsopipe.stages.catalog import lookup_rows, target_id
 from qsopipe.stages.catalog_columns import CONFIDENCE_COLUMNS
+from qsopipe.stages.decision import classify
 
-#: Speed of light, km/s.
-C_KMS = 299792.458
 #: Largest |dv| (km/s) of a right redshift.
 DV_MAX = 6000.0
-#: Z_CONF_PERSON of a confident visual redshift.
-CONFIDENT = 3
-QSO_CLASSES = (CLASS_PERSON["QSO"], CLASS_PERSON["QSO_BAL"])
 #: Rest EW_2796 (Angstrom) of a sightline that has an absorber.
 MGII_EW_MIN = 0.3
 #: Largest |z_abs difference| of a recovered absorber.
@@ -56,19 +54,18 @@ Z_EDGES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 7.0])
 DV_EDGES = np.arange(-DV_MAX, DV_MAX + 1, 200.0)
 #: Rest EW_2796 bin edges (Angstrom) of the absorber recovery.
 EW_EDGES = np.array([0.0, 0.3, 0.6, 1.0, 1.5, 2.0, 3.0, 6.0])
-#: CIV on the QuasarNET grid (3600-10000 A): truth redshift range of the BAL sample.
-CIV_REST = 1548.2049
-BAL_Z_RANGE = (3600.0 / CIV_REST - 1.0, 10000.0 / CIV_REST - 1.0)
+#: The BAL finder's line (CIV 1548) on the QuasarNET grid: truth redshift range of the BAL sample.
+BAL_Z_RANGE = (QN_WAVE_MIN / QN_BAL_LINE[1] - 1.0, QN_WAVE_MAX / QN_BAL_LINE[1] - 1.0)
 #: spAll CLASS -> CLASS_PERSON code.
 SPALL_CLASSES = {"QSO": CLASS_PERSON["QSO"], "STAR": CLASS_PERSON["STAR"], "GALAXY": CLASS_PERSON["GALAXY"]}
-CLASS_NAMES = {0: "UNKNOWN", **{code: name for name, code in CLASS_PERSON.items()}}
+CLASS_NAMES = {code: name for name, code in CLASS_PERSON.items()}
 
 
 def velocity_offset(z, z_true):
     """dv = c (z - z_true) / (1 + z_true), km/s (arrays, same shape); NaN where z_true <= -1."""
     z_true = np.asarray(z_true, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        dv = C_KMS * (np.asarray(z, dtype=np.float64) - z_true) / (1.0 + z_true)
+        dv = SPEED_OF_LIGHT_KMS * (np.asarray(z, dtype=np.float64) - z_true) / (1.0 + z_true)
     return np.where(1.0 + z_true > 0, dv, np.nan)
 
 
@@ -93,9 +90,9 @@ def match_catalog(catalog, truth):
     """
     cat_key = target_id(catalog["PLATE"], catalog["MJD"], catalog["FIBERID"])
     truth_key = target_id(truth["PLATE"], truth["MJD"], truth["FIBERID"])
-    truth_index, found = lookup_rows(cat_key, truth_key)
+    truth_index, found = match_rows(cat_key, truth_key)
     cat_thing = np.asarray(catalog["THING_ID"], dtype=np.int64)
-    by_thing_index, by_thing = lookup_rows(cat_thing, np.asarray(truth["THING_ID"], dtype=np.int64))
+    by_thing_index, by_thing = match_rows(cat_thing, truth["THING_ID"])
     by_thing &= ~found & (cat_thing > 0)
     matched = found | by_thing
     truth_index = np.where(found, truth_index, by_thing_index)
@@ -122,14 +119,14 @@ def classification_counts(classified, right_z, truth_qso, truth_galaxy):
 
 
 def threshold_curves(confidences, classifiable, right_z, truth_qso, truth_galaxy, n_th, c_grid=C_TH_GRID):
-    """Purity and completeness as the rule 'at least n_th lines with C > c_th' varies.
+    """Purity and completeness as c_th of the rule `qsopipe.stages.decision.classify` varies.
 
     confidences : (npair, nline) line confidences; classifiable : bool (npair,)
     (QN_FLAG == 0). Returns {'c_th', 'purity', 'completeness'} lists.
     """
     purity, completeness = [], []
     for c_th in c_grid:
-        classified = classifiable & ((confidences > c_th).sum(axis=1) >= n_th)
+        classified = classifiable & classify(confidences, c_th, n_th)
         counts = classification_counts(classified, right_z, truth_qso, truth_galaxy)
         purity.append(counts["purity"])
         completeness.append(counts["completeness"])
@@ -257,13 +254,13 @@ def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=
     cat_index, truth_index, by_thing = match_catalog(catalog, truth)
     cls = np.asarray(truth["CLASS_PERSON"])[truth_index]
     z_true = np.asarray(truth["Z_VI"], dtype=np.float64)[truth_index]
-    confident = np.asarray(truth["Z_CONF_PERSON"])[truth_index] == CONFIDENT
-    is_qso_class = np.isin(cls, QSO_CLASSES)
+    confident = np.asarray(truth["Z_CONF_PERSON"])[truth_index] == Z_CONF_CONFIDENT
+    is_qso_class = np.isin(cls, QUASAR_CLASSES)
     keep = ~(is_qso_class & ~confident)
     cat_index, truth_index, by_thing = cat_index[keep], truth_index[keep], by_thing[keep]
     cls, z_true = cls[keep], z_true[keep]
 
-    truth_qso = np.isin(cls, QSO_CLASSES)
+    truth_qso = np.isin(cls, QUASAR_CLASSES)
     truth_galaxy = cls == CLASS_PERSON["GALAXY"]
     column = {name: np.asarray(values)[cat_index] for name, values in catalog.items()}
     classified = column["IS_QSO_QN"] == 1
@@ -322,7 +319,7 @@ def mgii_metrics(catalog, truth, cat_index, truth_index, column, catalog_absorbe
     searched = (column["MGII_FLAG"] == 0) & (column["MGII_PROB"] >= 0)
     truth_key = target_id(truth["PLATE"], truth["MJD"], truth["FIBERID"])
     abs_key = target_id(truth_absorbers["PLATE"], truth_absorbers["MJD"], truth_absorbers["FIBERID"])
-    abs_truth_row, found = lookup_rows(abs_key, truth_key)
+    abs_truth_row, found = match_rows(abs_key, truth_key)
     ew = np.asarray(truth_absorbers["EW_2796"], dtype=np.float64)
     strong_rows = np.unique(abs_truth_row[found & (ew >= MGII_EW_MIN)])
     truth_has = np.isin(truth_index, strong_rows)
@@ -335,7 +332,7 @@ def mgii_metrics(catalog, truth, cat_index, truth_index, column, catalog_absorbe
     if catalog_absorbers is None:
         catalog_absorbers = {"TARGETID": np.zeros(0, np.int64), "Z_ABS": np.zeros(0)}
     cat_key = target_id(catalog["PLATE"], catalog["MJD"], catalog["FIBERID"])
-    cat_abs_row, cat_found = lookup_rows(np.asarray(catalog_absorbers["TARGETID"], dtype=np.int64), cat_key)
+    cat_abs_row, cat_found = match_rows(catalog_absorbers["TARGETID"], cat_key)
     cat_items, cat_pair = _expand_to_pairs(cat_abs_row[cat_found], cat_index[pairs])
     cat_z = np.asarray(catalog_absorbers["Z_ABS"], dtype=np.float64)[cat_found][cat_items]
     return {"sightlines": sightlines,
@@ -390,9 +387,9 @@ def truth_from_spall(spall):
     n = len(classes)
     return {
         "PLATE": spall["PLATE"], "MJD": spall["MJD"], "FIBERID": spall["FIBERID"], "THING_ID": spall["THING_ID"],
-        "CLASS_PERSON": np.array([SPALL_CLASSES.get(c, 0) for c in classes], dtype=np.int16),
+        "CLASS_PERSON": np.array([SPALL_CLASSES.get(c, CLASS_PERSON["UNKNOWN"]) for c in classes], dtype=np.int16),
         "Z_VI": np.asarray(spall["Z"], dtype=np.float64),
-        "Z_CONF_PERSON": np.where(np.asarray(spall["ZWARNING"]) == 0, CONFIDENT, 1).astype(np.int16),
+        "Z_CONF_PERSON": np.where(np.asarray(spall["ZWARNING"]) == 0, Z_CONF_CONFIDENT, 1).astype(np.int16),
         "BAL_FLAG_VI": np.full(n, -1, dtype=np.int16), "BI_CIV": np.full(n, np.nan),
     }
 

@@ -12,41 +12,40 @@ those fibers too, so "not searched" never reads as "no absorber".
 IS_MGII_ABS is 1 where at least one doublet passes the fit's criteria on a
 sightline with MGII_PROB >= threshold (so every IS_MGII_ABS = 1 sightline
 has its rows in the absorbers table), 0 elsewhere on searched fibers. The
-default threshold 0 fits every searched sightline: the doublet fit alone
-is the more accurate decision on the simulations (models/weights/mgii.md),
-and since MGII_PROB stays in the results, IS_MGII_ABS = 1 and
-MGII_PROB > 0.5 still selects the purer, less complete CNN-confirmed subset.
+default threshold 0 fits every searched sightline, so that IS_MGII_ABS is
+the doublet fit's decision (models/weights/mgii.md says why); MGII_PROB
+stays in the results, and IS_MGII_ABS = 1 with MGII_PROB > 0.5 selects the
+CNN-confirmed subset.
 """
 
 import dataclasses
 import enum
 import logging
-import re
-import time
 from pathlib import Path
 
 import click
 import numpy as np
 import pyarrow as pa
 
-from qsopipe.pipeline.atomic import is_up_to_date
-from qsopipe.pipeline.grids import MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX
 from qsopipe.models.store import file_sha256
-from qsopipe.pipeline.parquet_io import list_column, with_metadata, write_parquet, written_with
+from qsopipe.pipeline.config import config_options, load_config
+from qsopipe.pipeline.constants import CIV_EMISSION, MGII_EMISSION, SPEED_OF_LIGHT_KMS
+from qsopipe.pipeline.grids import MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX
+from qsopipe.pipeline.ids import target_id
+from qsopipe.pipeline.layout import find_products, product_path
+from qsopipe.pipeline.parquet_io import list_column, with_metadata
+from qsopipe.pipeline.stage import Stage, run_stage_on_plates
 from qsopipe.stages.mgii_fit import (ABSORBER_DTYPE, DoubletCriteria, bridge_masked_pixels, running_continuum,
                                      search_doublets)
 
 log = logging.getLogger(__name__)
 
-SPEED_OF_LIGHT = 299792.458  # km/s
-
-#: Rest wavelengths of the emission lines that bound the search window, Angstrom.
-CIV_EMISSION = 1549.06
-MGII_EMISSION = 2798.75
-#: Margin kept off both emission lines, km/s (the DR12 catalog's reddest absorbers sit 3000 km/s blue of MgII).
+#: Margin kept off the CIV and MgII emission lines that bound the search window, km/s (the DR12
+#: catalog's reddest absorbers sit 3000 km/s blue of MgII).
 EMISSION_MARGIN_KMS = 3000.0
-SEARCH_REST_MIN = CIV_EMISSION * (1 + EMISSION_MARGIN_KMS / SPEED_OF_LIGHT)
-SEARCH_REST_MAX = MGII_EMISSION * (1 - EMISSION_MARGIN_KMS / SPEED_OF_LIGHT)
+#: Rest wavelengths of the search window's ends, Angstrom.
+SEARCH_REST_MIN = CIV_EMISSION * (1 + EMISSION_MARGIN_KMS / SPEED_OF_LIGHT_KMS)
+SEARCH_REST_MAX = MGII_EMISSION * (1 - EMISSION_MARGIN_KMS / SPEED_OF_LIGHT_KMS)
 #: Fewest grid pixels the search window must keep on the grid to be searched.
 MIN_WINDOW_PIX = 50
 
@@ -59,11 +58,6 @@ CONTINUUM_WINDOWS = (
 )
 Z_MAX = CONTINUUM_WINDOWS[-1][0]
 
-#: Default MGII_PROB from which a sightline is fitted for doublets (0: every searched sightline).
-DEFAULT_THRESHOLD = 0.0
-
-MGII_RESULT_DIR = "mgii"
-QN_RESULT_DIR = "quasarnet"
 
 
 class MgIIFlag(enum.IntFlag):
@@ -183,9 +177,8 @@ def prepare_input(flux, ivar, z_qso):
     """The MgII CNN input: flux over its continuum-window median, minus 1, zero outside the search window.
 
     Subtracting 1 puts the continuum and everything outside the window at 0,
-    so that only absorption (negative) and emission stand out; with 0 for
-    "outside" but 1 for continuum, the window's edges look like saturated
-    absorption to the network's max-pooling, and it did not learn.
+    so that only absorption (negative) and emission stand out and the
+    window's edges do not look like saturated absorption (models/weights/mgii.md).
 
     Parameters
     ----------
@@ -229,7 +222,7 @@ def measure_absorbers(flux, ivar, z_qso, criteria):
     return search_doublets(flux, ivar, wave_min, wave_max, running_continuum(flux, ivar), criteria)
 
 
-def process_plate(shard_table, qn_table, model, threshold=DEFAULT_THRESHOLD, criteria=None):
+def process_plate(shard_table, qn_table, model, threshold, criteria=None):
     """The MgII results of one plate.
 
     Parameters
@@ -294,7 +287,7 @@ def absorbers_table(plate, mjd, fiberid, z_qso, probability, rows, absorbers):
     counts = np.array([len(found) for found in absorbers], np.int64)
     owner = np.repeat(np.asarray(rows, np.int64), counts)
     found = np.concatenate(absorbers) if len(absorbers) else np.zeros(0, ABSORBER_DTYPE)
-    targetid = plate[owner].astype(np.int64) * 10**9 + mjd[owner].astype(np.int64) * 10**4 + fiberid[owner]
+    targetid = target_id(plate[owner], mjd[owner], fiberid[owner])
     columns = {
         "PLATE": pa.array(plate[owner], pa.int32()), "MJD": pa.array(mjd[owner], pa.int32()),
         "FIBERID": pa.array(fiberid[owner].astype(np.int32), pa.int32()),
@@ -320,29 +313,42 @@ def results_metadata(model_path, threshold, criteria=None):
     }
 
 
-def result_paths(results, plate, mjd):
-    """(RESULTS/mgii/mgii-pppp-mmmmm.parquet, RESULTS/mgii/absorbers-pppp-mmmmm.parquet)"""
-    directory = Path(results) / MGII_RESULT_DIR
-    name = f"{plate:04d}-{mjd:05d}"
-    return directory / f"mgii-{name}.parquet", directory / f"absorbers-{name}.parquet"
+def model_path(config):
+    """The MgII CNN file of a run configuration: its mgii_model, or the shipped weights."""
+    from qsopipe.models.store import default_weights
+
+    return Path(config.get("mgii_model") or default_weights("mgii"))
 
 
-def qn_result_path(results, plate, mjd):
-    """RESULTS/quasarnet/qn-pppp-mmmmm.parquet"""
-    return Path(results) / QN_RESULT_DIR / f"qn-{plate:04d}-{mjd:05d}.parquet"
+class MgIIStage(Stage):
+    """shard + quasarnet -> mgii (one row per fiber) and mgii_absorbers (one row per absorber)."""
+
+    name = "mgii"
+    reads = ("shard", "quasarnet")
+    writes = ("mgii", "mgii_absorbers")
+
+    def settings(self, config):
+        return {"mgii_model_sha256": file_sha256(str(model_path(config))),
+                "mgii_threshold": float(config["mgii_threshold"]),
+                "mgii_finder": dataclasses.asdict(DoubletCriteria())}
+
+    def load(self, config):
+        from qsopipe.models.store import load_model
+
+        return load_model(str(model_path(config)))
+
+    def run(self, inputs, config, model):
+        mgii_table, absorbers = process_plate(inputs["shard"], inputs["quasarnet"], model,
+                                              threshold=config["mgii_threshold"])
+        metadata = results_metadata(model_path(config), config["mgii_threshold"])
+        return {"mgii": with_metadata(mgii_table, metadata), "mgii_absorbers": with_metadata(absorbers, metadata)}
+
+    def counts(self, outputs):
+        flags = outputs["mgii"].column("MGII_FLAG").to_numpy()
+        return {"nfiber": len(flags), "nsearched": int(np.sum(flags == 0)), "nabs": outputs["mgii_absorbers"].num_rows}
 
 
-_SHARD_NAME = re.compile(r"plate-(\d{4,})-(\d{5})\.parquet$")
-
-
-def find_shards(shards):
-    """[(plate, mjd, path)] of every SHARDS/PLATE=pppp/plate-pppp-mmmmm.parquet, sorted."""
-    found = []
-    for path in sorted(Path(shards).glob("PLATE=*/plate-*.parquet")):
-        match = _SHARD_NAME.search(path.name)
-        if match:
-            found.append((int(match.group(1)), int(match.group(2)), path))
-    return found
+STAGE = MgIIStage()
 
 
 @click.command(name="mgii")
@@ -351,42 +357,18 @@ def find_shards(shards):
               help="RESULTS directory holding quasarnet/qn-pppp-mmmmm.parquet.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="RESULTS directory; writes mgii/mgii-*.parquet and mgii/absorbers-*.parquet.")
-@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="MgII CNN (.keras); default: the shipped models/weights/mgii.keras.")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=DEFAULT_THRESHOLD, show_default=True,
-              help="Sightlines with MGII_PROB >= threshold are fitted; IS_MGII_ABS = 1 where a doublet is.")
+@config_options("mgii_model", "mgii_threshold", aliases={"mgii_model": "--model", "mgii_threshold": "--threshold"})
 @click.option("--force", is_flag=True, help="Redo plates whose results are up to date.")
-def command(shards, qn_results, out, model_path, threshold, force):
+def command(shards, qn_results, out, force, **options):
     """Run the MgII absorber CNN on the quasars of every shard in SHARDS and fit their absorbers."""
-    import pyarrow.parquet as pq
-
-    from qsopipe.models.mgii import load_predictor
-    from qsopipe.models.store import default_weights
-
-    model_path = Path(model_path or default_weights("mgii"))
-    if not model_path.is_file():
-        raise click.ClickException(f"{model_path}: no MgII model there; give --model")
-    plates = find_shards(shards)
+    config = load_config(options.pop("config_file"), options)
+    plates = find_products("shard", shards)
     if not plates:
         raise click.ClickException(f"{shards}: no PLATE=*/plate-*.parquet shards")
-    predictor = None
-    metadata = results_metadata(model_path, threshold)
-    for plate, mjd, shard_path in plates:
-        qn_path = qn_result_path(qn_results, plate, mjd)
+    for name, shard_path in plates:
+        qn_path = product_path("quasarnet", qn_results, name)
         if not qn_path.is_file():
             raise click.ClickException(f"{qn_path}: QuasarNET results missing for shard {shard_path}")
-        mgii_path, absorbers_path = result_paths(out, plate, mjd)
-        if not force and all(is_up_to_date(path, [shard_path, qn_path, model_path]) and written_with(path, metadata)
-                             for path in (mgii_path, absorbers_path)):
-            log.info("plate %04d-%05d: %s is up to date, skipped", plate, mjd, mgii_path)
-            continue
-        if predictor is None:
-            predictor = load_predictor(model_path)
-        start = time.perf_counter()
-        mgii_table, absorbers = process_plate(pq.read_table(shard_path), pq.read_table(qn_path), predictor, threshold)
-        write_parquet(with_metadata(mgii_table, metadata), mgii_path)
-        write_parquet(with_metadata(absorbers, metadata), absorbers_path)
-        seconds = time.perf_counter() - start
-        log.info("plate %04d-%05d: %d fibers, %d searched, %d absorbers in %.2f s (%.0f spectra/s)",
-                 plate, mjd, mgii_table.num_rows, int(np.sum(mgii_table.column("MGII_FLAG").to_numpy() == 0)),
-                 absorbers.num_rows, seconds, mgii_table.num_rows / seconds)
+    roots = {"shard": shards, "quasarnet": qn_results, "mgii": out, "mgii_absorbers": out}
+    if run_stage_on_plates(STAGE, [(name, None) for name, _ in plates], roots, config, force):
+        raise SystemExit(1)

@@ -37,18 +37,13 @@ from scipy.ndimage import correlate1d
 from scipy.signal import find_peaks
 from scipy.special import erf
 
-from qsopipe.pipeline.grids import MGII_2796, MGII_2803, MGII_DLOGLAM, MGII_NPIX, mgii_loglam
+from qsopipe.pipeline.constants import (
+    CIV_1548, CIV_1550, FEII_2374, MGI_2853, MGII_2796, MGII_2803, MGII_SYSTEM_FEII_LINES, SPEED_OF_LIGHT_KMS,
+)
+from qsopipe.pipeline.grids import MGII_DLOGLAM, MGII_NPIX, mgii_loglam
 
-SPEED_OF_LIGHT = 299792.458  # km/s
-
-#: FeII lines of the absorber-system template: rest A and depth relative to MgII 2796. Strong MgII
-#: absorbers carry FeII at about these EW ratios (the simulator's, qsopipe.stages.simulate.absorbers);
-#: where the FeII lines are off the grid or masked the template is the MgII doublet alone.
-SYSTEM_FEII_LINES = ((2600.17, 0.45), (2586.65, 0.3), (2382.77, 0.4), (2344.21, 0.3))
-#: CIV 1548/1550 doublet, rest A (a confuser: 7.2 grid pixels apart against MgII's 11.1).
-CIV_1548, CIV_1550 = 1548.2049, 1550.7785
 #: Lines an MgII absorber may show besides the doublet, rest A: FeII 2600-2344, MgI 2853, CIV.
-COMPANION_LINES = tuple(rest for rest, _ in SYSTEM_FEII_LINES) + (2374.46, 2852.96, CIV_1548, CIV_1550)
+COMPANION_LINES = tuple(rest for rest, _ in MGII_SYSTEM_FEII_LINES) + (FEII_2374, MGI_2853, CIV_1548, CIV_1550)
 
 #: Running-median width of the continuum, pixels (odd).
 CONTINUUM_WIDTH = 85
@@ -57,7 +52,7 @@ CONTINUUM_BLOCK = 5
 #: Pixels deeper than this many sigma below the first continuum are ignored in the second pass.
 CONTINUUM_CLIP_SIGMA = 2.5
 
-#: Doublet separations on the grid, pixels: log10(red / blue) / 1e-4.
+#: Doublet separations on the grid, pixels: log10(red / blue) / 1e-4 (CIV, a confuser: 7.2 against MgII's 11.1).
 DOUBLET_SEPARATION_PIX = np.log10(MGII_2803 / MGII_2796) / MGII_DLOGLAM
 CIV_SEPARATION_PIX = np.log10(CIV_1550 / CIV_1548) / MGII_DLOGLAM
 #: Matched-filter line sigma in pixels (instrument and a 1.7 A rest FWHM line, in quadrature).
@@ -104,9 +99,8 @@ class DoubletCriteria:
     detect_snr: S/N of the absorber-system template (`system_snr_at`) a
         candidate needs to be fitted; the detection itself. The fit's S/N
         values below are lower for the same doublet (z, width and continuum
-        are free; 0.7-0.8 times the filter's), so they only confirm it. The
-        defaults are the most accurate of the values scanned on a tuning
-        simulation (seed 4242, plates 8400-8411), not on the hold-out.
+        are free), so they only confirm it. models/weights/mgii.md tells
+        how the defaults were chosen.
     min_snr_doublet: fitted EW_2796 + EW_2803 over its error (the joint
         detection; a saturated doublet splits its S/N between the lines).
     min_snr_2796, min_snr_2803: fitted rest EW over its error, each line
@@ -240,12 +234,14 @@ def doublet_template(separation_pix=DOUBLET_SEPARATION_PIX, sigma_pix=FILTER_SIG
 
 
 def system_template(sigma_pix=FILTER_SIGMA_PIX):
-    """The absorber-system template: the MgII doublet (2796 at offset 0) and SYSTEM_FEII_LINES.
+    """The absorber-system template: the MgII doublet (2796 at offset 0) and MGII_SYSTEM_FEII_LINES.
 
+    The FeII depths relative to 2796 are their typical EW ratios; where the
+    FeII lines are off the grid or masked the template is the doublet alone.
     Returns (offsets int (m,), weights (m,)); the FeII lines sit 316-767
     pixels blue of 2796.
     """
-    feii = [(np.log10(rest / MGII_2796) / MGII_DLOGLAM, depth) for rest, depth in SYSTEM_FEII_LINES]
+    feii = [(np.log10(rest / MGII_2796) / MGII_DLOGLAM, depth) for rest, depth in MGII_SYSTEM_FEII_LINES]
     return line_template([(0.0, 1.0), (DOUBLET_SEPARATION_PIX, FILTER_RATIO), *feii], sigma_pix)
 
 
@@ -365,7 +361,7 @@ def _line_terms(z_abs, sigma_kms, wave_lo, wave_hi):
     """Per line of the doublet: (rest A, erf argument at the pixel's blue and red edges, line sigma * sqrt 2)."""
     for rest in (MGII_2796, MGII_2803):
         centre = rest * (1.0 + z_abs)
-        scale = np.sqrt(2.0) * sigma_kms / SPEED_OF_LIGHT * centre
+        scale = np.sqrt(2.0) * sigma_kms / SPEED_OF_LIGHT_KMS * centre
         yield rest, (wave_lo - centre) / scale, (wave_hi - centre) / scale, scale
 
 
@@ -582,7 +578,7 @@ def _coincides(z_candidate, z_found, tolerance_kms):
         return False
     candidate = _lines_of([z_candidate])[0, :2]
     others = _lines_of(z_found).ravel()
-    return bool(np.any(np.abs(np.log(candidate[:, None] / others[None])) * SPEED_OF_LIGHT < tolerance_kms))
+    return bool(np.any(np.abs(np.log(candidate[:, None] / others[None])) * SPEED_OF_LIGHT_KMS < tolerance_kms))
 
 
 def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria):

@@ -8,20 +8,16 @@ drop a row.
 
 import enum
 import logging
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import click
 import numpy as np
 import pyarrow as pa
 
 from qsopipe.pipeline import __version__, grids
-from qsopipe.pipeline.atomic import is_up_to_date
 from qsopipe.pipeline.discovery import discover
-from qsopipe.pipeline.errors import InputError
-from qsopipe.pipeline.parquet_io import fixed_size_list, structured_to_arrays, with_metadata, write_parquet
-from qsopipe.pipeline.sdss.reader import read_plate
+from qsopipe.pipeline.parquet_io import fixed_size_list, read_metadata, structured_to_arrays, with_metadata
+from qsopipe.pipeline.stage import SPECTRA, Stage, run_stage_on_plates
 
 log = logging.getLogger(__name__)
 
@@ -348,34 +344,41 @@ def preprocess_plate(plate):
     })
 
 
-def shard_path(root, plate, mjd):
-    """SHARDS/PLATE=pppp/plate-pppp-mmmmm.parquet"""
-    return Path(root) / f"PLATE={plate:04d}" / f"plate-{plate:04d}-{mjd:05d}.parquet"
+def shard_table(plate_input):
+    """Read one discovered plate and return its shard table.
 
-
-def preprocess_input(plate_input, root, force=False, skip_unreadable=False):
-    """Read one discovered plate and write its shard, unless an up-to-date shard exists.
-
-    Returns (shard path, the shard table written, or None when skipped).
-    Raises InputError when the plate's file(s) cannot be read. With
-    `skip_unreadable`, a spec plate leaves out its unreadable files and lists
-    them in the shard's `qsopipe.skipped` metadata (path -> reason).
+    Raises InputError when the plate's file(s) cannot be read. A spec plate
+    leaves out its unreadable files and lists them in the shard's
+    `qsopipe.skipped` metadata (path -> reason).
     """
-    path = shard_path(root, plate_input.plate, plate_input.mjd)
-    if not force and is_up_to_date(path, plate_input.files):
-        return path, None
-    table = shard_table(plate_input, skip_unreadable)
-    write_parquet(table, path)
-    return path, table
-
-
-def shard_table(plate_input, skip_unreadable=False):
-    """Read one discovered plate and return its shard table, in memory (see `preprocess_input`)."""
-    skipped = {} if skip_unreadable else None
-    table = preprocess_plate(read_plate(plate_input, skipped))
+    skipped = {}
+    table = preprocess_plate(plate_input.read(skipped))
     if skipped:
         table = with_metadata(table, {"skipped": skipped})
     return table
+
+
+class PreprocessStage(Stage):
+    """spectra -> shard: the QuasarNET and MgII inputs and PREP_FLAG of every fiber of a plate."""
+
+    name = "preprocess"
+    reads = (SPECTRA,)
+    writes = ("shard",)
+
+    def settings(self, config):
+        return {"qn_grid": [grids.QN_LOGLAM_MIN, grids.QN_DLOGLAM, grids.QN_NBINS],
+                "mgii_grid": [grids.MGII_LOGLAM_MIN, grids.MGII_DLOGLAM, grids.MGII_NPIX],
+                "masked_bits": [grids.COMBINEREJ_BIT], "min_qn_bins": MIN_QN_BINS}
+
+    def run(self, inputs, config, loaded):
+        return {"shard": shard_table(inputs[SPECTRA])}
+
+    def counts(self, outputs):
+        shard = outputs["shard"]
+        return {"nfiber": shard.num_rows, "skipped": read_metadata(shard.schema).get("skipped", {})}
+
+
+STAGE = PreprocessStage()
 
 
 @click.command(name="preprocess")
@@ -390,20 +393,6 @@ def command(inputs, out, force):
     plates, rejects = discover(inputs)
     for reject in rejects:
         log.warning("skipping %s: %s", reject.path, reject.reason)
-    failed = 0
-    for plate_input in plates:
-        start = time.perf_counter()
-        try:
-            path, table = preprocess_input(plate_input, out, force=force)
-        except InputError as err:
-            failed += 1
-            log.error("plate %s failed: %s", plate_input.name, err)
-            continue
-        if table is None:
-            log.info("plate %s: shard %s is up to date, skipped", plate_input.name, path)
-        else:
-            seconds = time.perf_counter() - start
-            log.info("plate %s: %d fibers -> %s in %.2f s (%.0f spectra/s)",
-                     plate_input.name, table.num_rows, path, seconds, table.num_rows / seconds)
+    failed = run_stage_on_plates(STAGE, [(plate.name, plate) for plate in plates], {"shard": out}, {}, force)
     if failed or any(r.reason.startswith(("no such", "file name")) for r in rejects):
         raise SystemExit(1)

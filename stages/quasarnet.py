@@ -7,23 +7,24 @@ turns one shard table into one result table; `command` is the thin
 
 import enum
 import logging
-import time
 from pathlib import Path
 
 import click
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from qsopipe.pipeline import grids
-from qsopipe.pipeline.atomic import is_up_to_date
-from qsopipe.pipeline.parquet_io import list_column, read_metadata, with_metadata, write_parquet, written_with
+from qsopipe.models.boxes import BAL_INDEX, N_EMISSION, decode_finders
+from qsopipe.pipeline.config import config_options, load_config
+from qsopipe.pipeline.constants import QN_FINDERS
+from qsopipe.pipeline.layout import find_products
+from qsopipe.pipeline.parquet_io import list_column, read_metadata, with_metadata
+from qsopipe.pipeline.stage import Stage, run_stage_on_plates
 from qsopipe.pipeline.plate import FIBER_COLUMNS
+from qsopipe.stages.catalog_columns import LINE_NAMES
+from qsopipe.stages.decision import bal_flag, best_redshift, classify
 from qsopipe.stages.preprocess import PrepFlag
 
 log = logging.getLogger(__name__)
-
-LINE_NAMES = tuple(name for name, _ in grids.QN_LINES)
 
 
 class QNFlag(enum.IntFlag):
@@ -33,11 +34,7 @@ class QNFlag(enum.IntFlag):
     NONFINITE_OUTPUT = 2   #: the network returned NaN or inf
 
 
-#: Default BAL_FLAG_QN threshold on C_BAL_CIV, chosen on a tuning simulation (models/weights/quasarnet.md).
-DEFAULT_BAL_TH = 0.48
-
-
-def classify_spectra(x, prep_flag, forward, c_th=0.4, n_th=1, bal_th=DEFAULT_BAL_TH):
+def classify_spectra(x, prep_flag, forward, c_th, n_th, bal_th):
     """Classify preprocessed spectra with QuasarNET.
 
     Parameters
@@ -54,8 +51,6 @@ def classify_spectra(x, prep_flag, forward, c_th=0.4, n_th=1, bal_th=DEFAULT_BAL
     Z_BAL_CIV (float32), Z_QN (float64), IS_QSO_QN, BAL_FLAG_QN (int16),
     QN_FLAG (int32). Unclassified rows: C = 0, Z = -1, flags 0.
     """
-    from qsopipe.models.quasarnet import BAL_INDEX, N_EMISSION, bal_flag, best_redshift, classify, decode_finders
-
     n = len(x)
     usable = (np.asarray(prep_flag) & int(PrepFlag.unusable())) == 0
     confidence = np.zeros((n, N_EMISSION + 1))
@@ -84,7 +79,7 @@ def classify_spectra(x, prep_flag, forward, c_th=0.4, n_th=1, bal_th=DEFAULT_BAL
     return columns
 
 
-def process_shard(shard, forward, model_path, model_sha256, c_th=0.4, n_th=1, bal_th=DEFAULT_BAL_TH):
+def process_shard(shard, forward, model_path, model_sha256, c_th, n_th, bal_th):
     """The QuasarNET result table of one shard table (same rows, same order)."""
     x = list_column(shard, "QN_FLUX")
     prep_flag = shard.column("PREP_FLAG").to_numpy()
@@ -94,16 +89,18 @@ def process_shard(shard, forward, model_path, model_sha256, c_th=0.4, n_th=1, ba
     shard_meta = read_metadata(shard.schema)
     return with_metadata(pa.table(columns), {
         "plate": shard_meta.get("plate"), "mjd": shard_meta.get("mjd"),
-        "sources": shard_meta.get("sources", []),
+        "sources": shard_meta.get("sources", []), "skipped": shard_meta.get("skipped", {}),
         "c_th": c_th, "n_th": n_th, "bal_th": bal_th, "qn_model": str(model_path), "qn_model_sha256": model_sha256,
-        "qn_lines": [[name, wave] for name, wave in grids.QN_LINES] + [["BAL_CIV", grids.QN_BAL_LINE[1]]],
+        "qn_lines": [[name, wave] for name, wave in QN_FINDERS],
         "qn_flags": {flag.name: int(flag.value) for flag in QNFlag},
     })
 
 
-def result_path(results, plate, mjd):
-    """RESULTS/quasarnet/qn-pppp-mmmmm.parquet"""
-    return Path(results) / "quasarnet" / f"qn-{plate:04d}-{mjd:05d}.parquet"
+def model_path(config):
+    """The QuasarNET model file of a run configuration: its qn_model, or the shipped weights."""
+    from qsopipe.models.store import default_weights
+
+    return Path(config.get("qn_model") or default_weights("quasarnet"))
 
 
 def make_forward(model_path, batch_size=1024):
@@ -115,37 +112,46 @@ def make_forward(model_path, batch_size=1024):
     return lambda x: predict(model, x, batch=batch_size)
 
 
+class QuasarNetStage(Stage):
+    """shard -> quasarnet: class, line confidences and redshifts, BAL flag of every fiber."""
+
+    name = "quasarnet"
+    reads = ("shard",)
+    writes = ("quasarnet",)
+
+    def settings(self, config):
+        from qsopipe.models.store import file_sha256
+
+        return {"qn_model_sha256": file_sha256(str(model_path(config))),
+                "c_th": config["c_th"], "n_th": config["n_th"], "bal_th": config["bal_th"]}
+
+    def load(self, config):
+        return make_forward(model_path(config), config["batch_size"])
+
+    def run(self, inputs, config, forward):
+        settings = self.settings(config)
+        return {"quasarnet": process_shard(inputs["shard"], forward, model_path(config), settings["qn_model_sha256"],
+                                          config["c_th"], config["n_th"], config["bal_th"])}
+
+    def counts(self, outputs):
+        table = outputs["quasarnet"]
+        return {"nfiber": table.num_rows, "nqso": int(np.sum(table.column("IS_QSO_QN").to_numpy())),
+                "skipped": read_metadata(table.schema).get("skipped", {})}
+
+
+STAGE = QuasarNetStage()
+
+
 @click.command(name="quasarnet")
 @click.argument("shards", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "results", required=True, type=click.Path(file_okay=False), help="Results directory.")
-@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False),
-              help="QuasarNET .keras file [default: the shipped weights].")
-@click.option("--c-th", default=0.4, show_default=True, help="Line confidence threshold.")
-@click.option("--n-th", default=1, show_default=True, help="Lines above c_th needed for a quasar.")
-@click.option("--bal-th", default=DEFAULT_BAL_TH, show_default=True,
-              help="BAL_FLAG_QN where a quasar's C_BAL_CIV exceeds this.")
-@click.option("--batch-size", default=1024, show_default=True, help="Fixed batch of the compiled forward pass.")
+@config_options("qn_model", "c_th", "n_th", "bal_th", "batch_size", aliases={"qn_model": "--model"})
 @click.option("--force", is_flag=True, help="Redo plates whose results are up to date.")
-def command(shards, results, model_path, c_th, n_th, bal_th, batch_size, force):
+def command(shards, results, force, **options):
     """Classify every shard under SHARDS; write RESULTS/quasarnet/qn-pppp-mmmmm.parquet per plate."""
-    from qsopipe.models.store import default_weights, file_sha256
-
-    model_path = Path(model_path or default_weights("quasarnet"))
-    forward = None
-    digest = file_sha256(str(model_path))
-    settings = {"c_th": c_th, "n_th": n_th, "bal_th": bal_th, "qn_model_sha256": digest}
-    for shard_file in sorted(Path(shards).rglob("plate-*.parquet")):
-        meta = read_metadata(pq.read_schema(shard_file))
-        out = result_path(results, meta["plate"], meta["mjd"])
-        if not force and is_up_to_date(out, [shard_file, model_path]) and written_with(out, settings):
-            log.info("plate %04d-%05d: %s is up to date, skipped", meta["plate"], meta["mjd"], out)
-            continue
-        if forward is None:
-            forward = make_forward(model_path, batch_size)
-        start = time.perf_counter()
-        table = process_shard(pq.read_table(shard_file), forward, model_path, digest, c_th, n_th, bal_th)
-        write_parquet(table, out)
-        seconds = time.perf_counter() - start
-        nqso = int(np.sum(table.column("IS_QSO_QN").to_numpy()))
-        log.info("plate %04d-%05d: %d fibers, %d quasars in %.2f s (%.0f spectra/s)",
-                 meta["plate"], meta["mjd"], table.num_rows, nqso, seconds, table.num_rows / seconds)
+    config = load_config(options.pop("config_file"), options)
+    plates = [(name, None) for name, _ in find_products("shard", shards)]
+    if not plates:
+        raise click.ClickException(f"{shards}: no PLATE=*/plate-*.parquet shards")
+    if run_stage_on_plates(STAGE, plates, {"shard": shards, "quasarnet": results}, config, force):
+        raise SystemExit(1)

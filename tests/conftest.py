@@ -1,6 +1,9 @@
-"""Shared fixtures: the real SDSS data beside the checkout, skipped cleanly when absent."""
+"""Shared fixtures: the real SDSS data beside the checkout (skipped cleanly when absent), and a
+`qsopipe` run in a fresh interpreter that must not import TensorFlow."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,3 +27,21 @@ def shared_data():
 @pytest.fixture(scope="session")
 def sdss_dir(shared_data):
     return shared_data / "sdss"
+
+
+#: Runs `qsopipe ARGS...` (argv[1:]) through the command group, then fails if TensorFlow or Keras got imported.
+_RUN_WITHOUT_TENSORFLOW = """
+import sys
+from qsopipe.pipeline.cli import cli
+cli.main(sys.argv[1:], prog_name="qsopipe", standalone_mode=False)
+imported = [name for name in ("tensorflow", "keras") if name in sys.modules]
+assert not imported, f"qsopipe {sys.argv[1]} imported {imported}"
+"""
+
+
+@pytest.fixture()
+def run_without_tensorflow():
+    """run(*args): `qsopipe args...` in a fresh interpreter; fails when it fails or imports TensorFlow or Keras."""
+    def run(*args):
+        subprocess.run([sys.executable, "-c", _RUN_WITHOUT_TENSORFLOW, *map(str, args)], check=True)
+    return run

@@ -13,6 +13,8 @@ from astropy.io import fits
 from astropy.table import Table
 from click.testing import CliRunner
 
+from qsopipe.pipeline.constants import CIV_1548
+from qsopipe.pipeline.ids import target_id
 from qsopipe.stages import catalog as cat
 from qsopipe.stages.catalog_columns import (
     ABSORBER_COLUMNS, CATALOG_COLUMNS, CONFIDENCE_COLUMNS, INPUT_COLUMNS, LINE_REDSHIFT_COLUMNS,
@@ -77,7 +79,7 @@ def mgii_tables(qn, nabs_fibers=(2, 5)):
     absorbers = pa.table({
         "PLATE": np.full(nrow, plate, np.int32), "MJD": np.full(nrow, mjd, np.int32),
         "FIBERID": (rows + 1).astype(np.int32),
-        "TARGETID": cat.target_id(plate, mjd, rows + 1),
+        "TARGETID": target_id(plate, mjd, rows + 1),
         "Z_QSO": np.full(nrow, 2.0), "Z_ABS": np.linspace(1.2, 0.6, nrow), "Z_ABS_ERR": np.full(nrow, 1e-4),
         **{name: np.full(nrow, 0.5, np.float32) for name in ("EW_2796", "EW_2796_ERR", "EW_2803", "EW_2803_ERR")},
         "SNR_2796": np.full(nrow, 8.0, np.float32), "MGII_PROB": np.full(nrow, 0.9, np.float32),
@@ -110,6 +112,12 @@ def catalog_path(results_dir, tmp_path):
     return out
 
 
+def test_command_imports_no_tensorflow(results_dir, tmp_path, run_without_tensorflow):
+    out = tmp_path / "no-tf" / "catalog.fits"
+    run_without_tensorflow("catalog", results_dir, "--out", out)
+    assert fitsio.read(str(out), "CATALOG").size == 21
+
+
 def test_sdss_name_truncates_like_dr16q():
     names = cat.sdss_name([150.0, 0.0, 359.9999999, np.nan], [-2.5, 0.0, 89.99999999, 1.0])
     assert names.tolist() == ["J100000.00-023000.0", "J000000.00+000000.0", "J235959.99+895959.9", ""]
@@ -140,7 +148,7 @@ def test_every_fiber_is_a_row_sorted_and_blanked(results_dir):
     assert np.all(catalog["MGII_PROB"][no_mgii] == -1) and np.all(catalog["N_MGII_ABS"][no_mgii] == -1)
     assert np.all(catalog["MGII_FLAG"][no_mgii] & MGII_FLAG_NO_RESULTS)
     assert np.all(catalog["MGII_FLAG"][~no_mgii] & MGII_FLAG_NO_RESULTS == 0)
-    assert catalog["TARGETID"][0] == 7000 * 10**9 + 56500 * 10**4 + 1
+    assert catalog["TARGETID"][0] == target_id(7000, 56500, 1)
     assert len(absorbers["Z_ABS"]) == 3
     assert np.sum(catalog["N_MGII_ABS"][~no_mgii]) == 3
 
@@ -169,7 +177,7 @@ def test_catalog_round_trips_with_units_descriptions_and_checksums(catalog_path)
         units = dict(zip(f["CATALOG"].get_colnames(), [hdr.get(f"TUNIT{i + 1}", "") for i in range(len(CATALOG_COLUMNS))]))
         assert units["RA"] == "deg" and units["DEC"] == "deg" and units["Z_QN"] == ""
         assert hdr["QNSHA256"] == "ab" * 32 and hdr["MGSHA256"] == "cd" * 32
-        assert hdr["LINE1"] == "LYA" and hdr["LINEWAV7"] == pytest.approx(1548.2049)
+        assert hdr["LINE1"] == "LYA" and hdr["LINEWAV7"] == pytest.approx(CIV_1548)
         assert hdr["NINPUTS"] == 2 and hdr["MGII_TH"] == 0.5
         assert "numpy" in [hdr[key] for key in hdr.keys() if key.startswith("DEPNAM")]
 
@@ -236,7 +244,7 @@ def test_column_descriptions_fit_a_card():
 def test_catalog_from_results_as_the_runner_calls_it(results_dir, tmp_path):
     inputs = [{"path": "/data/a.fits", "plate": 7001, "mjd": 56600, "status": "done", "reason": ""},
               {"path": "/data/b.fits", "plate": -1, "mjd": -1, "status": "rejected", "reason": "truncated"}]
-    out = cat.catalog_from_results(results_dir, tmp_path / "run.fits", plates=[(7001, 56600)], inputs=inputs,
+    out = cat.catalog_from_results(results_dir, tmp_path / "run.fits", plates=["7001-56600"], inputs=inputs,
                                    config={"c_th": 0.9, "mgii_threshold": 0.7, "qn_model": "x.keras"})
     data = fitsio.read(str(out), ext="CATALOG")
     assert set(data["PLATE"]) == {7001} and len(data) == 12

@@ -161,22 +161,3 @@ def test_kill_9_at_each_moment_then_resume_gives_the_same_catalog(setup, referen
 def test_two_runs_of_the_same_inputs_give_the_same_catalog(setup, reference):
     assert_every_fiber_once(reference)
     assert_same_catalog(clean_run(setup, "again"), reference)
-
-
-def test_a_done_marker_without_its_results_does_not_count(tmp_path):
-    from qsopipe.pipeline.discovery import PlateInput
-    from qsopipe.pipeline.plate_task import marker_path, read_marker, result_files
-
-    source = tmp_path / "spPlate-7000-57000.fits"
-    source.write_bytes(b"")
-    plate_input = PlateInput(7000, 57000, "spplate", [str(source)])
-    out = tmp_path / "out"
-    results = result_files(out, plate_input)
-    for path in results:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"")
-    marker_path(out, plate_input).parent.mkdir(parents=True)
-    marker_path(out, plate_input).write_text('{"plate": 7000, "mjd": 57000, "status": "done"}')
-    assert read_marker(out, plate_input)["status"] == "resumed"
-    results[-1].unlink()
-    assert read_marker(out, plate_input) is None

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from qsopipe.pipeline.constants import SPEED_OF_LIGHT_KMS
+from qsopipe.pipeline.ids import target_id
 from qsopipe.stages import evaluate as ev
-from qsopipe.stages.catalog import target_id, write_catalog
+from qsopipe.stages.catalog import write_catalog
 from qsopipe.stages.catalog_columns import ABSORBER_COLUMNS, CATALOG_COLUMNS, CONFIDENCE_COLUMNS
 
 # Fibers 1..11 of plate 1, MJD 2. Truth rows: fiber -> (CLASS_PERSON, Z_VI, Z_CONF_PERSON, BAL_FLAG_VI).
@@ -84,7 +86,7 @@ def make_absorbers():
 
 
 def test_velocity_offset_and_nmad():
-    assert ev.velocity_offset(2.1, 2.0) == pytest.approx(ev.C_KMS * 0.1 / 3.0)
+    assert ev.velocity_offset(2.1, 2.0) == pytest.approx(SPEED_OF_LIGHT_KMS * 0.1 / 3.0)
     assert ev.nmad([0.0, 1.0, 2.0]) == pytest.approx(1.4826)
 
 
@@ -146,7 +148,9 @@ def _write_truth(path, truth, truth_abs):
         fits.write(truth_abs, extname="MGII_ABSORBERS")
 
 
-def test_command_writes_json_and_plots(tmp_path):
+@pytest.fixture()
+def catalog_and_truth(tmp_path):
+    """(catalog FITS, truth FITS) of the hand-made catalog and truth."""
     cat_abs, truth_abs = make_absorbers()
     catalog_path = tmp_path / "catalog.fits"
     inputs = {"PATH": np.array(["a"]), "PLATE": np.array([1]), "MJD": np.array([2]),
@@ -154,6 +158,11 @@ def test_command_writes_json_and_plots(tmp_path):
     write_catalog(catalog_path, make_catalog(), cat_abs, inputs, [("C_TH", 0.4, ""), ("N_TH", 1, "")])
     truth_path = tmp_path / "truth.fits"
     _write_truth(truth_path, make_truth(), truth_abs)
+    return catalog_path, truth_path
+
+
+def test_command_writes_json_and_plots(tmp_path, catalog_and_truth):
+    catalog_path, truth_path = catalog_and_truth
     result = CliRunner().invoke(ev.command, [str(catalog_path), "--truth", str(truth_path),
                                              "--json", str(tmp_path / "m.json")], catch_exceptions=False)
     assert result.exit_code == 0
@@ -164,6 +173,12 @@ def test_command_writes_json_and_plots(tmp_path):
     assert plots == ["bal_vs_threshold.png", "dv_histogram.png", "mgii_completeness_vs_ew.png",
                      "purity_completeness_vs_cth.png", "redshift_bins.png"]
     assert "dv_histogram.png" in result.stderr
+
+
+def test_command_imports_no_tensorflow(tmp_path, catalog_and_truth, run_without_tensorflow):
+    catalog_path, truth_path = catalog_and_truth
+    run_without_tensorflow("evaluate", catalog_path, "--truth", truth_path, "--json", tmp_path / "no-tf.json")
+    assert json.loads((tmp_path / "no-tf.json").read_text())["qso"]["purity"] == pytest.approx(4 / 6)
 
 
 def test_spall_labels(tmp_path):

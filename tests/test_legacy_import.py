@@ -178,11 +178,10 @@ def test_real_legacy_file_equals_numpy_forward(shared_data):
 def test_real_legacy_file_on_real_spectra(shared_data):
     preprocess = pytest.importorskip("qsopipe.stages.preprocess")
     from qsopipe.pipeline.discovery import discover
-    from qsopipe.pipeline.sdss.reader import read_plate
 
     plates, _ = discover([shared_data / "sdss" / "spec_full_pyqsofit"])
     x = np.concatenate([preprocess.quasarnet_input(p.loglam, p.flux, p.ivar, p.and_mask)[0]
-                        for p in map(read_plate, plates)])
+                        for p in (plate_input.read() for plate_input in plates)])
     path = shared_data / LEGACY_4LAYER
     _assert_same(legacy.import_legacy(path), path, x)
 

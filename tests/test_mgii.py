@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from qsopipe.pipeline.grids import MGII_NPIX
+from qsopipe.pipeline.ids import target_id
 from qsopipe.pipeline.parquet_io import fixed_size_list
 from qsopipe.stages.mgii import (
     CONTINUUM_WINDOWS, MgIIFlag, SEARCH_REST_MAX, SEARCH_REST_MIN, grid_wavelength, prepare_input,
@@ -136,7 +137,7 @@ def test_process_plate_one_row_per_fiber(cnn):
     assert mgii.column("N_MGII_ABS").to_pylist() == [2, -1, -1, -1, -1]
     assert absorbers.num_rows == 2
     assert np.allclose(absorbers.column("Z_ABS").to_numpy(), [1.2, 1.6], atol=2e-4)
-    assert absorbers.column("TARGETID").to_pylist() == [7001 * 10**9 + 56000 * 10**4 + 1] * 2
+    assert absorbers.column("TARGETID").to_pylist() == [target_id(7001, 56000, 1)] * 2
     assert absorbers.schema.field("EW_2796").type == pa.float32()
     assert absorbers.schema.field("Z_ABS").type == pa.float64()
 
@@ -148,7 +149,7 @@ def test_process_plate_one_row_per_fiber(cnn):
 def test_process_plate_rejects_misaligned_tables(cnn):
     shard, qn = _tiny_plate()
     with pytest.raises(ValueError, match="same fibers"):
-        process_plate(shard, qn.take([1, 0, 2, 3, 4]), cnn)
+        process_plate(shard, qn.take([1, 0, 2, 3, 4]), cnn, threshold=0.0)
 
 
 def test_command_writes_both_tables(cnn, tmp_path, caplog):
@@ -180,7 +181,7 @@ def test_command_writes_both_tables(cnn, tmp_path, caplog):
     arguments = [str(tmp_path / "shards"), "--qn", str(tmp_path / "results"), "--out", str(tmp_path / "results"),
                  "--model", str(model_path)]
     written = (tmp_path / "results" / "mgii" / "mgii-7001-56000.parquet").stat().st_mtime_ns
-    caplog.set_level(logging.INFO, logger="qsopipe.stages.mgii")
+    caplog.set_level(logging.INFO, logger="qsopipe.pipeline.stage")
     rerun = CliRunner().invoke(command, arguments + ["--threshold", "0"])
     assert rerun.exit_code == 0 and "up to date, skipped" in caplog.text
     assert (tmp_path / "results" / "mgii" / "mgii-7001-56000.parquet").stat().st_mtime_ns == written

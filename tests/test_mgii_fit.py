@@ -3,15 +3,17 @@
 import numpy as np
 import pytest
 
-from qsopipe.pipeline.grids import MGII_2796, MGII_2803
+from qsopipe.models.train_mgii import FEII_CONFUSER_LINES
+from qsopipe.pipeline.constants import (
+    CIII_EMISSION, CIV_1548, CIV_1550, FWHM_PER_SIGMA, MGII_2796, MGII_2803, MGII_SYSTEM_FEII_LINES, SPEED_OF_LIGHT_KMS,
+)
 from qsopipe.stages.mgii_fit import (
-    CIV_1548, CIV_1550, CIV_FILTER_RATIO, CIV_SEPARATION_PIX, DOUBLET_SEPARATION_PIX, FILTER_RATIO, FILTER_SIGMA_PIX,
-    PIXEL_WIDTH, SYSTEM_FEII_LINES, WAVE, DoubletCriteria, accepted_doublets, bridge_masked_pixels,
+    CIV_FILTER_RATIO, CIV_SEPARATION_PIX, DOUBLET_SEPARATION_PIX, FILTER_RATIO, FILTER_SIGMA_PIX,
+    PIXEL_WIDTH, WAVE, DoubletCriteria, accepted_doublets, bridge_masked_pixels,
     doublet_filter_snr_at, doublet_matched_filter, doublet_profile, find_absorbers, fit_doublet, fit_doublets,
     running_continuum, system_snr_at,
 )
 
-SPEED_OF_LIGHT = 299792.458
 CRITERIA = DoubletCriteria()
 
 
@@ -19,7 +21,7 @@ def _single_lines(lines, fwhm_rest=1.7):
     """Depth of Gaussian lines [(rest A, z, rest EW A)] on the grid, (3841,)."""
     depth = np.zeros(WAVE.size)
     for rest, z, ew in lines:
-        centre, sigma = rest * (1 + z), fwhm_rest / 2.3548 * (1 + z)
+        centre, sigma = rest * (1 + z), fwhm_rest / FWHM_PER_SIGMA * (1 + z)
         depth += ew * (1 + z) / (np.sqrt(2 * np.pi) * sigma) * np.exp(-0.5 * ((WAVE - centre) / sigma) ** 2)
     return depth
 
@@ -30,8 +32,8 @@ def _spectrum(absorbers, snr=50.0, seed=0, fwhm_rest=1.7, other_lines=()):
     fwhm_rest is the line FWHM in the absorber's rest frame, Angstrom;
     other_lines are further absorption lines [(rest A, z, rest EW A)].
     """
-    continuum = 10.0 * (WAVE / 5000.0) ** -1.5 * (1 + 0.4 * np.exp(-0.5 * ((WAVE - 1908.7 * 3.1) / 40.0) ** 2))
-    sigma_kms = fwhm_rest / 2.3548 / MGII_2796 * SPEED_OF_LIGHT
+    continuum = 10.0 * (WAVE / 5000.0) ** -1.5 * (1 + 0.4 * np.exp(-0.5 * ((WAVE - CIII_EMISSION * 3.1) / 40.0) ** 2))
+    sigma_kms = fwhm_rest / FWHM_PER_SIGMA / MGII_2796 * SPEED_OF_LIGHT_KMS
     depth = sum(doublet_profile(z, ew1 * (1 + z), ew2 * (1 + z), sigma_kms) for z, ew1, ew2 in absorbers)
     depth = depth + _single_lines(other_lines, fwhm_rest)
     ivar = (snr / continuum) ** 2
@@ -113,7 +115,7 @@ def test_system_snr_is_unit_normal_on_noise_and_adds_the_feii_lines():
     assert np.std(system_snr_at(depth, weight, np.arange(400), columns)) == pytest.approx(1.0, abs=0.03)
 
     z_abs = 1.6
-    feii = [(rest, z_abs, ratio * 0.8) for rest, ratio in SYSTEM_FEII_LINES]
+    feii = [(rest, z_abs, ratio * 0.8) for rest, ratio in MGII_SYSTEM_FEII_LINES]
     for other_lines, gain in (((), (0.80, 0.90)), (feii, (1.10, 1.35))):
         flux, ivar, continuum = _spectrum([(z_abs, 0.8, 0.56)], snr=8, seed=13, other_lines=other_lines)
         depth, weight = (1 - flux / continuum)[None], (ivar * continuum ** 2)[None]
@@ -135,7 +137,7 @@ def test_system_snr_is_the_doublet_filter_where_the_feii_lines_are_off_the_grid(
 
 def test_feii_lines_find_a_doublet_too_faint_for_the_doublet_alone():
     z_abs = 1.6
-    feii = [(rest, z_abs, ratio * 0.55) for rest, ratio in SYSTEM_FEII_LINES]
+    feii = [(rest, z_abs, ratio * 0.55) for rest, ratio in MGII_SYSTEM_FEII_LINES]
     found = [len(find_absorbers(*_spectrum([(z_abs, 0.55, 0.4)], snr=9, seed=seed, other_lines=lines)[:2],
                                 1565 * 3.0, 2770 * 3.0, CRITERIA)) for lines in ((), feii) for seed in range(20, 40)]
     assert sum(found[20:]) >= sum(found[:20]) + 5, found
@@ -194,7 +196,7 @@ def test_pure_noise_gives_few_false_absorbers():
 @pytest.mark.parametrize("lines", [
     [(CIV_1548, 3.2, 1.2), (CIV_1550, 3.2, 0.75)],
     [(CIV_1548, 3.05, 0.9), (CIV_1550, 3.05, 0.9)],
-    [(2600.17, 1.4, 1.0), (2586.65, 1.4, 0.7), (2382.77, 1.4, 0.9), (2374.46, 1.4, 0.4), (2344.21, 1.4, 0.6)],
+    [(rest, 1.4, ratio) for rest, ratio in FEII_CONFUSER_LINES],
 ])
 def test_civ_doublet_or_feii_lines_without_mgii_give_no_absorber(lines):
     flux, ivar, _ = _spectrum([], snr=30, seed=8, other_lines=lines)
@@ -203,7 +205,7 @@ def test_civ_doublet_or_feii_lines_without_mgii_give_no_absorber(lines):
 
 def test_feii_and_civ_of_a_found_absorber_are_not_new_absorbers():
     z_abs = 1.62
-    lines = [(rest, z_abs, 0.6 * 1.5) for rest in (2600.17, 2586.65, 2382.77, 2344.21)]
+    lines = [(rest, z_abs, 0.6 * 1.5) for rest, _ in MGII_SYSTEM_FEII_LINES]
     lines += [(CIV_1548, z_abs, 1.5), (CIV_1550, z_abs, 1.0)]
     flux, ivar, _ = _spectrum([(z_abs, 2.0, 1.6)], snr=30, seed=9, other_lines=lines)
     found = find_absorbers(flux, ivar, 1565 * 3.9, 2770 * 3.9, CRITERIA)

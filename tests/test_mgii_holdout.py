@@ -29,13 +29,15 @@ def metrics(tmp_path_factory):
     from qsopipe.models.mgii import load_predictor
     from qsopipe.models.store import default_weights
     from qsopipe.models.train_mgii import read_sim_sightlines
+    from qsopipe.pipeline.config import defaults
     from qsopipe.stages.simulate.command import command as simulate
 
     sim = tmp_path_factory.mktemp("mgii_holdout")
     result = CliRunner().invoke(simulate, ["--out", str(sim), "--plates", "3", "--seed", "4711",
                                            "--first-plate", "8700", "--first-mjd", "58700"])
     assert result.exit_code == 0, result.output
-    return _holdout_module().evaluate(read_sim_sightlines(sim), load_predictor(str(default_weights("mgii"))))
+    return _holdout_module().evaluate(read_sim_sightlines(sim), load_predictor(str(default_weights("mgii"))),
+                                     defaults()["mgii_threshold"])
 
 
 def test_shipped_mgii_stage_keeps_its_accuracy_and_localisation(metrics):

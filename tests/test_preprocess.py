@@ -9,7 +9,6 @@ from qsopipe.pipeline.cli import cli
 from qsopipe.pipeline.discovery import discover
 from qsopipe.pipeline.parquet_io import list_column, read_metadata
 from qsopipe.pipeline.sdss import read_spec
-from qsopipe.pipeline.sdss.reader import read_plate
 from qsopipe.stages.mgii_fit import doublet_matched_filter
 from qsopipe.stages.preprocess import PrepFlag, mgii_input, preprocess_plate, quasarnet_input
 
@@ -41,7 +40,7 @@ def test_qn_input_matches_the_recipe_on_every_real_spectrum(sdss_dir):
 
 def test_reshape_path_equals_bincount_path(sdss_dir):
     plates, _ = discover([sdss_dir / "dr16_spec_lite_picca/3655"])
-    plate = read_plate(plates[0])
+    plate = plates[0].read()
     assert plate.loglam.ndim == 1
     fast, _ = quasarnet_input(plate.loglam, plate.flux, plate.ivar, plate.and_mask)
     per_row = np.broadcast_to(plate.loglam, plate.flux.shape).copy()
@@ -51,7 +50,7 @@ def test_reshape_path_equals_bincount_path(sdss_dir):
 
 def test_masked_and_nan_fibers_are_kept_and_flagged(sdss_dir):
     plates, _ = discover([sdss_dir / "dr16_spec_lite_picca/9367"])
-    plate = read_plate(plates[0])
+    plate = plates[0].read()
     plate.ivar[0] = 0
     plate.flux[1, 100:200] = np.nan
     plate.ivar[2, 50] = np.inf

@@ -9,7 +9,6 @@ import pytest
 from qsopipe.pipeline.discovery import discover
 from qsopipe.pipeline.errors import InputError
 from qsopipe.pipeline.sdss import read_dr12q, read_spall, read_spec, read_spplate
-from qsopipe.pipeline.sdss.reader import read_plate
 
 
 def _spec_files(sdss_dir):
@@ -45,7 +44,7 @@ def test_discovery_groups_spec_files_by_plate_mjd(sdss_dir):
     assert not rejects
     by_name = {p.name: p for p in plates}
     assert len(by_name["3655-55240"].files) == 68
-    plate = read_plate(by_name["3655-55240"])
+    plate = by_name["3655-55240"].read()
     assert plate.flux.shape[0] == 68 and plate.loglam.ndim == 1
     assert np.all(np.diff(plate.fibers["FIBERID"]) > 0)
     single = read_spec(by_name["3655-55240"].files[0])

@@ -80,10 +80,10 @@ def test_shipped_weights_are_the_defaults():
     assert default_weights("quasarnet").is_file() and default_weights("mgii").is_file()
 
 
-def test_run_defaults_are_the_stages_defaults():
-    from qsopipe.pipeline.config import defaults
-    from qsopipe.stages import mgii, quasarnet
+def test_every_default_is_a_checked_setting():
+    from qsopipe.pipeline.config import SETTINGS, check_value, defaults
 
     config = defaults()
-    assert config["bal_th"] == quasarnet.DEFAULT_BAL_TH
-    assert config["mgii_threshold"] == mgii.DEFAULT_THRESHOLD
+    assert set(config) == set(SETTINGS)
+    for key, value in config.items():
+        assert check_value(key, value, "config.yaml") == value

@@ -10,15 +10,19 @@ import fitsio
 import numpy as np
 import pytest
 
+from qsopipe.pipeline.config import defaults
 from qsopipe.pipeline.discovery import discover
 from qsopipe.models.store import default_weights, load_model
-from qsopipe.pipeline.sdss.reader import read_plate
 from qsopipe.stages import mgii, quasarnet
 from qsopipe.stages.evaluate import DV_MAX, velocity_offset
 from qsopipe.stages.preprocess import preprocess_plate
 
 #: Catalogued DR12 absorbers (Raghunathan et al. 2016) in the search windows: (plate, mjd, fiber) -> z_abs.
 CATALOGUED_ABSORBERS = {(3655, 55240, 156): 1.409, (3655, 55240, 714): 1.592}
+
+
+#: The shipped decision thresholds (pipeline/config.yaml).
+QN_THRESHOLDS = {key: defaults()[key] for key in ("c_th", "n_th", "bal_th")}
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +33,8 @@ def real_results(sdss_dir):
     forward = quasarnet.make_forward(model_path)
     results = []
     for plate_input in plates:
-        shard = preprocess_plate(read_plate(plate_input))
-        results.append((shard, quasarnet.process_shard(shard, forward, model_path, "test")))
+        shard = preprocess_plate(plate_input.read())
+        results.append((shard, quasarnet.process_shard(shard, forward, model_path, "test", **QN_THRESHOLDS)))
     return results
 
 
@@ -58,7 +62,7 @@ def test_shipped_mgii_stage_finds_the_catalogued_absorbers(real_results):
     cnn = load_model(str(default_weights("mgii")))
     found = {}
     for shard, qn_table in real_results:
-        table, absorbers = mgii.process_plate(shard, qn_table, cnn)
+        table, absorbers = mgii.process_plate(shard, qn_table, cnn, defaults()["mgii_threshold"])
         flags = table.select(["PLATE", "MJD", "FIBERID", "IS_MGII_ABS"]).to_pydict()
         rows = absorbers.select(["PLATE", "MJD", "FIBERID", "Z_ABS"]).to_pydict()
         for plate, mjd, fiber, is_abs in zip(*flags.values()):

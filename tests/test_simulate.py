@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from scipy.ndimage import median_filter
 from scipy.stats import ks_2samp
 
-from qsopipe.pipeline.grids import MGII_2796, MGII_2803, mgii_loglam
+from qsopipe.pipeline.constants import CIV_EMISSION, CLASS_PERSON, MGII_2796, MGII_2803, Z_CONF_CONFIDENT
+from qsopipe.pipeline.grids import mgii_loglam
 from qsopipe.pipeline.sdss import read_spec_plate, read_spplate
 from qsopipe.stages.simulate import inject_mgii_doublet, simulate_objects, simulate_plate
 from qsopipe.stages.simulate.absorbers import STRONG_EW, mgii_window
@@ -94,11 +95,11 @@ def test_truth_covers_every_fiber(run):
     for column in ("PLATE", "MJD", "FIBERID", "THING_ID", "CLASS_PERSON", "Z_VI", "Z_CONF_PERSON",
                    "BAL_FLAG_VI", "BI_CIV", "OBJTYPE"):
         assert column in truth.dtype.names
-    assert set(truth["CLASS_PERSON"]) <= {0, 1, 3, 30, 4}
+    assert set(truth["CLASS_PERSON"]) <= set(CLASS_PERSON.values())
     sky = np.char.strip(truth["OBJTYPE"].astype(str)) == "SKY"
-    assert (truth["CLASS_PERSON"][sky] == 0).all()
-    assert (truth["Z_CONF_PERSON"][truth["CLASS_PERSON"] > 0] == 3).all()
-    assert ((truth["CLASS_PERSON"] == 30) == (truth["BAL_FLAG_VI"] == 1)).all()
+    assert (truth["CLASS_PERSON"][sky] == CLASS_PERSON["UNKNOWN"]).all()
+    assert (truth["Z_CONF_PERSON"][truth["CLASS_PERSON"] > 0] == Z_CONF_CONFIDENT).all()
+    assert ((truth["CLASS_PERSON"] == CLASS_PERSON["QSO_BAL"]) == (truth["BAL_FLAG_VI"] == 1)).all()
     mgii = fitsio.read(run / "truth.fits", "MGII_ABSORBERS")
     assert set(mgii.dtype.names) >= {"PLATE", "MJD", "FIBERID", "Z_ABS", "EW_2796", "EW_2803"}
     assert len(mgii) > 0
@@ -196,7 +197,7 @@ def _line_ratios(loglam, flux, ivar, z):
         return np.nanmax(smooth[inside]) if inside.sum() > 5 else np.nan
 
     blue, red = level(1440, 1475), level(1680, 1710)
-    civ_continuum = blue + (red - blue) * (1549 - 1457) / (1695 - 1457)
+    civ_continuum = blue + (red - blue) * (CIV_EMISSION - 1457) / (1695 - 1457)
     return (peak(1530, 1570) / civ_continuum, peak(1205, 1230) / level(1275, 1295),
             np.median(flux[good] * np.sqrt(ivar[good])))
 

@@ -6,8 +6,9 @@ import fitsio
 import numpy as np
 import pytest
 
-from qsopipe.pipeline.grids import MGII_2796, MGII_DLOGLAM, MGII_NPIX, mgii_loglam
 from qsopipe.models.train_mgii import Sightlines, draw_epoch, ew_noise, sightline_labels
+from qsopipe.pipeline.constants import FWHM_PER_SIGMA, MGII_2796
+from qsopipe.pipeline.grids import MGII_DLOGLAM, MGII_NPIX, mgii_loglam
 
 WAVE = 10 ** mgii_loglam()
 
@@ -32,7 +33,7 @@ def test_ew_noise_matches_the_gaussian_formula():
     ivar = np.full((1, MGII_NPIX), 25.0, np.float32)
     z_abs, fwhm = 1.3, 1.7
     centre = MGII_2796 * (1 + z_abs)
-    sigma_obs = fwhm * (1 + z_abs) / 2.3548
+    sigma_obs = fwhm * (1 + z_abs) / FWHM_PER_SIGMA
     pixel = centre * np.log(10) * MGII_DLOGLAM
     expected = np.sqrt(2 * np.sqrt(np.pi) * sigma_obs * pixel / 25.0) / 2.0 / (1 + z_abs)
     assert ew_noise(flux, ivar, [0], [z_abs], fwhm)[0] == pytest.approx(expected, rel=0.02)

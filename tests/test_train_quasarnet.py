@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from qsopipe.pipeline.grids import QN_DLOGLAM, QN_LOGLAM_MIN, QN_NBINS
 from qsopipe.models import train_quasarnet as tq
+from qsopipe.models.boxes import training_targets
+from qsopipe.pipeline.constants import QN_LINES, QUASAR_CLASSES
+from qsopipe.pipeline.grids import QN_DLOGLAM, QN_LOGLAM_MIN, QN_NBINS
 
 qn = pytest.importorskip("qsopipe.models.quasarnet")
 
@@ -18,11 +20,11 @@ def synthetic_spectra(n, seed=0):
     """LabelledSpectra with noise plus Gaussian emission lines at the quasars' line positions."""
     rng = np.random.default_rng(seed)
     class_person = rng.choice([1, 3, 30, 4], size=n)
-    is_qso = np.isin(class_person, (3, 30))
+    is_qso = np.isin(class_person, QUASAR_CLASSES)
     z = np.where(is_qso, rng.uniform(0.3, 3.5, n), rng.uniform(0, 0.3, n))
     pixel = np.arange(QN_NBINS)
     x = rng.normal(0, 0.3, (n, QN_NBINS))
-    for name, rest in qn.FINDERS[:qn.N_EMISSION]:
+    for _, rest in QN_LINES:
         centre = (np.log10((1 + z) * rest) - QN_LOGLAM_MIN) / QN_DLOGLAM
         x += np.where(is_qso[:, None], 3 * np.exp(-0.5 * ((pixel - centre[:, None]) / 3) ** 2), 0)
     bal = (class_person == 30).astype(np.int16)
@@ -47,13 +49,6 @@ def test_train_help_lists_quasarnet():
     assert result.exit_code == 0 and "quasarnet" in result.output
 
 
-def test_match_truth():
-    truth = tq.fiber_key([7000, 7000, 7001, 7000], [56000] * 4, [5, 1, 5, 1])
-    keys = tq.fiber_key([7000, 7001, 7000, 7002], [56000] * 4, [1, 5, 9, 1])
-    assert tq.match_truth(keys, truth).tolist() == [1, 2, -1, -1]
-    assert tq.match_truth(keys, truth[:0]).tolist() == [-1] * 4
-
-
 def test_training_rows():
     prep_flag = np.array([0, 1, 0, 0, 0, 0])
     class_person = np.array([3, 3, 0, -1, 1, 30])
@@ -75,7 +70,7 @@ def test_split_by_object_keeps_objects_whole():
 
 def test_tiny_training_lowers_the_loss(tmp_path):
     data = synthetic_spectra(512)
-    targets, weights = qn.training_targets(data.class_person, data.z_vi, data.bal_flag_vi, data.bi_civ)
+    targets, weights = training_targets(data.class_person, data.z_vi, data.bal_flag_vi, data.bi_civ)
     model = qn.compile_quasarnet(qn.build_quasarnet(filters=4, dense_units=16), learning_rate=3e-3)
     history = tq.fit_quasarnet(model, (data.x, targets, weights), None, tq.output_paths(tmp_path / "m.keras"),
                                epochs=2, batch_size=32)

@@ -1,7 +1,8 @@
 """Survey-format adapters for SDSS/BOSS/eBOSS files, one module per format.
 
 Science code never sees a FITS file: these readers turn each format into a
-`qsopipe.pipeline.plate.Plate` or a plain column table.
+`qsopipe.pipeline.plate.Plate` or a plain column table. The input formats
+(spplate, spec) each define FORMAT, listed in `qsopipe.pipeline.formats`.
 """
 
 from qsopipe.pipeline.sdss.catalogs import read_dr12q, read_spall

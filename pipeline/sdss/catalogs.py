@@ -28,15 +28,12 @@ DR12Q_COLUMNS = {
     "BAL_FLAG_VI": ("i2", -1), "BI_CIV": ("f8", np.nan),
 }
 
-#: DR12Q CLASS_PERSON codes.
-CLASS_PERSON = {"STAR": 1, "QSO": 3, "QSO_BAL": 30, "GALAXY": 4}
-
 
 def balnicity_bal(bi_civ):
     """BI_CIV > 0 (km/s; NaN and DR12Q's -1 count as not BAL): the balnicity BAL label. bool (n,).
 
     The QuasarNET paper trains its BAL finder only where this label and the
-    visual flag BAL_FLAG_VI agree; `qsopipe.models.quasarnet.training_targets`
+    visual flag BAL_FLAG_VI agree; `qsopipe.models.boxes.training_targets`
     and `qsopipe.stages.evaluate` both use this one definition.
     """
     with np.errstate(invalid="ignore"):

@@ -1,9 +1,11 @@
-"""Reader for spec-PPPP-MMMMM-FFFF.fits files (full and lite; BOSS/eBOSS and SDSS-I/II).
+"""The spec input format: spec-PPPP-MMMMM-FFFF.fits files (full and lite; BOSS/eBOSS and SDSS-I/II).
 
 HDU1 is the COADD table (loglam, flux, ivar, and_mask; column names in
 either case; some files carry no EXTNAME); HDU2 holds the fiber's spAll or
-specObj row. Spec files of one plate-MJD are grouped into one Plate so that
-they feed the same stages as an spPlate.
+specObj row. A file is a spec file by its content when HDU1 is a binary
+table and the HDU0 header has PLATEID, MJD and FIBERID. One file is one
+fiber; the spec files of one plate-MJD are read into one Plate so that they
+feed the same stages as an spPlate.
 """
 
 import os
@@ -14,9 +16,10 @@ import numpy as np
 from qsopipe.pipeline.errors import InputError
 from qsopipe.pipeline.grids import NATIVE_DLOGLAM
 from qsopipe.pipeline.plate import FIBER_COLUMNS, TARGET_COLUMNS, Plate, empty_fibers
+from qsopipe.pipeline.sdss.fits_format import FitsFormat
 from qsopipe.pipeline.sdss.fitsfile import open_fits, read_columns
 
-NAME_PATTERN = re.compile(r"spec-(\d{4,})-(\d{5})-(\d{4})\.fits(\.gz)?$")
+NAME_PATTERN = re.compile(r"spec-(?P<plate>\d{4,})-(?P<mjd>\d{5})-(?P<fiber>\d{4})\.fits(\.gz)?")
 COADD_COLUMNS = ("LOGLAM", "FLUX", "IVAR", "AND_MASK")
 _META_WANTED = ("PLATE", "MJD", "FIBERID", "THING_ID", "PLUG_RA", "PLUG_DEC", "OBJTYPE", *TARGET_COLUMNS)
 #: Largest misalignment, in native pixels, still treated as the same 1e-4 grid.
@@ -27,8 +30,7 @@ def read_spec(path):
     """Read one spec file into a one-fiber Plate (loglam of shape (npix,))."""
     path = os.fspath(path)
     with open_fits(path) as fits:
-        if len(fits) < 2 or fits[1].get_exttype() != "BINARY_TBL":
-            raise InputError(path, "no COADD binary table in HDU1")
+        _check_coadd_hdu(path, fits)
         coadd = read_columns(fits[1], COADD_COLUMNS)
         missing = [name for name in COADD_COLUMNS if name not in coadd]
         if missing:
@@ -66,16 +68,22 @@ def _exact_grid(header, loglam):
     return exact if np.all(np.abs(exact - loglam) < 1e-5) else loglam
 
 
+def _check_coadd_hdu(path, fits):
+    if len(fits) < 2 or fits[1].get_exttype() != "BINARY_TBL":
+        raise InputError(path, "no COADD binary table in HDU1")
+
+
 def _ids(path, header, meta):
-    match = NAME_PATTERN.search(os.path.basename(path))
-    from_name = tuple(int(g) for g in match.groups()[:3]) if match else (None, None, None)
+    """(plate, mjd, fiber) from HDU2's row `meta`, else the HDU0 header, else the file name; all must agree."""
+    named = FORMAT.claim_name(os.path.basename(path))
+    from_name = named.key if named else (None, None, None)
     plate = meta.get("PLATE", header.get("PLATEID", from_name[0]))
     mjd = meta.get("MJD", header.get("MJD", from_name[1]))
     fiber = meta.get("FIBERID", header.get("FIBERID", from_name[2]))
     if plate is None or mjd is None or fiber is None:
         raise InputError(path, "no PLATE/MJD/FIBERID in HDU2, the HDU0 header or the file name")
     ids = int(plate), int(mjd), int(fiber)
-    if match and ids != from_name:
+    if named and ids != from_name:
         raise InputError(path, f"PLATE-MJD-FIBERID {ids[0]:04d}-{ids[1]:05d}-{ids[2]:04d} (HDU2 or header) "
                                f"disagrees with the file name")
     return ids
@@ -131,3 +139,23 @@ def read_spec_plate(paths, skipped=None):
         loglam=loglam, flux=flux, ivar=ivar, and_mask=and_mask,
         sources=[spec.sources[0] for spec in spectra],
     )
+
+
+class SpecFormat(FitsFormat):
+    """spec files, full or lite: one file holds one fiber; a plate unit is the spec files of one plate-MJD."""
+
+    label = "spec"
+    name_template = "spec-PPPP-MMMMM-FFFF.fits"
+    name_pattern = NAME_PATTERN
+
+    def content_key(self, path, fits):
+        """(plate, mjd, fiber) when HDU1 is a binary table and the HDU0 header has PLATEID/MJD/FIBERID."""
+        _check_coadd_hdu(path, fits)
+        return _ids(path, fits[0].read_header(), {})
+
+    def read(self, paths, skipped=None):
+        """The spec files `paths` as one Plate; see `read_spec_plate`."""
+        return read_spec_plate(paths, skipped)
+
+
+FORMAT = SpecFormat()

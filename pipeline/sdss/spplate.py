@@ -1,7 +1,9 @@
-"""Reader for spPlate-PPPP-MMMMM.fits files (SDSS data model, BOSS/eBOSS and SDSS-I/II).
+"""The spPlate input format: spPlate-PPPP-MMMMM.fits files (SDSS data model, BOSS/eBOSS and SDSS-I/II).
 
 HDU0 FLUX, HDU1 IVAR, HDU2 ANDMASK, HDU3 ORMASK, HDU4 WAVEDISP, HDU5 PLUGMAP,
 HDU6 SKY; log10 wavelength of pixel i is COEFF0 + COEFF1 * i (HDU0 header).
+A file is an spPlate by its content when HDU0 is a 2-d image whose header
+has COEFF0, COEFF1, PLATEID and MJD. One file is one plate unit.
 """
 
 import os
@@ -11,11 +13,12 @@ import numpy as np
 
 from qsopipe.pipeline.errors import InputError
 from qsopipe.pipeline.plate import FIBER_COLUMNS, TARGET_COLUMNS, Plate, empty_fibers
+from qsopipe.pipeline.sdss.fits_format import FitsFormat
 from qsopipe.pipeline.sdss.fitsfile import open_fits, read_columns
 
 SPPLATE_HDUS = ("FLUX", "IVAR", "ANDMASK", "ORMASK", "WAVEDISP", "PLUGMAP", "SKY")
 REQUIRED_HDUS = (0, 1, 2, 5)
-NAME_PATTERN = re.compile(r"spPlate-(\d{4,})-(\d{5})(-[^.]*)?\.fits(\.gz)?$")
+NAME_PATTERN = re.compile(r"spPlate-(?P<plate>\d{4,})-(?P<mjd>\d{5})(-[^.]*)?\.fits(\.gz)?")
 
 #: Wavelength range the SDSS/BOSS spectrographs cover, Angstrom.
 SPECTROGRAPH_RANGE = (3600.0, 10400.0)
@@ -27,13 +30,11 @@ def read_spplate(path):
     """Read one spPlate file into a Plate; any defect raises InputError naming the file."""
     path = os.fspath(path)
     with open_fits(path) as fits:
+        plate, mjd, coeff0, coeff1 = _primary_header(path, fits[0].read_header())
         missing = [f"HDU{i} {SPPLATE_HDUS[i]}" for i in REQUIRED_HDUS if i >= len(fits)]
         if missing:
             raise InputError(path, f"spPlate has {len(fits)} HDU(s); missing {', '.join(missing)} "
                                    f"(truncated or incomplete file)")
-        header = fits[0].read_header()
-        plate, mjd = _plate_mjd(path, header)
-        coeff0, coeff1 = _coefficients(path, header)
         flux = _image(path, fits, 0)
         nfiber, npix = flux.shape
         ivar = _image(path, fits, 1, expect=flux.shape)
@@ -67,15 +68,24 @@ def read_spplate(path):
     )
 
 
+def _primary_header(path, header):
+    """(plate, mjd, coeff0, coeff1) from HDU0's header; InputError when it is not an spPlate's."""
+    naxis = header.get("NAXIS", 0)
+    if naxis != 2:
+        raise InputError(path, f"HDU0 is not the 2-d FLUX image of an spPlate (NAXIS = {naxis})")
+    plate, mjd = _plate_mjd(path, header)
+    return plate, mjd, *_coefficients(path, header)
+
+
 def _plate_mjd(path, header):
-    match = NAME_PATTERN.search(os.path.basename(path))
-    plate = header.get("PLATEID", int(match.group(1)) if match else None)
-    mjd = header.get("MJD", int(match.group(2)) if match else None)
+    named = FORMAT.claim_name(os.path.basename(path))
+    plate = header.get("PLATEID", named.plate if named else None)
+    mjd = header.get("MJD", named.mjd if named else None)
     if plate is None or mjd is None:
         raise InputError(path, "no PLATEID/MJD in the HDU0 header and none in the file name")
-    if match and (int(plate), int(mjd)) != (int(match.group(1)), int(match.group(2))):
+    if named and (int(plate), int(mjd)) != named.unit:
         raise InputError(path, f"HDU0 header PLATEID-MJD {int(plate):04d}-{int(mjd):05d} disagrees with "
-                               f"the file name ({match.group(1)}-{match.group(2)})")
+                               f"the file name ({FORMAT.unit_name(*named.unit)})")
     return int(plate), int(mjd)
 
 
@@ -109,3 +119,23 @@ def _as_column(name, values):
     if FIBER_COLUMNS[name].startswith("U"):
         return np.char.strip(np.asarray(values).astype(str))
     return values
+
+
+class SpPlateFormat(FitsFormat):
+    """spPlate files: one file holds a whole plate-MJD."""
+
+    label = "spPlate"
+    name_template = "spPlate-PPPP-MMMMM.fits"
+    name_pattern = NAME_PATTERN
+
+    def content_key(self, path, fits):
+        """(plate, mjd) when HDU0 is a 2-d image with COEFF0/COEFF1 and PLATEID/MJD in its header."""
+        return _primary_header(path, fits[0].read_header())[:2]
+
+    def read(self, paths, skipped=None):
+        """The one spPlate of `paths` as a Plate (`skipped` is unused: a single file reads or raises)."""
+        (path,) = paths
+        return read_spplate(path)
+
+
+FORMAT = SpPlateFormat()

@@ -13,12 +13,11 @@ from importlib.resources import files
 
 import numpy as np
 
-from qsopipe.pipeline.grids import MGII_2796, MGII_2803
+from qsopipe.pipeline.constants import (
+    CIV_1548, CIV_1550, FWHM_PER_SIGMA, MGII_2796, MGII_2803, MGII_SYSTEM_FEII_LINES, SPEED_OF_LIGHT_KMS,
+)
 from qsopipe.stages.simulate.profiles import LN10, absorb_lines, grid_step
 
-CIV_1548, CIV_1550 = 1548.2049, 1550.7785
-#: FeII lines accompanying MgII absorbers: rest A, EW relative to W_2796.
-FEII_LINES = ((2600.17, 0.45), (2586.65, 0.3), (2382.77, 0.4), (2344.21, 0.3))
 #: Absorbers with W_2796 >= this (rest A) count as strong (Zhao et al. 2019 positives).
 STRONG_EW = 0.3
 #: Mean number of catalogue-like MgII absorbers per unit redshift (default mode).
@@ -63,7 +62,7 @@ def mgii_window(z_qso):
     """Allowed absorber redshift range (z_min, z_max) per sightline; z_max <= z_min when none."""
     z_qso = np.asarray(z_qso, np.float64)
     z_min = np.maximum((1.0 + z_qso) * WINDOW_REST_A[0] / MGII_2796 - 1.0, OBSERVABLE_A[0] / MGII_2796 - 1.0)
-    z_max = np.minimum((1.0 + z_qso) * (1.0 - PROXIMITY_KMS / 299792.458) * WINDOW_REST_A[1] / MGII_2796 - 1.0,
+    z_max = np.minimum((1.0 + z_qso) * (1.0 - PROXIMITY_KMS / SPEED_OF_LIGHT_KMS) * WINDOW_REST_A[1] / MGII_2796 - 1.0,
                        OBSERVABLE_A[1] / MGII_2803 - 1.0)
     return z_min, z_max
 
@@ -122,7 +121,7 @@ def absorb_rest_lines(loglam, flux, rows, rest_A, z_abs, ew_rest_A, fwhm_rest_A)
     """
     grid_step(loglam)
     rest_A = np.broadcast_to(np.asarray(rest_A, np.float64), z_abs.shape)
-    sigma_loglam = fwhm_rest_A / 2.3548 / rest_A / LN10
+    sigma_loglam = fwhm_rest_A / FWHM_PER_SIGMA / rest_A / LN10
     pending = np.arange(rows.size)
     while pending.size:
         _, first = np.unique(rows[pending], return_index=True)
@@ -135,7 +134,7 @@ def absorb_rest_lines(loglam, flux, rows, rest_A, z_abs, ew_rest_A, fwhm_rest_A)
 
 def inject_feii(loglam, flux, absorbers):
     """FeII lines at the redshifts of the MgII absorbers (dict from draw_mgii_absorbers), in place."""
-    for rest, ratio in FEII_LINES:
+    for rest, ratio in MGII_SYSTEM_FEII_LINES:
         absorb_rest_lines(loglam, flux, absorbers["row"], rest, absorbers["z_abs"],
                           ratio * absorbers["ew_2796"], absorbers["fwhm"])
     return flux

@@ -9,12 +9,11 @@ CIV trough transmission on a velocity grid.
 
 import numpy as np
 
-from qsopipe.stages.simulate.profiles import C_KMS
+from qsopipe.pipeline.constants import ALIII_EMISSION, CIV_EMISSION, LYA, MGII_EMISSION, NV, SPEED_OF_LIGHT_KMS
 
-CIV_A = 1549.06
-#: (ion rest wavelength A, depth relative to CIV, needs LoBAL)
-BAL_IONS = ((CIV_A, 1.0, False), (1398.0, 0.7, False), (1240.14, 0.8, False), (1215.67, 0.5, False),
-            (1857.4, 0.6, True), (2798.75, 0.7, True))
+#: (ion rest wavelength A, depth relative to CIV, needs LoBAL); SiIV at 1398 A.
+BAL_IONS = ((CIV_EMISSION, 1.0, False), (1398.0, 0.7, False), (NV, 0.8, False), (LYA, 0.5, False),
+            (ALIII_EMISSION, 0.6, True), (MGII_EMISSION, 0.7, True))
 #: Fraction of quasars with z > BAL_MIN_Z that carry troughs.
 BAL_FRACTION = 0.11
 BAL_MIN_Z = 1.6
@@ -81,7 +80,7 @@ def apply_troughs(flux, loglam, z_qso, troughs):
         sub["depth"] = np.clip(sub["depth"] * scale, 0.0, 0.98)
         table = np.concatenate([trough_transmission(BI_VELOCITY, sub), np.ones((rows.size, 1))], axis=1).astype(np.float32)
         ratio = (wave[None, :] / (rest * (1.0 + z_qso[rows]))[:, None]) ** 2
-        velocity = C_KMS * (1.0 - ratio) / (1.0 + ratio)
+        velocity = SPEED_OF_LIGHT_KMS * (1.0 - ratio) / (1.0 + ratio)
         index = np.rint(velocity / step).astype(np.int64)
         index = np.where((index < 0) | (index >= BI_VELOCITY.size), BI_VELOCITY.size, index)
         flux[rows] *= np.take_along_axis(table, index, axis=1)

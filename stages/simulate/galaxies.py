@@ -6,19 +6,23 @@ from functools import lru_cache
 
 import numpy as np
 
+from qsopipe.pipeline.constants import (
+    CAII_8544, CAII_8664, CAII_H, CAII_K, G_BAND, HALPHA, HBETA, HDELTA, HEPSILON_AIR, HGAMMA, H_ZETA, MGI_B,
+    MGII_EMISSION, NAI_D, NII_6585, OII, OIII_4959, OIII_5007, SII_6718, SII_6733, SPEED_OF_LIGHT_KMS,
+)
 from qsopipe.stages.simulate.grid import rest_frame, rest_loglam
 from qsopipe.stages.simulate.profiles import LN10, add_emission_lines, velocity_sigma_loglam
 from qsopipe.stages.simulate.stellar_features import absorption_template, planck_lambda
 
 #: Stellar absorption features of galaxies: rest A, rest EW A (old population).
-GALAXY_ABSORPTION = ((3934.78, 8.0), (3969.59, 7.0), (4305.0, 5.0), (4102.89, 2.0), (4862.68, 2.5),
-                     (5176.7, 5.0), (5270.0, 2.5), (5894.0, 3.5), (6564.61, 2.0), (8544.4, 3.0), (8664.5, 2.5))
+GALAXY_ABSORPTION = ((CAII_K, 8.0), (CAII_H, 7.0), (G_BAND, 5.0), (HDELTA, 2.0), (HBETA, 2.5),
+                     (MGI_B, 5.0), (5270.0, 2.5), (NAI_D, 3.5), (HALPHA, 2.0), (CAII_8544, 3.0), (CAII_8664, 2.5))
 #: Narrow emission lines: name, rest A, rest EW (A) for a star-forming galaxy.
-GALAXY_EMISSION = (("OII", 3728.48, 25.0), ("HBETA", 4862.68, 12.0), ("OIII_4959", 4960.30, 5.0),
-                   ("OIII_5007", 5008.24, 15.0), ("HALPHA", 6564.61, 45.0), ("NII_6548", 6549.86, 5.0),
-                   ("NII_6585", 6585.27, 15.0), ("SII_6718", 6718.29, 8.0), ("SII_6733", 6732.67, 6.0))
+GALAXY_EMISSION = (("OII", OII, 25.0), ("HBETA", HBETA, 12.0), ("OIII_4959", OIII_4959, 5.0),
+                   ("OIII_5007", OIII_5007, 15.0), ("HALPHA", HALPHA, 45.0), ("NII_6548", 6549.86, 5.0),
+                   ("NII_6585", NII_6585, 15.0), ("SII_6718", SII_6718, 8.0), ("SII_6733", SII_6733, 6.0))
 #: Broad Balmer lines of broad-line galaxies: rest A, rest EW A, FWHM km/s.
-BROAD_LINES = ((4862.68, 45.0, 4000.0), (6564.61, 220.0, 3500.0), (4341.68, 12.0, 4000.0), (2798.75, 35.0, 4500.0))
+BROAD_LINES = ((HBETA, 45.0, 4000.0), (HALPHA, 220.0, 3500.0), (HGAMMA, 12.0, 4000.0), (MGII_EMISSION, 35.0, 4500.0))
 
 
 @lru_cache(maxsize=2)
@@ -35,7 +39,7 @@ def galaxy_template(population):
         lines = GALAXY_ABSORPTION
     else:
         continuum = planck_lambda(wave, 9000.0) * (1.0 - 0.15 / (1.0 + np.exp((wave - 3700.0) / 40.0)))
-        lines = ((4102.89, 6.0), (4341.68, 6.0), (4862.68, 6.0), (3970.07, 6.0), (3890.16, 4.0), (3934.78, 2.0))
+        lines = ((HDELTA, 6.0), (HGAMMA, 6.0), (HBETA, 6.0), (HEPSILON_AIR, 6.0), (H_ZETA, 4.0), (CAII_K, 2.0))
     continuum = continuum * absorption_template(lines, sigma_A=8.0)
     return continuum / np.interp(5500.0, wave, continuum)
 
@@ -60,7 +64,7 @@ def galaxy_spectra(loglam, z, rng, broad_line=None):
     line_strength = young * rng.lognormal(0.0, 0.5, n)
     sigma_v = rng.uniform(80.0, 250.0, n)
     rows = np.arange(n)
-    sigma = np.hypot(sigma_v / 299792.458 / LN10, 1.0e-4)
+    sigma = np.hypot(sigma_v / SPEED_OF_LIGHT_KMS / LN10, 1.0e-4)
     for _name, rest, ew in GALAXY_EMISSION:
         _add_visible(flux, loglam, rows, rest * (1.0 + z), ew * line_strength * (1.0 + z), sigma, np.ones(n))
     if broad_line is not None and np.any(broad_line):

@@ -10,11 +10,9 @@ Lyman-limit system.
 
 import numpy as np
 
+from qsopipe.pipeline.constants import LYA, LYB, LYMAN_LIMIT
 from qsopipe.stages.simulate.deviates import standard_normal
 
-LYA_A = 1215.67
-LYB_A = 1025.72
-LYMAN_LIMIT_A = 911.75
 SIGMA_G = 1.6
 SMOOTH_PIX = 3
 #: Lyman-beta optical depth relative to Lyman-alpha at the same absorber redshift.
@@ -65,7 +63,7 @@ def forest_transmission(loglam, z_qso, rng):
     transmission = np.ones((n, npix), np.float32)
     lls_z = np.full(n, -1.0)
     wave = (10.0**loglam).astype(np.float32)
-    blue_edge = LYA_A * (1.0 + z_qso)
+    blue_edge = LYA * (1.0 + z_qso)
     active = np.flatnonzero(blue_edge > wave[0])
     active = active[np.argsort(z_qso[active], kind="stable")]
     for chunk in np.array_split(active, min(4, active.size)) if active.size else []:
@@ -78,11 +76,11 @@ def _chunk_transmission(wave, z_qso, blue_edge, rng):
     """Transmission (n, ncol) and LLS redshifts (n,) of sightlines that all end within wave (ncol,)."""
     npix = wave.size
     field = smoothed_field(z_qso.size, npix, rng)
-    z_lya = wave[None, :] / np.float32(LYA_A) - 1.0
+    z_lya = wave[None, :] / np.float32(LYA) - 1.0
     in_lya = wave[None, :] < blue_edge[:, None]
     tau = np.where(in_lya, tau0_for(tau_eff(np.maximum(z_lya, 0.0))).astype(np.float32) * np.exp(SIGMA_G * field - 0.5 * SIGMA_G**2), 0.0)
-    z_lyb = wave[None, :] / np.float32(LYB_A) - 1.0
-    in_lyb = wave[None, :] < (LYB_A * (1.0 + z_qso))[:, None]
+    z_lyb = wave[None, :] / np.float32(LYB) - 1.0
+    in_lyb = wave[None, :] < (LYB * (1.0 + z_qso))[:, None]
     shifted = np.roll(field, npix // 3, axis=1)
     tau += np.where(in_lyb, LYB_TO_LYA_TAU * tau0_for(tau_eff(z_lyb)).astype(np.float32) * np.exp(SIGMA_G * shifted - 0.5 * SIGMA_G**2), 0.0)
     tau += _lyman_continuum_tau(wave, z_qso)
@@ -93,7 +91,7 @@ def _chunk_transmission(wave, z_qso, blue_edge, rng):
 
 def _lyman_continuum_tau(wave, z_qso):
     """Mean IGM photoelectric opacity below the quasar's Lyman limit, (n, npix)."""
-    limit = LYMAN_LIMIT_A * (1.0 + z_qso)[:, None]
+    limit = LYMAN_LIMIT * (1.0 + z_qso)[:, None]
     depth = np.clip(1.0 - wave[None, :] / limit, 0.0, None)
     return (25.0 * depth * (1.0 + z_qso[:, None]) / 4.0).astype(np.float32)
 
@@ -102,11 +100,11 @@ def _lyman_limit_systems(wave, z_qso, rng):
     """Optical depth of one intervening Lyman-limit system on LLS_FRACTION of sightlines."""
     n = z_qso.size
     has = rng.random(n) < LLS_FRACTION
-    z_min = np.maximum(wave[0] / LYMAN_LIMIT_A - 1.0, 0.0)
+    z_min = np.maximum(wave[0] / LYMAN_LIMIT - 1.0, 0.0)
     z_lls = z_min + rng.random(n) * np.maximum(z_qso - z_min, 0.0)
     has &= z_lls > z_min
     tau_limit = 10 ** rng.uniform(-0.3, 1.3, n)
-    edge = LYMAN_LIMIT_A * (1.0 + z_lls)[:, None]
+    edge = LYMAN_LIMIT * (1.0 + z_lls)[:, None]
     below = wave[None, :] < edge
     tau = np.where(below & has[:, None], tau_limit[:, None] * (wave[None, :] / edge) ** 3, 0.0)
     return tau.astype(np.float32), np.where(has, z_lls, -1.0)

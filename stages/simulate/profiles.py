@@ -6,12 +6,13 @@ n_objects x window, not n_objects x npix. The grid must be uniform in log10(A).
 
 import numpy as np
 
+from qsopipe.pipeline.constants import FWHM_PER_SIGMA, SPEED_OF_LIGHT_KMS
+
 #: Windows extend to this many Gaussian sigmas either side of the centre.
 WINDOW_SIGMAS = 3.7
 #: Lines per window group (sorted by width).
 GROUP_SIZE = 48
 LN10 = np.log(10.0)
-C_KMS = 299792.458
 
 
 def grid_step(loglam):
@@ -41,7 +42,7 @@ def _windows(loglam, centre_loglam, sigma_loglam):
 
 def velocity_sigma_loglam(fwhm_kms):
     """Gaussian sigma in log10(A) for a FWHM in km/s."""
-    return np.asarray(fwhm_kms) / 2.3548 / C_KMS / LN10
+    return np.asarray(fwhm_kms) / FWHM_PER_SIGMA / SPEED_OF_LIGHT_KMS / LN10
 
 
 def add_emission_lines(flux, loglam, rows, centre_A, ew_obs_A, sigma_loglam, continuum):

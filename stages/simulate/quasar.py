@@ -9,11 +9,12 @@ from functools import lru_cache
 
 import numpy as np
 
+from qsopipe.pipeline.constants import BALMER_LIMIT, FWHM_PER_SIGMA, SPEED_OF_LIGHT_KMS
 from qsopipe.stages.simulate import absorbers, bal, lya_forest
 from qsopipe.stages.simulate.extinction import smc_k
 from qsopipe.stages.simulate.galaxies import galaxy_template
 from qsopipe.stages.simulate.grid import rest_frame, rest_loglam
-from qsopipe.stages.simulate.profiles import C_KMS, LN10, add_emission_lines, velocity_sigma_loglam
+from qsopipe.stages.simulate.profiles import LN10, add_emission_lines, velocity_sigma_loglam
 from qsopipe.stages.simulate.quasar_lines import FEII_BLENDS, REST_A, draw_line_parameters
 
 #: Continuum break (A, rest): bluer, slope alpha_nu ~ N(-0.45, 0.35); redder, flatter in f_nu.
@@ -39,7 +40,7 @@ def _feii_template():
     wave = 10.0 ** rest_loglam()
     template = np.zeros_like(wave)
     for rest, ew, fwhm in FEII_BLENDS:
-        sigma = rest * fwhm / 2.3548 / C_KMS
+        sigma = rest * fwhm / FWHM_PER_SIGMA / SPEED_OF_LIGHT_KMS
         template += ew / (np.sqrt(2.0 * np.pi) * sigma) * np.exp(-0.5 * ((wave - rest) / sigma) ** 2)
     return template
 
@@ -48,7 +49,8 @@ def _feii_template():
 def _continuum_bumps():
     """Rest-frame Balmer continuum (< 3646 A) relative to the power law, on rest_loglam()."""
     wave = 10.0 ** rest_loglam()
-    balmer = (np.minimum(wave, 3646.0) / 3646.0) ** 3 * np.exp(-3.0 * (1.0 - np.minimum(wave, 3646.0) / 3646.0))
+    balmer = (np.minimum(wave, BALMER_LIMIT) / BALMER_LIMIT) ** 3 * np.exp(
+        -3.0 * (1.0 - np.minimum(wave, BALMER_LIMIT) / BALMER_LIMIT))
     edge = 1.0 / (1.0 + np.exp((wave - 3700.0) / 60.0))
     return 0.2 * balmer * edge * (wave > 1800.0)
 
@@ -106,7 +108,7 @@ def _add_lines(flux, loglam, z, params):
     rows = np.arange(z.size)
     lo, hi = 10.0 ** loglam[0], 10.0 ** loglam[-1]
     for k, rest in enumerate(REST_A):
-        centre = rest * (1.0 + z) * (1.0 + lines["shift"][:, k] / C_KMS)
+        centre = rest * (1.0 + z) * (1.0 + lines["shift"][:, k] / SPEED_OF_LIGHT_KMS)
         sigma = np.hypot(velocity_sigma_loglam(lines["fwhm"][:, k]), INSTRUMENT_SIGMA_LOGLAM)
         margin = 5.0 * sigma * LN10 * centre
         visible = (centre + margin > lo) & (centre - margin < hi)

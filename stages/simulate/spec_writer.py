@@ -13,10 +13,13 @@ from pathlib import Path
 import fitsio
 import numpy as np
 
+from qsopipe.pipeline.constants import CLASS_PERSON
 from qsopipe.stages.simulate.noise import NODATA
 from qsopipe.stages.simulate.plate_writer import BUNIT
 
-CLASS_NAMES = {0: "", 1: "STAR", 3: "QSO", 30: "QSO", 4: "GALAXY"}
+#: CLASS_PERSON code -> the spAll CLASS written for it.
+CLASS_NAMES = {CLASS_PERSON["UNKNOWN"]: "", CLASS_PERSON["STAR"]: "STAR", CLASS_PERSON["QSO"]: "QSO",
+               CLASS_PERSON["QSO_BAL"]: "QSO", CLASS_PERSON["GALAXY"]: "GALAXY"}
 COADD_DTYPE = [("FLUX", "f4"), ("LOGLAM", "f4"), ("IVAR", "f4"), ("AND_MASK", "i4"), ("OR_MASK", "i4"),
                ("WDISP", "f4"), ("SKY", "f4"), ("MODEL", "f4")]
 META_DTYPE = [("PLATE", "i4"), ("MJD", "i4"), ("FIBERID", "i4"), ("PLUG_RA", "f8"), ("PLUG_DEC", "f8"),

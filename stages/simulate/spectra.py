@@ -8,12 +8,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qsopipe.pipeline.constants import CLASS_PERSON, Z_CONF_CONFIDENT
 from qsopipe.stages.simulate import galaxies, noise, quasar, stars
 from qsopipe.stages.simulate.photometry import magnitudes, scale_to_magnitude
 
 #: Object kinds the generator knows, with their DR12Q CLASS_PERSON.
 #: STD: bright F stars observed as spectrophotometric standards.
-KINDS = {"QSO": 3, "STAR": 1, "STD": 1, "GALAXY": 4, "BLGALAXY": 3, "SKY": 0, "DEAD": 0}
+KINDS = {"QSO": CLASS_PERSON["QSO"], "STAR": CLASS_PERSON["STAR"], "STD": CLASS_PERSON["STAR"],
+         "GALAXY": CLASS_PERSON["GALAXY"], "BLGALAXY": CLASS_PERSON["QSO"],
+         "SKY": CLASS_PERSON["UNKNOWN"], "DEAD": CLASS_PERSON["UNKNOWN"]}
 #: Magnitude ranges (r, AB) and the slope of log N(<r) per magnitude, per kind.
 MAG_RANGES = {"QSO": (17.8, 22.0, 0.22), "STAR": (19.0, 22.0, 0.25), "STD": (16.0, 18.5, 0.1), "GALAXY": (18.0, 20.3, 0.2),
               "BLGALAXY": (18.0, 20.3, 0.2)}
@@ -83,7 +86,7 @@ def simulate_objects(loglam, kinds, rng, *, z=None, mag=None, mgii_fraction=None
         truth["Z_VI"][rows] = zq
         truth["BI_CIV"][rows] = qtruth["bi_civ"]
         truth["BAL_FLAG_VI"][rows] = qtruth["bal_flag_vi"]
-        truth["CLASS_PERSON"][rows] = np.where(qtruth["bal_flag_vi"] == 1, 30, 3)
+        truth["CLASS_PERSON"][rows] = np.where(qtruth["bal_flag_vi"] == 1, CLASS_PERSON["QSO_BAL"], CLASS_PERSON["QSO"])
         truth["SUBTYPE"][rows] = np.where(qtruth["has_troughs"], "BAL", "")
         mgii = _absorber_table(MGII_DTYPE, rows, qtruth["mgii"], {"Z_ABS": "z_abs", "EW_2796": "ew_2796",
                                                                   "EW_2803": "ew_2803", "FWHM": "fwhm"})
@@ -102,7 +105,7 @@ def simulate_objects(loglam, kinds, rng, *, z=None, mag=None, mgii_fraction=None
         truth["SUBTYPE"][rows] = np.where(kinds[rows] == "BLGALAXY", "BROADLN", "")
     _scale(loglam, flux, kinds, mag_in, rng)
     truth["MAG"] = magnitudes(loglam, flux)
-    truth["Z_CONF_PERSON"] = np.where(truth["CLASS_PERSON"] > 0, 3, 0)
+    truth["Z_CONF_PERSON"] = np.where(truth["CLASS_PERSON"] > 0, Z_CONF_CONFIDENT, 0)
     if not with_noise:
         zeros = np.zeros(flux.shape, np.int32)
         return SimulatedSpectra(loglam, flux, np.ones_like(flux), zeros, zeros.copy(), np.zeros_like(flux),

@@ -10,10 +10,13 @@ from functools import lru_cache
 
 import numpy as np
 
+from qsopipe.pipeline.constants import (
+    BALMER_LIMIT, CAII_8544, CAII_8664, CAII_H, CAII_K, G_BAND, HC_OVER_K, MGI_B, NAI_D, SPEED_OF_LIGHT_KMS,
+)
 from qsopipe.stages.simulate.grid import rest_frame, rest_loglam
 from qsopipe.stages.simulate.profiles import LN10, absorb_lines
 from qsopipe.stages.simulate.stellar_features import (
-    BALMER_A, BALMER_LIMIT_A, C2_CN_BANDS, TIO_BANDS, band_optical_depth, planck_lambda)
+    BALMER_A, C2_CN_BANDS, TIO_BANDS, band_optical_depth, planck_lambda)
 
 #: type name, share among stars, temperature range (K)
 STAR_TYPES = (
@@ -26,8 +29,8 @@ STAR_TYPES = (
 )
 STAR_TYPE_NAMES = tuple(t[0] for t in STAR_TYPES)
 #: Metal lines: rest A, rest EW (A) at 4500 K, scaling steeply down with temperature.
-METAL_LINES = ((3934.78, 12.0), (3969.59, 9.0), (4227.9, 2.0), (4305.0, 5.0), (5176.7, 5.0), (5894.0, 4.0),
-               (8500.4, 2.5), (8544.4, 4.0), (8664.5, 3.5))
+METAL_LINES = ((CAII_K, 12.0), (CAII_H, 9.0), (4227.9, 2.0), (G_BAND, 5.0), (MGI_B, 5.0), (NAI_D, 4.0),
+               (8500.4, 2.5), (CAII_8544, 4.0), (CAII_8664, 3.5))
 
 
 def draw_star_types(n, rng, standard=None):
@@ -50,7 +53,7 @@ def draw_star_types(n, rng, standard=None):
 
 @lru_cache(maxsize=1)
 def _balmer_jump():
-    return (10.0 ** rest_loglam() < BALMER_LIMIT_A).astype(np.float64)
+    return (10.0 ** rest_loglam() < BALMER_LIMIT).astype(np.float64)
 
 
 @lru_cache(maxsize=2)
@@ -66,9 +69,9 @@ def star_spectra(loglam, kind, temperature, rng):
     """
     kind, temperature = np.asarray(kind), np.asarray(temperature, np.float64)
     n = kind.size
-    z = rng.normal(0.0, 120.0, n) / 299792.458
+    z = rng.normal(0.0, 120.0, n) / SPEED_OF_LIGHT_KMS
     wave = (10.0 ** loglam).astype(np.float32)
-    x = (np.float32(1.4388e8) / wave)[None, :] * (1.0 / temperature).astype(np.float32)[:, None]
+    x = (np.float32(HC_OVER_K) / wave)[None, :] * (1.0 / temperature).astype(np.float32)[:, None]
     flux = (wave / np.float32(5000.0)) ** -5 / np.expm1(np.minimum(x, np.float32(80.0)))
     flux /= planck_lambda(5000.0, temperature).astype(np.float32)[:, None]
     name = np.array(STAR_TYPE_NAMES)[kind]

@@ -2,13 +2,13 @@
 
 import numpy as np
 
+from qsopipe.pipeline.constants import (
+    HALPHA, HBETA, HC_OVER_K, HDELTA, HEPSILON, HGAMMA, H_ETA, H_THETA, H_ZETA,
+)
 from qsopipe.stages.simulate.grid import rest_loglam
 
-#: hc/k in Angstrom Kelvin.
-HC_OVER_K = 1.4388e8
 #: Balmer series (vacuum A), Halpha to H10.
-BALMER_A = (6564.61, 4862.68, 4341.68, 4102.89, 3971.20, 3890.16, 3836.47, 3798.98)
-BALMER_LIMIT_A = 3646.0
+BALMER_A = (HALPHA, HBETA, HGAMMA, HDELTA, HEPSILON, H_ZETA, H_ETA, H_THETA)
 #: Molecular band heads (A) and the direction in which they fade:
 #: +1 the band degrades to the red of the head, -1 to the blue.
 TIO_BANDS = ((4955.0, 1), (5167.0, 1), (5448.0, 1), (5847.0, 1), (6159.0, 1), (6651.0, 1), (7054.0, 1), (7589.0, 1), (8432.0, 1))
