@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from qsopipe.pipeline import grids
+from qsopipe.pipeline.digests import sha256_of_file
 from qsopipe.pipeline.parquet_io import list_column, with_metadata
 from qsopipe.stages.redshift_scan import product_kernels, scan_chi2
 from qsopipe.stages.redshift_templates import (
@@ -339,7 +340,7 @@ def fit_plate(shard, qn, settings=FitSettings()):
     ZWARNING (ZWarning bits; NOT_FITTED on fibers that are not quasars),
     DELTACHI2 (0 where not measured), Z (Z_FIT where ZWARNING == 0, else
     Z_QN, which is -1 on unclassified fibers) and SOURCE_Z ('ZFIT' or 'QN').
-    Schema metadata: the settings, the template file and the ZWARNING bits.
+    Schema metadata: the settings, the template file and its sha256, the ZWARNING bits.
     """
     for name in ("PLATE", "MJD", "FIBERID"):
         if not shard.column(name).equals(qn.column(name)):
@@ -354,4 +355,5 @@ def fit_plate(shard, qn, settings=FitSettings()):
                    DELTACHI2=result["DELTACHI2"], Z=z, SOURCE_Z=source)
     table = pa.table({name: pa.array(columns[name], type=kind) for name, kind in ZFIT_COLUMNS.items()})
     return with_metadata(table, {"zfit_settings": asdict(settings), "zfit_templates": TEMPLATE_FILE.name,
+                                 "zfit_templates_sha256": sha256_of_file(TEMPLATE_FILE),
                                  "zwarning_bits": {flag.name: int(flag.value) for flag in ZWarning}})

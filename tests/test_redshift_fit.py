@@ -143,12 +143,11 @@ def test_real_spectra_with_a_window_centre_2000_kms_off(sdss_dir):
     import fitsio
 
     from qsopipe.pipeline.discovery import discover
-    from qsopipe.pipeline.sdss.reader import read_plate
     from qsopipe.stages.preprocess import preprocess_plate
 
     folder = sdss_dir / "dr16_spec_lite_picca"
     plates, _ = discover([str(folder / "3655")])
-    shard = preprocess_plate(read_plate(plates[0]))
+    shard = preprocess_plate(plates[0].read())
     spall = fitsio.read(str(folder / "catalogs" / "spAll-plate3655.fits"), columns=["FIBERID", "Z", "ZWARNING",
                                                                                    "CLASS"])
     confident = {int(row["FIBERID"]): float(row["Z"]) for row in spall
