@@ -87,7 +87,7 @@ ABSORBER_COLUMNS = (
     Column("MJD", "i4", "", "Modified Julian date of the plate observation"),
     Column("FIBERID", "i4", "", "Fiber number"),
     Column("TARGETID", "i8", "", "PLATE*10^9 + MJD*10^4 + FIBERID"),
-    Column("Z_QSO", "f8", "", "Quasar redshift used for the search (Z_QN)"),
+    Column("Z_QSO", "f8", "", "Quasar redshift of the search (Z)"),
     Column("Z_ABS", "f8", "", "Absorber redshift"),
     Column("Z_ABS_ERR", "f8", "", "Uncertainty of Z_ABS"),
     Column("EW_2796", "f4", "Angstrom", "Rest-frame equivalent width of MgII 2796"),

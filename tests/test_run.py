@@ -1,6 +1,7 @@
 """`qsopipe run` on a LocalCluster gives the catalog the stage-by-stage commands give."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -9,11 +10,13 @@ import numpy as np
 import pytest
 
 from qsopipe.models.store import default_weights
+from qsopipe.pipeline.slurm_cluster import THREAD_ENV
 
 
 def qsopipe(*args):
-    """Run a qsopipe command in a subprocess; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", "qsopipe.pipeline", *map(str, args)],
+    """Run a qsopipe command in a subprocess, BLAS single-threaded as on the run's workers (so that the
+    redshift fit's sums are done in the same order); returns the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "qsopipe.pipeline", *map(str, args)], env={**os.environ, **THREAD_ENV},
                           capture_output=True, text=True, timeout=600)
 
 
