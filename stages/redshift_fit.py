@@ -133,10 +133,10 @@ def fit_redshifts(flux, ivar, z_qn, fit, bal=None, settings=FitSettings(), templ
 
 
 def usable_weight(flux, ivar, z_qn, bal, settings=FitSettings()):
-    """Fit weights (n, 3841) float64: ivar where positive and finite with finite flux, 0 elsewhere and
+    """Fit weights (n, 3841) float32: ivar where positive and finite with finite flux, 0 elsewhere and
     on BAL troughs (rows with `bal`: rest wavelengths from BAL_LINES x Doppler(-bal_kms) up to each line,
     placed with z_qn)."""
-    weight = np.where(np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0), ivar, 0.0).astype(np.float64)
+    weight = np.where(np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0), ivar, 0.0).astype(np.float32)
     rest = 10.0 ** grids.mgii_loglam()[None, :] / (1.0 + z_qn[:, None])
     weight[rest < settings.forest_rest_max] = 0.0
     if np.any(bal):
@@ -154,7 +154,7 @@ def fit_template(flux, weight, z_qn, template, settings=FitSettings()):
 
     Parameters
     ----------
-    flux : ndarray (n, 3841); weight : float64 (n, 3841) from `usable_weight`
+    flux : ndarray (n, 3841); weight : float32 (n, 3841) from `usable_weight`
     z_qn : float64 (n,), inside [template.zmin, template.zmax]
     template : RestTemplate; settings : FitSettings
 
@@ -163,7 +163,7 @@ def fit_template(flux, weight, z_qn, template, settings=FitSettings()):
     dict of (n,) arrays, as `fit_redshifts` (without TEMPLATE); CHI2 is inf
     where no fit was made.
     """
-    flux = np.where(weight > 0, flux, 0.0).astype(np.float64)
+    flux = np.where(weight > 0, flux, 0.0).astype(np.float32)
     n, npix = flux.shape
     window = _Window.around(z_qn, template, settings)
     weight = weight * window.coverage(npix, template, settings.coarse_factor)
@@ -242,7 +242,7 @@ def _coarse_scan(flux, weight, window, template, settings):
 def bin_sum(values, factor):
     """Sums over consecutive groups of `factor` pixels: (n, npix) -> (n, ceil(npix / factor))."""
     n, npix = values.shape
-    padded = np.zeros((n, -(-npix // factor) * factor))
+    padded = np.zeros((n, -(-npix // factor) * factor), values.dtype)
     padded[:, :npix] = values
     return padded.reshape(n, -1, factor).sum(axis=2)
 

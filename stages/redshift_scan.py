@@ -8,7 +8,11 @@ sums over pixels of w T_a T_b, w P_p T_a and w f T_a: correlations of the
 spectra's weighted products with the templates' products, i.e. one matrix
 product per kernel family for a block of spectra (`window_correlations`);
 the w P_p P_q and w f P_p sums do not depend on the shift. The small systems
-are then solved batched. Everything is float64.
+are then solved batched. The correlations and the pixel sums are float32
+(relative error ~1e-7 of each sum; the fit's redshifts move by < 10 km/s
+against float64 on all but 7 of 3,837 simulated quasars, by < 100 km/s on
+all, and no ZWARNING changes); the sum of w f^2, from which the fit's part
+is subtracted, and the normal equations are float64.
 """
 
 import numpy as np
@@ -33,26 +37,38 @@ def window_correlations(signals, starts, kernels, nlag):
     """Correlations of every signal with every kernel at nlag consecutive offsets.
 
     X[r, g, d] = sum_i signals[r, i] * kernels[g, i - starts[r] - d], with
-    kernels zero outside [0, nk). Rows are sorted by start and cut into
-    blocks of close starts; each block is placed on a common axis and
-    multiplied once by the kernels' shifted copies.
+    kernels zero outside [0, nk). The kernels' shifted copies are laid out
+    once (`_toeplitz`, rows u = i - starts[r]); rows are sorted by start and
+    cut into blocks of close starts, each placed on a common axis and
+    multiplied once by its slice of that matrix.
 
     Parameters
     ----------
-    signals : float64 (nrow, npix)
+    signals : float (nrow, npix)
     starts : int (nrow,), kernel index of signal pixel 0 at offset d = 0, negated
-    kernels : float64 (ng, nk)
+    kernels : float (ng, nk)
     nlag : int
 
     Returns
     -------
-    float64 (nrow, ng, nlag)
+    float64 (nrow, ng, nlag), from float32 products
     """
     nrow, npix = signals.shape
     out = np.empty((nrow, kernels.shape[0], nlag))
+    if nrow == 0:
+        return out
+    first_u = -int(starts.max())
+    toeplitz = _toeplitz(kernels, nlag, first_u, npix - int(starts.min()) - first_u)
     order = np.argsort(starts, kind="stable")
     for rows in _blocks(starts[order], order):
-        out[rows] = _block_correlations(signals[rows], starts[rows], kernels, nlag)
+        last = int(starts[rows].max())
+        width = npix + last - int(starts[rows].min())
+        placed = np.zeros((len(rows), width), np.float32)
+        for k, row in enumerate(rows):
+            offset = last - int(starts[row])
+            placed[k, offset:offset + npix] = signals[row]
+        first = -last - first_u
+        out[rows] = (placed @ toeplitz[first:first + width]).reshape(len(rows), -1, nlag)
     return out
 
 
@@ -65,27 +81,15 @@ def _blocks(sorted_starts, order):
             first = k
 
 
-def _block_correlations(signals, starts, kernels, nlag):
-    nrow, npix = signals.shape
-    ng = kernels.shape[0]
-    last = int(starts.max())
-    width = npix + last - int(starts.min())
-    placed = np.zeros((nrow, width))
-    placed[np.arange(nrow)[:, None], (last - starts)[:, None] + np.arange(npix)] = signals
-    segment = _kernel_segment(kernels, -last - (nlag - 1), width + nlag - 1)
-    shifted = sliding_window_view(segment, nlag, axis=1)[:, :, ::-1]
-    matrix = shifted.transpose(1, 0, 2).reshape(width, ng * nlag)
-    return (placed @ matrix).reshape(nrow, ng, nlag)
-
-
-def _kernel_segment(kernels, first, length):
-    """kernels[:, first:first + length] with zeros outside [0, nk): (ng, length)."""
+def _toeplitz(kernels, nlag, first_u, length):
+    """float32 T[u - first_u, g * nlag + d] = kernels[g, u - d] (0 outside [0, nk)), `length` rows u from first_u."""
     ng, nk = kernels.shape
-    segment = np.zeros((ng, length))
-    lo, hi = max(first, 0), min(first + length, nk)
+    segment = np.zeros((ng, length + nlag - 1), np.float32)
+    lo, hi = max(first_u - (nlag - 1), 0), min(first_u + length, nk)
     if hi > lo:
-        segment[:, lo - first:hi - first] = kernels[:, lo:hi]
-    return segment
+        segment[:, lo - first_u + nlag - 1:hi - first_u + nlag - 1] = kernels[:, lo:hi]
+    shifted = sliding_window_view(segment, nlag, axis=1)[:, :, ::-1]
+    return np.ascontiguousarray(shifted.transpose(1, 0, 2)).reshape(length, ng * nlag)
 
 
 def product_kernels(basis):
@@ -103,8 +107,8 @@ def scan_chi2(flux, weight, starts, nlag, basis, npoly, products=None):
 
     Parameters
     ----------
-    flux : float64 (nrow, npix), flux (any units)
-    weight : float64 (nrow, npix), inverse variance, 0 on pixels left out
+    flux : float (nrow, npix), flux (any units)
+    weight : float (nrow, npix), inverse variance, 0 on pixels left out
     starts : int (nrow,)
     nlag : int
     basis : float64 (nbasis, nk), eigenspectra, zero outside [0, nk)
@@ -118,7 +122,8 @@ def scan_chi2(flux, weight, starts, nlag, basis, npoly, products=None):
     """
     nbasis = basis.shape[0]
     kernels_tt, pairs = product_kernels(basis) if products is None else products
-    poly = legendre_basis(flux.shape[1], npoly)
+    flux, weight = np.asarray(flux, np.float32), np.asarray(weight, np.float32)
+    poly = legendre_basis(flux.shape[1], npoly).astype(np.float32)
     weighted_flux = weight * flux
     with_weight = window_correlations(weight, starts, np.concatenate([kernels_tt, basis]), nlag)
     signals = np.concatenate([weight[:, None, :] * poly[None, 1:], weighted_flux[:, None, :]], axis=1)
@@ -132,12 +137,13 @@ def scan_chi2(flux, weight, starts, nlag, basis, npoly, products=None):
     cross = np.concatenate([with_weight[:, None, len(pairs):], with_basis[:, :-1]], axis=1)
     matrix[:, :, :nbasis, nbasis:] = cross.transpose(0, 3, 2, 1)
     matrix[:, :, nbasis:, :nbasis] = cross.transpose(0, 3, 1, 2)
-    matrix[:, :, nbasis:, nbasis:] = np.einsum("ri,pi,qi->rpq", weight, poly, poly)[:, None]
+    matrix[:, :, nbasis:, nbasis:] = (weight @ (poly[:, None] * poly[None]).reshape(npoly * npoly, -1).T).reshape(
+        nrow, 1, npoly, npoly)
     rhs = np.empty((nrow, nlag, size))
     rhs[:, :, :nbasis] = with_basis[:, -1].transpose(0, 2, 1)
     rhs[:, :, nbasis:] = (weighted_flux @ poly.T)[:, None]
     coeff = solve_normal_equations(matrix, rhs)
-    chi2 = np.einsum("ri,ri->r", weighted_flux, flux)[:, None] - np.einsum("rdk,rdk->rd", rhs, coeff)
+    chi2 = np.einsum("ri,ri->r", weighted_flux, flux, dtype=np.float64)[:, None] - np.einsum("rdk,rdk->rd", rhs, coeff)
     return chi2, coeff
 
 

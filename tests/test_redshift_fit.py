@@ -54,9 +54,10 @@ def test_scan_chi2_matches_a_direct_least_squares_fit():
             shifted[:, inside] = basis[:, index[inside]]
             design = np.vstack([shifted, poly]).T * np.sqrt(weight[row])[:, None]
             best, *_ = np.linalg.lstsq(design, flux[row] * np.sqrt(weight[row]), rcond=None)
-            assert coeff[row, lag] == pytest.approx(best, rel=1e-6, abs=1e-9)
+            # float32 correlations: a relative error of ~1e-7 of the sums they make
+            assert coeff[row, lag] == pytest.approx(best, rel=1e-5, abs=1e-6)
             assert chi2[row, lag] == pytest.approx(np.sum((design @ best - flux[row] * np.sqrt(weight[row])) ** 2),
-                                                   rel=1e-9)
+                                                   rel=1e-6)
 
 
 @pytest.mark.parametrize("redshifts, template_index", [
