@@ -39,8 +39,9 @@ def window_correlations(signals, starts, kernels, nlag):
     X[r, g, d] = sum_i signals[r, i] * kernels[g, i - starts[r] - d], with
     kernels zero outside [0, nk). The kernels' shifted copies are laid out
     once (`_toeplitz`, rows u = i - starts[r]); rows are sorted by start and
-    cut into blocks of close starts, each placed on a common axis and
-    multiplied once by its slice of that matrix.
+    cut into blocks of close starts, each placed on a common axis (cut to
+    the pixels where some signal of the block is not 0) and multiplied once
+    by its slice of that matrix.
 
     Parameters
     ----------
@@ -59,16 +60,20 @@ def window_correlations(signals, starts, kernels, nlag):
         return out
     first_u = -int(starts.max())
     toeplitz = _toeplitz(kernels, nlag, first_u, npix - int(starts.min()) - first_u)
+    used = signals != 0
+    lo_pix = np.where(used.any(axis=1), used.argmax(axis=1), 0)
+    hi_pix = np.where(used.any(axis=1), npix - used[:, ::-1].argmax(axis=1), 0)
     order = np.argsort(starts, kind="stable")
     for rows in _blocks(starts[order], order):
         last = int(starts[rows].max())
-        width = npix + last - int(starts[rows].min())
-        placed = np.zeros((len(rows), width), np.float32)
+        offsets = last - starts[rows]
+        lo, hi = int(np.min(offsets + lo_pix[rows])), int(np.max(offsets + hi_pix[rows]))
+        placed = np.zeros((len(rows), max(hi - lo, 0)), np.float32)
         for k, row in enumerate(rows):
-            offset = last - int(starts[row])
-            placed[k, offset:offset + npix] = signals[row]
-        first = -last - first_u
-        out[rows] = (placed @ toeplitz[first:first + width]).reshape(len(rows), -1, nlag)
+            begin, end = lo_pix[row], hi_pix[row]
+            placed[k, offsets[k] + begin - lo:offsets[k] + end - lo] = signals[row, begin:end]
+        first = -last - first_u + lo
+        out[rows] = (placed @ toeplitz[first:first + hi - lo]).reshape(len(rows), -1, nlag)
     return out
 
 
@@ -157,7 +162,7 @@ def solve_normal_equations(matrix, rhs):
     scale = 1.0 / np.sqrt(np.where(diagonal > 0, diagonal, 1.0))
     scaled = matrix * scale[..., :, None] * scale[..., None, :]
     scaled += RIDGE * np.eye(matrix.shape[-1])
-    finite = np.isfinite(scaled).all(axis=(-2, -1)) & np.isfinite(rhs).all(axis=-1)
+    finite = np.isfinite(np.einsum("...ij->...", scaled) + np.einsum("...i->...", rhs))
     solution = np.full(rhs.shape, np.nan)
     solution[finite] = np.linalg.solve(scaled[finite], (rhs * scale)[finite][..., None])[..., 0]
     return solution * scale
