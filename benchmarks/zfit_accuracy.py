@@ -29,14 +29,15 @@ import pyarrow.parquet as pq
 from scipy import stats
 
 from qsopipe.pipeline import grids
+from qsopipe.pipeline.constants import QN_LINES
 from qsopipe.stages.redshift_fit import fit_plate
 from qsopipe.stages.redshift_templates import C_KMS
 
 REPO = Path(__file__).resolve().parents[1]
 SPALL = REPO.parent / "shared" / "data" / "sdss" / "dr16_spec_lite_picca" / "catalogs" / "spAll-plate3655.fits"
 CATASTROPHIC_KMS = 6000.0
-LINE_NAMES = [name for name, _ in grids.QN_LINES]
-LINE_REST = np.array([rest for _, rest in grids.QN_LINES])
+LINE_NAMES = [name for name, _ in QN_LINES]
+LINE_REST = np.array([rest for _, rest in QN_LINES])
 
 
 def fit_run(run):

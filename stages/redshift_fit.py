@@ -74,7 +74,7 @@ class FitSettings:
     """
 
     window_kms: float = 6000.0
-    coarse_factor: int = 4
+    coarse_factor: int = 8
     exclusion_kms: float = 1000.0
     min_deltachi2: float = 9.0
     min_pixels: int = 200
