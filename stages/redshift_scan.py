@@ -33,7 +33,7 @@ def legendre_basis(npix, npoly):
     return np.stack([legendre.legval(x, np.eye(npoly)[p]) for p in range(npoly)])
 
 
-def window_correlations(signals, starts, kernels, nlag):
+def window_correlations(signals, starts, kernels, nlag, spans=None):
     """Correlations of every signal with every kernel at nlag consecutive offsets.
 
     X[r, g, d] = sum_i signals[r, i] * kernels[g, i - starts[r] - d], with
@@ -49,6 +49,8 @@ def window_correlations(signals, starts, kernels, nlag):
     starts : int (nrow,), kernel index of signal pixel 0 at offset d = 0, negated
     kernels : float (ng, nk)
     nlag : int
+    spans : optional (lo, hi) int (nrow,) each, pixels outside [lo, hi) of a signal being 0 [default:
+        from the signals, `used_spans`]
 
     Returns
     -------
@@ -60,9 +62,7 @@ def window_correlations(signals, starts, kernels, nlag):
         return out
     first_u = -int(starts.max())
     toeplitz = _toeplitz(kernels, nlag, first_u, npix - int(starts.min()) - first_u)
-    used = signals != 0
-    lo_pix = np.where(used.any(axis=1), used.argmax(axis=1), 0)
-    hi_pix = np.where(used.any(axis=1), npix - used[:, ::-1].argmax(axis=1), 0)
+    lo_pix, hi_pix = used_spans(signals) if spans is None else spans
     order = np.argsort(starts, kind="stable")
     for rows in _blocks(starts[order], order):
         last = int(starts[rows].max())
@@ -75,6 +75,13 @@ def window_correlations(signals, starts, kernels, nlag):
         first = -last - first_u + lo
         out[rows] = (placed @ toeplitz[first:first + hi - lo]).reshape(len(rows), -1, nlag)
     return out
+
+
+def used_spans(signals):
+    """(lo, hi) int (nrow,) each: the first pixel and one past the last where a signal is not 0 (0, 0 if none)."""
+    used = signals != 0
+    some = used.any(axis=1)
+    return np.where(some, used.argmax(axis=1), 0), np.where(some, signals.shape[1] - used[:, ::-1].argmax(axis=1), 0)
 
 
 def _blocks(sorted_starts, order):
@@ -130,11 +137,13 @@ def scan_chi2(flux, weight, starts, nlag, basis, npoly, products=None):
     flux, weight = np.asarray(flux, np.float32), np.asarray(weight, np.float32)
     poly = legendre_basis(flux.shape[1], npoly).astype(np.float32)
     weighted_flux = weight * flux
-    with_weight = window_correlations(weight, starts, np.concatenate([kernels_tt, basis]), nlag)
+    spans = used_spans(weight)
+    with_weight = window_correlations(weight, starts, np.concatenate([kernels_tt, basis]), nlag, spans)
     signals = np.concatenate([weight[:, None, :] * poly[None, 1:], weighted_flux[:, None, :]], axis=1)
     nsignal = signals.shape[1]
-    with_basis = window_correlations(signals.reshape(-1, flux.shape[1]), np.repeat(starts, nsignal), basis,
-                                     nlag).reshape(len(flux), nsignal, nbasis, nlag)
+    with_basis = window_correlations(signals.reshape(-1, flux.shape[1]), np.repeat(starts, nsignal), basis, nlag,
+                                     [np.repeat(span, nsignal) for span in spans]).reshape(len(flux), nsignal,
+                                                                                             nbasis, nlag)
     nrow, size = len(flux), nbasis + npoly
     matrix = np.empty((nrow, nlag, size, size))
     for k, (a, b) in enumerate(pairs):
