@@ -256,6 +256,22 @@ class PlateRun:
         self.actions[stage.name] = reason
 
 
+def shard_plates(shards, results=None, products=()):
+    """[(name, None)] of every shard under `shards` for `run_stage_on_plates`, after checking that each has
+    its `products` under `results`; a click.ClickException naming what is missing."""
+    import click
+
+    found = layout.find_products("shard", shards)
+    if not found:
+        raise click.ClickException(f"{shards}: no PLATE=*/plate-*.parquet shards")
+    for name, shard_path in found:
+        for product in products:
+            path = layout.product_path(product, results, name)
+            if not path.is_file():
+                raise click.ClickException(f"{path}: {product} results missing for shard {shard_path}")
+    return [(name, None) for name, _ in found]
+
+
 def run_stage_on_plates(stage, plates, roots, config, force=False):
     """One stage's command: run `stage` on each (name, PlateInput or None) under the resume rule.
 

@@ -32,9 +32,8 @@ from qsopipe.pipeline.config import config_options, load_config
 from qsopipe.pipeline.constants import CIV_EMISSION, MGII_EMISSION, SPEED_OF_LIGHT_KMS
 from qsopipe.pipeline.grids import MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX
 from qsopipe.pipeline.ids import target_id
-from qsopipe.pipeline.layout import find_products, product_path
 from qsopipe.pipeline.parquet_io import list_column, with_metadata
-from qsopipe.pipeline.stage import Stage, run_stage_on_plates
+from qsopipe.pipeline.stage import Stage, run_stage_on_plates, shard_plates
 from qsopipe.stages.mgii_fit import (ABSORBER_DTYPE, DoubletCriteria, bridge_masked_pixels, running_continuum,
                                      search_doublets)
 
@@ -365,14 +364,7 @@ STAGE = MgIIStage()
 def command(shards, qn_results, out, force, **options):
     """Run the MgII absorber CNN on the quasars of every shard in SHARDS and fit their absorbers."""
     config = load_config(options.pop("config_file"), options)
-    plates = find_products("shard", shards)
-    if not plates:
-        raise click.ClickException(f"{shards}: no PLATE=*/plate-*.parquet shards")
-    for name, shard_path in plates:
-        for product, what in (("quasarnet", "QuasarNET"), ("zfit", "redshift-fit")):
-            path = product_path(product, qn_results, name)
-            if not path.is_file():
-                raise click.ClickException(f"{path}: {what} results missing for shard {shard_path}")
+    plates = shard_plates(shards, qn_results, ("quasarnet", "zfit"))
     roots = {"shard": shards, "quasarnet": qn_results, "zfit": qn_results, "mgii": out, "mgii_absorbers": out}
-    if run_stage_on_plates(STAGE, [(name, None) for name, _ in plates], roots, config, force):
+    if run_stage_on_plates(STAGE, plates, roots, config, force):
         raise SystemExit(1)

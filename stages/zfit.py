@@ -11,8 +11,7 @@ import click
 import numpy as np
 
 from qsopipe.pipeline.digests import sha256_of_file
-from qsopipe.pipeline.layout import find_products, product_path
-from qsopipe.pipeline.stage import Stage, run_stage_on_plates
+from qsopipe.pipeline.stage import Stage, run_stage_on_plates, shard_plates
 from qsopipe.stages.redshift_fit import FitSettings, fit_plate
 from qsopipe.stages.redshift_templates import TEMPLATE_FILE
 
@@ -47,13 +46,7 @@ STAGE = ZFitStage()
 @click.option("--force", is_flag=True, help="Redo plates whose results are up to date.")
 def command(shards, qn_results, out, force):
     """Fit the redshift of the quasars of every shard in SHARDS around their Z_QN."""
-    plates = find_products("shard", shards)
-    if not plates:
-        raise click.ClickException(f"{shards}: no PLATE=*/plate-*.parquet shards")
-    for name, shard_path in plates:
-        qn_path = product_path("quasarnet", qn_results, name)
-        if not qn_path.is_file():
-            raise click.ClickException(f"{qn_path}: QuasarNET results missing for shard {shard_path}")
+    plates = shard_plates(shards, qn_results, ("quasarnet",))
     roots = {"shard": shards, "quasarnet": qn_results, "zfit": out}
-    if run_stage_on_plates(STAGE, [(name, None) for name, _ in plates], roots, {}, force):
+    if run_stage_on_plates(STAGE, plates, roots, {}, force):
         raise SystemExit(1)
