@@ -30,7 +30,7 @@ from qsopipe.pipeline.errors import InputError
 from qsopipe.pipeline.ids import match_rows, target_id
 from qsopipe.pipeline.layout import find_products, product_path
 from qsopipe.pipeline.parquet_io import read_metadata, read_parquet
-from qsopipe.pipeline.plate import TARGET_COLUMNS
+from qsopipe.pipeline.plate import PIPE_COLUMNS, TARGET_COLUMNS
 from qsopipe.stages.catalog_columns import (
     ABSORBER_COLUMNS, CATALOG_COLUMNS, CONFIDENCE_COLUMNS, INPUT_COLUMNS, LINE_REDSHIFT_COLUMNS,
     MGII_FLAG_NO_RESULTS, ZWARNING_NO_RESULTS,
@@ -44,7 +44,8 @@ QN_REQUIRED = (
     "C_BAL_CIV", "Z_BAL_CIV", "Z_QN", "IS_QSO_QN", "BAL_FLAG_QN", "QN_FLAG",
 )
 #: Defaults of the fiber columns a results table may lack.
-FIBER_DEFAULTS = {"THING_ID": -1, "RA": np.nan, "DEC": np.nan, "OBJTYPE": "", "PREP_FLAG": 0}
+FIBER_DEFAULTS = {"THING_ID": -1, "RA": np.nan, "DEC": np.nan, "OBJTYPE": "", "PREP_FLAG": 0,
+                  **{name: default for name, (_, default) in PIPE_COLUMNS.items()}}
 #: Columns of a MgII results table and their values where a plate has none.
 MGII_DEFAULTS = {"MGII_PROB": -1.0, "IS_MGII_ABS": -1, "N_MGII_ABS": -1, "MGII_FLAG": MGII_FLAG_NO_RESULTS}
 #: Columns of a redshift-fit results table and their values where a plate has none (Z: Z_QN).

@@ -72,6 +72,10 @@ CATALOG_COLUMNS = (
     Column("ZWARNING", "i4", "", "Redshift-fit bits (ZWarning); 0 = Z is the fit"),
     Column("SOURCE_Z", "U4", "", "Where Z comes from: 'ZFIT' or 'QN'"),
     Column("DELTACHI2", "f4", "", "chi2 of next minimum minus best; 0 if none"),
+    Column("Z_PIPE", "f8", "", "Survey pipeline redshift (HDU2); -1 if none"),
+    Column("ZERR_PIPE", "f8", "", "Uncertainty of Z_PIPE; -1 if none"),
+    Column("ZWARNING_PIPE", "i4", "", "Survey pipeline ZWARNING; -1 if none"),
+    Column("CLASS_PIPE", "U6", "", "Survey pipeline class; '' if none"),
     Column("Z_QN", "f8", "", "Redshift of the most confident line; -1 if none"),
     *(Column(f"C_{name}", "f4", "", f"QuasarNET {_LINE_LABEL[name]} confidence; 0 if none")
       for name in LINE_NAMES),

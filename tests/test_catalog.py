@@ -168,6 +168,8 @@ def test_every_fiber_is_a_row_sorted_and_blanked(results_dir):
     assert np.all(catalog["MGII_FLAG"][no_mgii] & MGII_FLAG_NO_RESULTS)
     assert np.all(catalog["MGII_FLAG"][~no_mgii] & MGII_FLAG_NO_RESULTS == 0)
     assert catalog["TARGETID"][0] == target_id(7000, 56500, 1)
+    assert np.all(catalog["Z_PIPE"] == -1) and np.all(catalog["ZWARNING_PIPE"] == -1)
+    assert np.all(catalog["CLASS_PIPE"] == "")
     assert len(absorbers["Z_ABS"]) == 3
     assert np.sum(catalog["N_MGII_ABS"][~no_mgii]) == 3
 
