@@ -75,6 +75,7 @@ def main():
     print(f"forward pass (batch {predictor.batch_size}, 1 thread): {args.forward_spectra / seconds:.0f} spectra/s")
 
     shard, qn, flux, ivar, z_qso, is_qso = synthetic_plate(args.fibers)
+    zfit = pa.table({"FIBERID": qn["FIBERID"], "Z": qn["Z_QN"]})
     quasars = np.flatnonzero(is_qso == 1)
     seconds, (xq, searchable) = best_of(args.repeat, lambda: prepare_input(flux[quasars], ivar[quasars], z_qso[quasars]))
     print(f"prepare_input: {quasars.size / seconds:.0f} spectra/s")
@@ -82,7 +83,7 @@ def main():
     seconds, found = best_of(1, lambda: measure_absorbers(flux[positive], ivar[positive], z_qso[positive], DoubletCriteria()))
     print(f"doublet search + fits: {positive.size / seconds:.0f} searched sightlines/s, "
           f"{sum(map(len, found)) / max(positive.size, 1):.2f} absorbers each")
-    seconds, (mgii, absorbers) = best_of(args.repeat, lambda: process_plate(shard, qn, predictor, defaults()["mgii_threshold"]))
+    seconds, (mgii, absorbers) = best_of(args.repeat, lambda: process_plate(shard, qn, zfit, predictor, defaults()["mgii_threshold"]))
     print(f"process_plate: {args.fibers} fibers ({quasars.size} quasars, {positive.size} fitted, "
           f"{absorbers.num_rows} absorbers) in {seconds:.2f} s = {args.fibers / seconds:.0f} fibers/s, "
           f"{quasars.size / seconds:.0f} quasars/s")

@@ -22,6 +22,7 @@ COMMANDS = {
     "simulate": ("qsopipe.stages.simulate.command:command", "Simulate BOSS plates (spPlate files) with a truth table."),
     "preprocess": ("qsopipe.stages.preprocess:command", "Turn plates into Parquet shards (QuasarNET and MgII inputs)."),
     "quasarnet": ("qsopipe.stages.quasarnet:command", "Run QuasarNET on shards: class, line redshifts, BAL flag."),
+    "zfit": ("qsopipe.stages.zfit:command", "Fit template redshifts (Z, ZERR, ZWARNING) around QuasarNET's."),
     "mgii": ("qsopipe.stages.mgii:command", "Run the MgII absorber CNN on quasar sightlines; fit absorbers."),
     "catalog": ("qsopipe.stages.catalog:command", "Write the DR-style FITS catalog from stage results."),
     "evaluate": ("qsopipe.stages.evaluate:command", "Score a catalog against a DR12Q-style truth table."),

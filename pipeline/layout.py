@@ -6,6 +6,7 @@ per-plate *product* lives under a root folder of its own:
 
     SHARDS/PLATE=pppp/plate-NAME.parquet          shard        (qsopipe preprocess)
     RESULTS/quasarnet/qn-NAME.parquet             quasarnet    (qsopipe quasarnet)
+    RESULTS/zfit/zfit-NAME.parquet                zfit         (qsopipe zfit)
     RESULTS/mgii/mgii-NAME.parquet                mgii         (qsopipe mgii)
     RESULTS/mgii/absorbers-NAME.parquet           mgii_absorbers
 
@@ -23,6 +24,7 @@ from pathlib import Path
 PRODUCT_FILES = {
     "shard": ("PLATE={plate}", "plate-{name}.parquet"),
     "quasarnet": ("quasarnet", "qn-{name}.parquet"),
+    "zfit": ("zfit", "zfit-{name}.parquet"),
     "mgii": ("mgii", "mgii-{name}.parquet"),
     "mgii_absorbers": ("mgii", "absorbers-{name}.parquet"),
 }

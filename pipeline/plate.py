@@ -11,23 +11,30 @@ TARGET_COLUMNS = (
     "EBOSS_TARGET0", "EBOSS_TARGET1", "EBOSS_TARGET2",
 )
 
-#: Per-fiber id and plug-map columns, with their numpy dtypes.
+#: The survey pipeline's own answer per fiber (a spec file's HDU2 row), with its default where a file has none.
+PIPE_COLUMNS = {"Z_PIPE": ("f8", -1.0), "ZERR_PIPE": ("f8", -1.0), "ZWARNING_PIPE": ("i4", -1),
+                "CLASS_PIPE": ("U6", "")}
+
+#: Per-fiber id, plug-map and pipeline columns, with their numpy dtypes.
 FIBER_COLUMNS = {
     "PLATE": "i4", "MJD": "i4", "FIBERID": "i4", "THING_ID": "i8",
     "RA": "f8", "DEC": "f8", "OBJTYPE": "U16",
     **{name: "i8" for name in TARGET_COLUMNS},
+    **{name: dtype for name, (dtype, _) in PIPE_COLUMNS.items()},
 }
 
 
 def empty_fibers(n):
     """A fiber table of n rows with every FIBER_COLUMNS column at its default.
 
-    Defaults: THING_ID -1, RA/DEC NaN, OBJTYPE '', everything else 0.
+    Defaults: THING_ID -1, RA/DEC NaN, OBJTYPE '', PIPE_COLUMNS' defaults, everything else 0.
     """
     fibers = np.zeros(n, dtype=list(FIBER_COLUMNS.items()))
     fibers["THING_ID"] = -1
     fibers["RA"] = np.nan
     fibers["DEC"] = np.nan
+    for name, (_, default) in PIPE_COLUMNS.items():
+        fibers[name] = default
     return fibers
 
 

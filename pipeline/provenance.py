@@ -126,6 +126,16 @@ def header_cards(*, c_th=None, n_th=None, bal_th=None, mgii_threshold=None, mode
     return cards
 
 
+def zfit_cards(templates, sha256, settings):
+    """Cards ZFTEMPL (templates file name), ZFSHA256, ZFWINDOW and ZFDCHI2 of the redshift fit (`settings`:
+    FitSettings as a dict); none when `templates` is None (no fit results)."""
+    if templates is None:
+        return []
+    return [("ZFTEMPL", templates, "redshift-fit templates file"), ("ZFSHA256", sha256, ""),
+            ("ZFWINDOW", float(settings["window_kms"]), "fit window half-width around Z_QN [km/s]"),
+            ("ZFDCHI2", float(settings["min_deltachi2"]), "ZWARNING SMALL_DELTA_CHI2 below this")]
+
+
 #: Run-configuration keys that no other card carries: key -> (keyword, comment).
 RUN_CONFIG_KEYWORDS = {
     "batch_size": ("BATCHSZ", "fixed batch of the compiled forward passes"),

@@ -30,11 +30,13 @@ log = logging.getLogger(__name__)
 PLATE_STAGES = (
     "qsopipe.stages.preprocess:STAGE",
     "qsopipe.stages.quasarnet:STAGE",
+    "qsopipe.stages.zfit:STAGE",
     "qsopipe.stages.mgii:STAGE",
 )
 
 #: Stage.counts keys -> what they count, for log lines.
-COUNT_LABELS = {"nfiber": "fibers", "nqso": "quasars", "nsearched": "searched", "nabs": "MgII absorbers"}
+COUNT_LABELS = {"nfiber": "fibers", "nqso": "quasars", "nzfit": "fitted redshifts", "nsearched": "searched",
+                "nabs": "MgII absorbers"}
 
 #: PlateRun actions that are no change of settings or inputs: not worth a log line.
 ROUTINE_ACTIONS = ("reused", "no result yet", "not stored", "needed by a later stage", "forced")
@@ -254,6 +256,22 @@ class PlateRun:
             stamped = with_metadata(outputs[product], {"key": self.keys[product], "recipe": self.recipes[product]})
             self.products.keep(product, stamped)
         self.actions[stage.name] = reason
+
+
+def shard_plates(shards, results=None, products=()):
+    """[(name, None)] of every shard under `shards` for `run_stage_on_plates`, after checking that each has
+    its `products` under `results`; a click.ClickException naming what is missing."""
+    import click
+
+    found = layout.find_products("shard", shards)
+    if not found:
+        raise click.ClickException(f"{shards}: no PLATE=*/plate-*.parquet shards")
+    for name, shard_path in found:
+        for product in products:
+            path = layout.product_path(product, results, name)
+            if not path.is_file():
+                raise click.ClickException(f"{path}: {product} results missing for shard {shard_path}")
+    return [(name, None) for name, _ in found]
 
 
 def run_stage_on_plates(stage, plates, roots, config, force=False):

@@ -7,8 +7,10 @@ checksums, atomically. `command` is the thin `qsopipe catalog` CLI.
 
 Every fiber of every plate in the QuasarNET results is a row. A fiber that
 QuasarNET did not classify (QN_FLAG != 0) has C_* = 0, Z_* = Z_QN = -1,
-IS_QSO_QN = BAL_FLAG_QN = 0. A fiber of a plate without MgII results has
-MGII_PROB = -1, IS_MGII_ABS = N_MGII_ABS = -1 (not searched) and MGII_FLAG bit
+IS_QSO_QN = BAL_FLAG_QN = 0. A fiber of a plate without redshift-fit results
+has Z = Z_QN, ZERR = -1, DELTACHI2 = 0, SOURCE_Z 'QN' and ZWARNING bit
+ZWARNING_NO_RESULTS; one without MgII results has MGII_PROB = -1,
+IS_MGII_ABS = N_MGII_ABS = -1 (not searched) and MGII_FLAG bit
 MGII_FLAG_NO_RESULTS.
 """
 
@@ -29,10 +31,10 @@ from qsopipe.pipeline.errors import InputError
 from qsopipe.pipeline.ids import match_rows, target_id
 from qsopipe.pipeline.layout import find_products, product_path
 from qsopipe.pipeline.parquet_io import read_metadata, read_parquet
-from qsopipe.pipeline.plate import TARGET_COLUMNS
+from qsopipe.pipeline.plate import PIPE_COLUMNS, TARGET_COLUMNS
 from qsopipe.stages.catalog_columns import (
     ABSORBER_COLUMNS, CATALOG_COLUMNS, CONFIDENCE_COLUMNS, INPUT_COLUMNS, LINE_REDSHIFT_COLUMNS,
-    MGII_FLAG_NO_RESULTS,
+    MGII_FLAG_NO_RESULTS, ZWARNING_NO_RESULTS,
 )
 
 log = logging.getLogger(__name__)
@@ -43,9 +45,12 @@ QN_REQUIRED = (
     "C_BAL_CIV", "Z_BAL_CIV", "Z_QN", "IS_QSO_QN", "BAL_FLAG_QN", "QN_FLAG",
 )
 #: Defaults of the fiber columns a results table may lack.
-FIBER_DEFAULTS = {"THING_ID": -1, "RA": np.nan, "DEC": np.nan, "OBJTYPE": "", "PREP_FLAG": 0}
+FIBER_DEFAULTS = {"THING_ID": -1, "RA": np.nan, "DEC": np.nan, "OBJTYPE": "", "PREP_FLAG": 0,
+                  **{name: default for name, (_, default) in PIPE_COLUMNS.items()}}
 #: Columns of a MgII results table and their values where a plate has none.
 MGII_DEFAULTS = {"MGII_PROB": -1.0, "IS_MGII_ABS": -1, "N_MGII_ABS": -1, "MGII_FLAG": MGII_FLAG_NO_RESULTS}
+#: Columns of a redshift-fit results table and their values where a plate has none (Z: Z_QN).
+ZFIT_DEFAULTS = {"Z": -1.0, "ZERR": -1.0, "ZWARNING": ZWARNING_NO_RESULTS, "SOURCE_Z": "QN", "DELTACHI2": 0.0}
 #: Confidence columns (0 when unclassified) and redshift columns (-1).
 _CONFIDENCES = (*CONFIDENCE_COLUMNS, "C_BAL_CIV")
 _REDSHIFTS = (*LINE_REDSHIFT_COLUMNS, "Z_BAL_CIV", "Z_QN")
@@ -105,7 +110,7 @@ def _nrows(table):
     return len(next(iter(table.values()))) if table else 0
 
 
-def assemble_catalog(qn_tables, mgii_tables=(), absorber_tables=()):
+def assemble_catalog(qn_tables, mgii_tables=(), absorber_tables=(), zfit_tables=()):
     """Join per-plate results into catalog and absorber columns.
 
     Parameters
@@ -118,6 +123,10 @@ def assemble_catalog(qn_tables, mgii_tables=(), absorber_tables=()):
         get MGII_DEFAULTS.
     absorber_tables : iterable of the same
         One row per absorber (ABSORBER_COLUMNS; TARGETID computed if absent).
+    zfit_tables : iterable of the same
+        Redshift-fit results: PLATE, MJD, FIBERID, Z, ZERR, ZWARNING, SOURCE_Z,
+        DELTACHI2; joined on (PLATE, MJD, FIBERID). Fibers without a row get
+        ZFIT_DEFAULTS and Z = Z_QN; ZERR is -1 wherever Z is Z_QN.
 
     Returns
     -------
@@ -127,6 +136,7 @@ def assemble_catalog(qn_tables, mgii_tables=(), absorber_tables=()):
     """
     qn = [table_arrays(table) for table in qn_tables]
     mgii = [table_arrays(table) for table in mgii_tables]
+    zfit = [table_arrays(table) for table in zfit_tables]
     absorbers = [table_arrays(table) for table in absorber_tables]
     dtypes = {column.name: column.dtype for column in CATALOG_COLUMNS}
 
@@ -142,6 +152,7 @@ def assemble_catalog(qn_tables, mgii_tables=(), absorber_tables=()):
         raise ValueError("results hold the same (PLATE, MJD, FIBERID) more than once")
     columns["SDSS_NAME"] = sdss_name(columns["RA"], columns["DEC"])
     _blank_unclassified(columns)
+    columns.update(_join_zfit(columns["TARGETID"], zfit, dtypes, columns["Z_QN"]))
     columns.update(_join_mgii(columns["TARGETID"], mgii, dtypes))
 
     order = np.lexsort((columns["FIBERID"], columns["MJD"], columns["PLATE"]))
@@ -162,16 +173,32 @@ def _blank_unclassified(columns):
         columns[name] = np.where(classified, columns[name], 0).astype(columns[name].dtype)
 
 
-def _join_mgii(targetid, mgii, dtypes):
-    """MgII columns for the fibers `targetid`, from the MgII results tables `mgii`."""
-    if not mgii:
-        return {name: np.full(len(targetid), default, dtype=dtypes[name]) for name, default in MGII_DEFAULTS.items()}
-    keys = target_id(*(_stack(mgii, name, "i8") for name in ("PLATE", "MJD", "FIBERID")))
+def _join(targetid, tables, defaults, dtypes):
+    """Columns `defaults` for the fibers `targetid` from per-fiber results `tables`, the default where a
+    fiber has no row."""
+    if not tables:
+        return {name: np.full(len(targetid), default, dtype=dtypes[name]) for name, default in defaults.items()}
+    keys = target_id(*(_stack(tables, name, "i8") for name in ("PLATE", "MJD", "FIBERID")))
     index, found = match_rows(targetid, keys)
     out = {}
-    for name, default in MGII_DEFAULTS.items():
-        values = _stack(mgii, name, dtypes[name])[index] if len(keys) else np.zeros(len(targetid), dtypes[name])
+    for name, default in defaults.items():
+        values = _stack(tables, name, dtypes[name])[index] if len(keys) else np.zeros(len(targetid), dtypes[name])
         out[name] = np.where(found, values, default).astype(dtypes[name])
+    return out
+
+
+def _join_zfit(targetid, zfit, dtypes, z_qn):
+    """Redshift-fit columns for the fibers `targetid`; Z is `z_qn` and ZERR -1 wherever SOURCE_Z is 'QN'."""
+    out = _join(targetid, zfit, ZFIT_DEFAULTS, dtypes)
+    fitted = out["SOURCE_Z"] == "ZFIT"
+    out["Z"] = np.where(fitted, out["Z"], z_qn)
+    out["ZERR"] = np.where(fitted, out["ZERR"], -1.0)
+    return out
+
+
+def _join_mgii(targetid, mgii, dtypes):
+    """MgII columns for the fibers `targetid`, from the MgII results tables `mgii`."""
+    out = _join(targetid, mgii, MGII_DEFAULTS, dtypes)
     out["MGII_PROB"] = np.where(np.isfinite(out["MGII_PROB"]), out["MGII_PROB"], -1).astype(np.float32)
     return out
 
@@ -289,6 +316,7 @@ class Results(NamedTuple):
     """The result files of a RESULTS directory, read."""
 
     qn_tables: list
+    zfit_tables: list
     mgii_tables: list
     absorber_tables: list
     inputs: dict
@@ -296,14 +324,14 @@ class Results(NamedTuple):
 
 
 def read_results(directory, plates=None):
-    """Read RESULTS/quasarnet/qn-*.parquet and the matching RESULTS/mgii files.
+    """Read RESULTS/quasarnet/qn-*.parquet and the matching RESULTS/zfit and RESULTS/mgii files.
 
     plates : iterable of plate-unit names ('pppp-mmmmm'), or None for every results file.
 
     An empty `plates` gives empty tables (a catalog with no rows).
     Returns Results: tables per plate, the INPUTS columns (from the files'
     `qsopipe.sources` metadata, status 'ok') and the run parameters (c_th,
-    n_th, bal_th, models, MgII threshold) found in the metadata, which must agree
+    n_th, bal_th, models, fit settings and templates, MgII threshold) found in the metadata, which must agree
     between plates.
     """
     found = find_products("quasarnet", directory)
@@ -312,7 +340,7 @@ def read_results(directory, plates=None):
         found = [(name, path) for name, path in found if name in wanted]
     if not found and plates is None:
         raise InputError(directory, "no quasarnet/qn-*.parquet results")
-    qn_tables, mgii_tables, absorber_tables, records = [], [], [], []
+    qn_tables, zfit_tables, mgii_tables, absorber_tables, records = [], [], [], [], []
     metadata = {}
     for name, qn_path in found:
         table = read_parquet(qn_path)
@@ -321,6 +349,7 @@ def read_results(directory, plates=None):
         _merge_parameters(metadata, meta, qn_path, ("c_th", "n_th", "bal_th", "qn_model", "qn_model_sha256"))
         sources = list(meta.get("sources", []))
         for product, tables, keys in (
+            ("zfit", zfit_tables, ("zfit_settings", "zfit_templates", "zfit_templates_sha256")),
             ("mgii", mgii_tables, ("mgii_threshold", "mgii_model", "mgii_model_sha256")),
             ("mgii_absorbers", absorber_tables, ("mgii_model", "mgii_model_sha256")),
         ):
@@ -333,7 +362,7 @@ def read_results(directory, plates=None):
                 sources += [s for s in extra_meta.get("sources", []) if s not in sources]
         records += [{"PATH": source, "PLATE": meta.get("plate", -1), "MJD": meta.get("mjd", -1), "STATUS": "ok"}
                     for source in sources]
-    return Results(qn_tables, mgii_tables, absorber_tables, inputs_columns(records), metadata)
+    return Results(qn_tables, zfit_tables, mgii_tables, absorber_tables, inputs_columns(records), metadata)
 
 
 def _merge_parameters(parameters, metadata, path, keys):
@@ -355,7 +384,8 @@ def results_header_cards(parameters, ninputs, date=None):
     return provenance.header_cards(
         c_th=parameters.get("c_th"), n_th=parameters.get("n_th"), bal_th=parameters.get("bal_th"),
         mgii_threshold=parameters.get("mgii_threshold"), models=models, ninputs=ninputs, date=date,
-    )
+    ) + provenance.zfit_cards(parameters.get("zfit_templates"), parameters.get("zfit_templates_sha256"),
+                              parameters.get("zfit_settings"))
 
 
 def catalog_from_results(results, out, plates=None, inputs=None, config=None, qso_only=False):
@@ -363,7 +393,7 @@ def catalog_from_results(results, out, plates=None, inputs=None, config=None, qs
 
     Parameters
     ----------
-    results : RESULTS directory (quasarnet/, mgii/).
+    results : RESULTS directory (quasarnet/, zfit/, mgii/).
     out : catalog FITS path.
     plates : iterable of plate-unit names to include, or None for all results files.
     inputs : records for the INPUTS HDU (see `inputs_columns`), or None to
@@ -375,7 +405,8 @@ def catalog_from_results(results, out, plates=None, inputs=None, config=None, qs
     Returns the path written.
     """
     found = read_results(results, plates)
-    catalog, absorbers = assemble_catalog(found.qn_tables, found.mgii_tables, found.absorber_tables)
+    catalog, absorbers = assemble_catalog(found.qn_tables, found.mgii_tables, found.absorber_tables,
+                                          found.zfit_tables)
     nfiber = len(catalog["PLATE"])
     if qso_only:
         catalog, absorbers = select_quasars(catalog, absorbers)

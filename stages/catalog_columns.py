@@ -23,6 +23,8 @@ _TFORM = {"i2": "I", "i4": "J", "i8": "K", "f4": "E", "f8": "D"}
 #: MGII_FLAG bit set by the catalog stage when a plate has no MgII results;
 #: high enough to stay clear of the MgII stage's own MgIIFlag bits.
 MGII_FLAG_NO_RESULTS = 1 << 30
+#: ZWARNING bit set by the catalog stage when a plate has no redshift-fit results (clear of ZWarning's bits).
+ZWARNING_NO_RESULTS = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,15 @@ CATALOG_COLUMNS = (
     Column("SDSS_NAME", "U19", "", "SDSS designation Jhhmmss.ss+ddmmss.s"),
     Column("OBJTYPE", "U16", "", "Object type from the plug map"),
     Column("IS_QSO_QN", "i2", "", "1 if >= N_TH lines have C > C_TH, else 0"),
+    Column("Z", "f8", "", "Best redshift: fit if ZWARNING = 0, else Z_QN"),
+    Column("ZERR", "f8", "", "Uncertainty of Z; -1 where Z is Z_QN"),
+    Column("ZWARNING", "i4", "", "Redshift-fit bits (ZWarning); 0 = Z is the fit"),
+    Column("SOURCE_Z", "U4", "", "Where Z comes from: 'ZFIT' or 'QN'"),
+    Column("DELTACHI2", "f4", "", "chi2 of next minimum minus best; 0 if none"),
+    Column("Z_PIPE", "f8", "", "Survey pipeline redshift (HDU2); -1 if none"),
+    Column("ZERR_PIPE", "f8", "", "Uncertainty of Z_PIPE; -1 if none"),
+    Column("ZWARNING_PIPE", "i4", "", "Survey pipeline ZWARNING; -1 if none"),
+    Column("CLASS_PIPE", "U6", "", "Survey pipeline class; '' if none"),
     Column("Z_QN", "f8", "", "Redshift of the most confident line; -1 if none"),
     *(Column(f"C_{name}", "f4", "", f"QuasarNET {_LINE_LABEL[name]} confidence; 0 if none")
       for name in LINE_NAMES),
@@ -87,7 +98,7 @@ ABSORBER_COLUMNS = (
     Column("MJD", "i4", "", "Modified Julian date of the plate observation"),
     Column("FIBERID", "i4", "", "Fiber number"),
     Column("TARGETID", "i8", "", "PLATE*10^9 + MJD*10^4 + FIBERID"),
-    Column("Z_QSO", "f8", "", "Quasar redshift used for the search (Z_QN)"),
+    Column("Z_QSO", "f8", "", "Quasar redshift of the search (Z)"),
     Column("Z_ABS", "f8", "", "Absorber redshift"),
     Column("Z_ABS_ERR", "f8", "", "Uncertainty of Z_ABS"),
     Column("EW_2796", "f4", "Angstrom", "Rest-frame equivalent width of MgII 2796"),
@@ -110,8 +121,12 @@ INPUT_COLUMNS = (
 FLAG_ENUMS = {
     "PREP_FLAG": ("qsopipe.stages.preprocess", "PrepFlag"),
     "QN_FLAG": ("qsopipe.stages.quasarnet", "QNFlag"),
+    "ZWARNING": ("qsopipe.stages.redshift_fit", "ZWarning"),
     "MGII_FLAG": ("qsopipe.stages.mgii", "MgIIFlag"),
 }
+
+#: Flag columns -> (their NO_RESULTS bit, the stage whose results are missing).
+NO_RESULTS_BITS = {"ZWARNING": (ZWARNING_NO_RESULTS, "redshift-fit"), "MGII_FLAG": (MGII_FLAG_NO_RESULTS, "MgII")}
 
 
 def markdown_table(columns):
@@ -162,9 +177,10 @@ def flag_sections():
             table = f"(`{module_name}.{enum_name}` is not available yet.)"
         else:
             table = flag_markdown(flag_enum)
-            if column == "MGII_FLAG":
-                table += (f"\n| {MGII_FLAG_NO_RESULTS.bit_length() - 1} | {MGII_FLAG_NO_RESULTS} | NO_RESULTS "
-                          "| set by the catalog stage: the plate has no MgII results |")
+            if column in NO_RESULTS_BITS:
+                bit, stage = NO_RESULTS_BITS[column]
+                table += (f"\n| {bit.bit_length() - 1} | {bit} | NO_RESULTS "
+                          f"| set by the catalog stage: the plate has no {stage} results |")
         sections.append(f"### {column} (`{module_name}.{enum_name}`)\n\n{table}")
     return "\n\n".join(sections)
 

@@ -1,8 +1,8 @@
 """MgII stage: the absorber CNN of Zhao et al. (2019) on quasar sightlines, then doublet fits.
 
 Science functions take arrays: `search_window`, `prepare_input`,
-`selection_flags`, `measure_absorbers`. `process_plate` turns one shard and
-its QuasarNET results into the two result tables; `command` is the thin
+`selection_flags`, `measure_absorbers`. `process_plate` turns one shard,
+its QuasarNET and its redshift-fit results into the two result tables; `command` is the thin
 `qsopipe mgii` CLI. TensorFlow is imported only when a model is loaded.
 
 Per fiber (mgii-pppp-mmmmm.parquet): MGII_PROB is -1 when the fiber was not
@@ -32,9 +32,8 @@ from qsopipe.pipeline.config import config_options, load_config
 from qsopipe.pipeline.constants import CIV_EMISSION, MGII_EMISSION, SPEED_OF_LIGHT_KMS
 from qsopipe.pipeline.grids import MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX
 from qsopipe.pipeline.ids import target_id
-from qsopipe.pipeline.layout import find_products, product_path
 from qsopipe.pipeline.parquet_io import list_column, with_metadata
-from qsopipe.pipeline.stage import Stage, run_stage_on_plates
+from qsopipe.pipeline.stage import Stage, run_stage_on_plates, shard_plates
 from qsopipe.stages.mgii_fit import (ABSORBER_DTYPE, DoubletCriteria, bridge_masked_pixels, running_continuum,
                                      search_doublets)
 
@@ -66,7 +65,7 @@ class MgIIFlag(enum.IntFlag):
     NOT_QSO = 1           #: IS_QSO_QN != 1 or QN_FLAG != 0
     WINDOW_OFF_GRID = 2   #: fewer than MIN_WINDOW_PIX search-window pixels on the 3841-pixel grid
     NO_CONTINUUM = 4      #: continuum-window median <= 0, or no pixel with ivar > 0 in it
-    Z_OUT_OF_RANGE = 8    #: Z_QN not in (0, 4.8]
+    Z_OUT_OF_RANGE = 8    #: Z (the fit, else Z_QN) not in (0, 4.8]
     BAD_PREP = 16         #: PREP_FLAG != 0
 
 
@@ -222,7 +221,7 @@ def measure_absorbers(flux, ivar, z_qso, criteria):
     return search_doublets(flux, ivar, wave_min, wave_max, running_continuum(flux, ivar), criteria)
 
 
-def process_plate(shard_table, qn_table, model, threshold, criteria=None):
+def process_plate(shard_table, qn_table, zfit_table, model, threshold, criteria=None):
     """The MgII results of one plate.
 
     Parameters
@@ -230,7 +229,9 @@ def process_plate(shard_table, qn_table, model, threshold, criteria=None):
     shard_table : pyarrow.Table, a preprocess shard (PLATE, MJD, FIBERID,
         PREP_FLAG, MGII_FLUX, MGII_IVAR)
     qn_table : pyarrow.Table, the plate's QuasarNET results, same row order
-        (FIBERID, IS_QSO_QN, Z_QN, QN_FLAG)
+        (FIBERID, IS_QSO_QN, QN_FLAG)
+    zfit_table : pyarrow.Table, the plate's redshift-fit results, same row order (FIBERID, Z:
+        the fitted redshift where ZWARNING = 0, else Z_QN); Z places the window and the rescaling
     model : a Keras MgII CNN or a qsopipe.models.mgii.MgIIPredictor
     threshold : float; sightlines with MGII_PROB >= threshold are searched for doublets, and
         IS_MGII_ABS = 1 where at least one is fitted (N_MGII_ABS > 0)
@@ -240,12 +241,13 @@ def process_plate(shard_table, qn_table, model, threshold, criteria=None):
     -------
     mgii_table : pyarrow.Table, one row per shard row (PLATE, MJD, FIBERID,
         MGII_PROB, IS_MGII_ABS, N_MGII_ABS, MGII_FLAG)
-    absorbers_table : pyarrow.Table, one row per fitted absorber on positive sightlines
+    absorbers_table : pyarrow.Table, one row per fitted absorber on positive sightlines (Z_QSO: Z)
     """
     fiberid = shard_table.column("FIBERID").to_numpy()
-    if not np.array_equal(fiberid, qn_table.column("FIBERID").to_numpy()):
-        raise ValueError("shard and QuasarNET results do not list the same fibers in the same order")
-    z_qso = qn_table.column("Z_QN").to_numpy().astype(np.float64)
+    for name, table in (("QuasarNET", qn_table), ("redshift-fit", zfit_table)):
+        if not np.array_equal(fiberid, table.column("FIBERID").to_numpy()):
+            raise ValueError(f"shard and {name} results do not list the same fibers in the same order")
+    z_qso = zfit_table.column("Z").to_numpy().astype(np.float64)
     flags = selection_flags(qn_table.column("IS_QSO_QN").to_numpy(), qn_table.column("QN_FLAG").to_numpy(),
                             shard_table.column("PREP_FLAG").to_numpy())
     candidates = np.flatnonzero(flags == 0)
@@ -321,10 +323,10 @@ def model_path(config):
 
 
 class MgIIStage(Stage):
-    """shard + quasarnet -> mgii (one row per fiber) and mgii_absorbers (one row per absorber)."""
+    """shard + quasarnet + zfit -> mgii (one row per fiber) and mgii_absorbers (one row per absorber)."""
 
     name = "mgii"
-    reads = ("shard", "quasarnet")
+    reads = ("shard", "quasarnet", "zfit")
     writes = ("mgii", "mgii_absorbers")
 
     def settings(self, config):
@@ -338,7 +340,7 @@ class MgIIStage(Stage):
         return load_model(str(model_path(config)))
 
     def run(self, inputs, config, model):
-        mgii_table, absorbers = process_plate(inputs["shard"], inputs["quasarnet"], model,
+        mgii_table, absorbers = process_plate(inputs["shard"], inputs["quasarnet"], inputs["zfit"], model,
                                               threshold=config["mgii_threshold"])
         metadata = results_metadata(model_path(config), config["mgii_threshold"])
         return {"mgii": with_metadata(mgii_table, metadata), "mgii_absorbers": with_metadata(absorbers, metadata)}
@@ -354,7 +356,7 @@ STAGE = MgIIStage()
 @click.command(name="mgii")
 @click.argument("shards", type=click.Path(exists=True, file_okay=False))
 @click.option("--qn", "qn_results", required=True, type=click.Path(exists=True, file_okay=False),
-              help="RESULTS directory holding quasarnet/qn-pppp-mmmmm.parquet.")
+              help="RESULTS directory holding quasarnet/qn-pppp-mmmmm.parquet and zfit/zfit-pppp-mmmmm.parquet.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="RESULTS directory; writes mgii/mgii-*.parquet and mgii/absorbers-*.parquet.")
 @config_options("mgii_model", "mgii_threshold", aliases={"mgii_model": "--model", "mgii_threshold": "--threshold"})
@@ -362,13 +364,7 @@ STAGE = MgIIStage()
 def command(shards, qn_results, out, force, **options):
     """Run the MgII absorber CNN on the quasars of every shard in SHARDS and fit their absorbers."""
     config = load_config(options.pop("config_file"), options)
-    plates = find_products("shard", shards)
-    if not plates:
-        raise click.ClickException(f"{shards}: no PLATE=*/plate-*.parquet shards")
-    for name, shard_path in plates:
-        qn_path = product_path("quasarnet", qn_results, name)
-        if not qn_path.is_file():
-            raise click.ClickException(f"{qn_path}: QuasarNET results missing for shard {shard_path}")
-    roots = {"shard": shards, "quasarnet": qn_results, "mgii": out, "mgii_absorbers": out}
-    if run_stage_on_plates(STAGE, [(name, None) for name, _ in plates], roots, config, force):
+    plates = shard_plates(shards, qn_results, ("quasarnet", "zfit"))
+    roots = {"shard": shards, "quasarnet": qn_results, "zfit": qn_results, "mgii": out, "mgii_absorbers": out}
+    if run_stage_on_plates(STAGE, plates, roots, config, force):
         raise SystemExit(1)

@@ -362,6 +362,7 @@ class PreprocessStage(Stage):
     """spectra -> shard: the QuasarNET and MgII inputs and PREP_FLAG of every fiber of a plate."""
 
     name = "preprocess"
+    version = 2  # 2: the fibers carry PIPE_COLUMNS
     reads = (SPECTRA,)
     writes = ("shard",)
 

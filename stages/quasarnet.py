@@ -16,9 +16,8 @@ import pyarrow as pa
 from qsopipe.models.boxes import BAL_INDEX, N_EMISSION, decode_finders
 from qsopipe.pipeline.config import config_options, load_config
 from qsopipe.pipeline.constants import QN_FINDERS
-from qsopipe.pipeline.layout import find_products
 from qsopipe.pipeline.parquet_io import list_column, read_metadata, with_metadata
-from qsopipe.pipeline.stage import Stage, run_stage_on_plates
+from qsopipe.pipeline.stage import Stage, run_stage_on_plates, shard_plates
 from qsopipe.pipeline.plate import FIBER_COLUMNS
 from qsopipe.stages.catalog_columns import LINE_NAMES
 from qsopipe.stages.decision import bal_flag, best_redshift, classify
@@ -150,8 +149,6 @@ STAGE = QuasarNetStage()
 def command(shards, results, force, **options):
     """Classify every shard under SHARDS; write RESULTS/quasarnet/qn-pppp-mmmmm.parquet per plate."""
     config = load_config(options.pop("config_file"), options)
-    plates = [(name, None) for name, _ in find_products("shard", shards)]
-    if not plates:
-        raise click.ClickException(f"{shards}: no PLATE=*/plate-*.parquet shards")
+    plates = shard_plates(shards)
     if run_stage_on_plates(STAGE, plates, {"shard": shards, "quasarnet": results}, config, force):
         raise SystemExit(1)

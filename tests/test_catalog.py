@@ -18,7 +18,7 @@ from qsopipe.pipeline.ids import target_id
 from qsopipe.stages import catalog as cat
 from qsopipe.stages.catalog_columns import (
     ABSORBER_COLUMNS, CATALOG_COLUMNS, CONFIDENCE_COLUMNS, INPUT_COLUMNS, LINE_REDSHIFT_COLUMNS,
-    MAX_DESCRIPTION, MGII_FLAG_NO_RESULTS, markdown_table,
+    MAX_DESCRIPTION, MGII_FLAG_NO_RESULTS, ZWARNING_NO_RESULTS, markdown_table,
 )
 
 C_TH, N_TH, BAL_TH = 0.4, 1, 0.5
@@ -89,11 +89,28 @@ def mgii_tables(qn, nabs_fibers=(2, 5)):
     return mgii.replace_schema_metadata(encoded), absorbers.replace_schema_metadata(encoded)
 
 
+def zfit_table(qn, failed=(3,)):
+    """Redshift-fit results for a QuasarNET table: quasars fitted 0.001 above Z_QN except rows `failed`."""
+    is_qso = qn["IS_QSO_QN"].to_numpy() == 1
+    z_qn = qn["Z_QN"].to_numpy()
+    zwarning = np.where(is_qso, 0, 1).astype(np.int32)
+    zwarning[list(failed)] |= 32
+    z_fit = np.where(is_qso, z_qn + 0.001, -1.0)
+    fitted = zwarning == 0
+    table = pa.table({name: qn[name] for name in ("PLATE", "MJD", "FIBERID")} | {
+        "Z_FIT": z_fit, "ZERR": np.where(is_qso, 2e-4, -1.0), "ZWARNING": zwarning,
+        "DELTACHI2": np.where(is_qso, 50.0, 0.0).astype(np.float32), "Z": np.where(fitted, z_fit, z_qn),
+        "SOURCE_Z": np.where(fitted, "ZFIT", "QN")})
+    meta = {"zfit_settings": {"window_kms": 6000.0, "min_deltachi2": 9.0}, "zfit_templates": "qso_templates.npz",
+            "zfit_templates_sha256": "ef" * 32}
+    return table.replace_schema_metadata({f"qsopipe.{k}".encode(): json.dumps(v).encode() for k, v in meta.items()})
+
+
 @pytest.fixture()
 def results_dir(tmp_path):
-    """RESULTS with two plates: 7001 (MgII run, two flagged fibers) and 7000 (no MgII results)."""
-    (tmp_path / "quasarnet").mkdir()
-    (tmp_path / "mgii").mkdir()
+    """RESULTS with two plates: 7001 (redshift fit and MgII run, two flagged fibers) and 7000 (neither)."""
+    for folder in ("quasarnet", "mgii", "zfit"):
+        (tmp_path / folder).mkdir()
     qn_a = qn_table(7001, 56600, 12, seed=1, flagged=(0, 7))
     qn_b = qn_table(7000, 56500, 9, seed=2)
     pq.write_table(qn_a, tmp_path / "quasarnet" / "qn-7001-56600.parquet")
@@ -101,6 +118,7 @@ def results_dir(tmp_path):
     mgii, absorbers = mgii_tables(qn_a)
     pq.write_table(mgii, tmp_path / "mgii" / "mgii-7001-56600.parquet")
     pq.write_table(absorbers, tmp_path / "mgii" / "absorbers-7001-56600.parquet")
+    pq.write_table(zfit_table(qn_a), tmp_path / "zfit" / "zfit-7001-56600.parquet")
     return tmp_path
 
 
@@ -129,7 +147,8 @@ def test_sdss_name_truncates_like_dr16q():
 
 def test_every_fiber_is_a_row_sorted_and_blanked(results_dir):
     found = cat.read_results(results_dir)
-    catalog, absorbers = cat.assemble_catalog(found.qn_tables, found.mgii_tables, found.absorber_tables)
+    catalog, absorbers = cat.assemble_catalog(found.qn_tables, found.mgii_tables, found.absorber_tables,
+                                              found.zfit_tables)
     assert len(catalog["PLATE"]) == 21
     key = list(zip(catalog["PLATE"], catalog["MJD"], catalog["FIBERID"]))
     assert key == sorted(key)
@@ -149,8 +168,26 @@ def test_every_fiber_is_a_row_sorted_and_blanked(results_dir):
     assert np.all(catalog["MGII_FLAG"][no_mgii] & MGII_FLAG_NO_RESULTS)
     assert np.all(catalog["MGII_FLAG"][~no_mgii] & MGII_FLAG_NO_RESULTS == 0)
     assert catalog["TARGETID"][0] == target_id(7000, 56500, 1)
+    assert np.all(catalog["Z_PIPE"] == -1) and np.all(catalog["ZWARNING_PIPE"] == -1)
+    assert np.all(catalog["CLASS_PIPE"] == "")
     assert len(absorbers["Z_ABS"]) == 3
     assert np.sum(catalog["N_MGII_ABS"][~no_mgii]) == 3
+
+
+def test_z_is_the_fit_where_zwarning_is_0_else_z_qn(results_dir):
+    found = cat.read_results(results_dir)
+    catalog, _ = cat.assemble_catalog(found.qn_tables, found.mgii_tables, found.absorber_tables,
+                                      found.zfit_tables)
+    fitted = catalog["ZWARNING"] == 0
+    no_fit = catalog["PLATE"] == 7000
+    assert fitted.sum() > 2 and not fitted[no_fit].any()
+    assert np.all(catalog["Z"][fitted] == catalog["Z_QN"][fitted] + 0.001)
+    assert np.all(catalog["Z"][~fitted] == catalog["Z_QN"][~fitted])
+    assert np.all(catalog["SOURCE_Z"] == np.where(fitted, "ZFIT", "QN"))
+    assert np.all(catalog["ZERR"] == np.where(fitted, 2e-4, -1.0))
+    assert np.all(catalog["ZWARNING"][no_fit] == ZWARNING_NO_RESULTS) and np.all(catalog["DELTACHI2"][no_fit] == 0)
+    assert np.all(catalog["ZWARNING"][~no_fit] & ZWARNING_NO_RESULTS == 0)
+    assert np.all(catalog["Z"][catalog["QN_FLAG"] != 0] == -1)
 
 
 def test_catalog_round_trips_with_units_descriptions_and_checksums(catalog_path):
@@ -179,6 +216,7 @@ def test_catalog_round_trips_with_units_descriptions_and_checksums(catalog_path)
         assert hdr["QNSHA256"] == "ab" * 32 and hdr["MGSHA256"] == "cd" * 32
         assert hdr["LINE1"] == "LYA" and hdr["LINEWAV7"] == pytest.approx(CIV_1548)
         assert hdr["NINPUTS"] == 2 and hdr["MGII_TH"] == 0.5
+        assert hdr["ZFSHA256"] == "ef" * 32 and hdr["ZFWINDOW"] == 6000.0 and hdr["ZFDCHI2"] == 9.0
         assert "numpy" in [hdr[key] for key in hdr.keys() if key.startswith("DEPNAM")]
 
 
@@ -206,7 +244,8 @@ def test_qso_only_keeps_quasars(results_dir, tmp_path):
 @pytest.mark.parametrize("failure", ["during_write", "at_rename"])
 def test_failed_write_leaves_no_file(results_dir, tmp_path, monkeypatch, failure):
     found = cat.read_results(results_dir)
-    catalog, absorbers = cat.assemble_catalog(found.qn_tables, found.mgii_tables, found.absorber_tables)
+    catalog, absorbers = cat.assemble_catalog(found.qn_tables, found.mgii_tables, found.absorber_tables,
+                                              found.zfit_tables)
     out_dir = tmp_path / "failing"
     out_dir.mkdir()
     if failure == "during_write":

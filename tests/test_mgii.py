@@ -118,13 +118,14 @@ def _tiny_plate():
     shard = pa.table({**ids, "PREP_FLAG": pa.array([0, 0, 0, 0, 8], pa.int32()),
                       "MGII_FLUX": fixed_size_list(flux), "MGII_IVAR": fixed_size_list(ivar)})
     qn = pa.table({**ids, "IS_QSO_QN": pa.array([1, 0, 0, 1, 1], pa.int16()),
-                   "Z_QN": pa.array([2.0, 0.0, -1.0, 0.2, 1.5]), "QN_FLAG": pa.array([0, 0, 1, 0, 0], pa.int32())})
-    return shard, qn
+                   "Z_QN": pa.array([1.99, 0.0, -1.0, 0.2, 1.5]), "QN_FLAG": pa.array([0, 0, 1, 0, 0], pa.int32())})
+    zfit = pa.table({**ids, "Z": pa.array([2.0, 0.0, -1.0, 0.2, 1.5])})
+    return shard, qn, zfit
 
 
 def test_process_plate_one_row_per_fiber(cnn):
-    shard, qn = _tiny_plate()
-    mgii, absorbers = process_plate(shard, qn, cnn, threshold=0.0)
+    shard, qn, zfit = _tiny_plate()
+    mgii, absorbers = process_plate(shard, qn, zfit, cnn, threshold=0.0)
     assert mgii.num_rows == 5
     assert mgii.column("FIBERID").to_pylist() == [1, 2, 3, 4, 5]
     assert mgii.schema.field("MGII_PROB").type == pa.float32()
@@ -138,18 +139,21 @@ def test_process_plate_one_row_per_fiber(cnn):
     assert absorbers.num_rows == 2
     assert np.allclose(absorbers.column("Z_ABS").to_numpy(), [1.2, 1.6], atol=2e-4)
     assert absorbers.column("TARGETID").to_pylist() == [target_id(7001, 56000, 1)] * 2
+    assert absorbers.column("Z_QSO").to_pylist() == [2.0, 2.0]
     assert absorbers.schema.field("EW_2796").type == pa.float32()
     assert absorbers.schema.field("Z_ABS").type == pa.float64()
 
-    mgii, absorbers = process_plate(shard, qn, cnn, threshold=1.0)
+    mgii, absorbers = process_plate(shard, qn, zfit, cnn, threshold=1.0)
     assert mgii.column("IS_MGII_ABS").to_pylist() == [0, -1, -1, -1, -1]
     assert mgii.column("N_MGII_ABS").to_pylist()[0] == 0 and absorbers.num_rows == 0
 
 
 def test_process_plate_rejects_misaligned_tables(cnn):
-    shard, qn = _tiny_plate()
-    with pytest.raises(ValueError, match="same fibers"):
-        process_plate(shard, qn.take([1, 0, 2, 3, 4]), cnn, threshold=0.0)
+    shard, qn, zfit = _tiny_plate()
+    with pytest.raises(ValueError, match="QuasarNET results do not list the same fibers"):
+        process_plate(shard, qn.take([1, 0, 2, 3, 4]), zfit, cnn, threshold=0.0)
+    with pytest.raises(ValueError, match="redshift-fit results do not list the same fibers"):
+        process_plate(shard, qn, zfit.take([1, 0, 2, 3, 4]), cnn, threshold=0.0)
 
 
 def test_command_writes_both_tables(cnn, tmp_path, caplog):
@@ -158,11 +162,12 @@ def test_command_writes_both_tables(cnn, tmp_path, caplog):
     from qsopipe.pipeline.parquet_io import read_metadata
     from qsopipe.stages.mgii import command
 
-    shard, qn = _tiny_plate()
-    (tmp_path / "shards" / "PLATE=7001").mkdir(parents=True)
-    (tmp_path / "results" / "quasarnet").mkdir(parents=True)
+    shard, qn, zfit = _tiny_plate()
+    for folder in ("shards/PLATE=7001", "results/quasarnet", "results/zfit"):
+        (tmp_path / folder).mkdir(parents=True)
     pq.write_table(shard, tmp_path / "shards" / "PLATE=7001" / "plate-7001-56000.parquet")
     pq.write_table(qn, tmp_path / "results" / "quasarnet" / "qn-7001-56000.parquet")
+    pq.write_table(zfit, tmp_path / "results" / "zfit" / "zfit-7001-56000.parquet")
     model_path = tmp_path / "mgii.keras"
     cnn.save(model_path)
     result = CliRunner().invoke(command, [str(tmp_path / "shards"), "--qn", str(tmp_path / "results"),

@@ -29,6 +29,10 @@ def test_every_real_spec_file_reads_as_the_file_says(sdss_dir):
         np.testing.assert_array_equal(spec.ivar[0], coadd[names["IVAR"]])
         assert 3500 < 10 ** spec.loglam[0] < 3900 and 9000 < 10 ** spec.loglam[-1] < 10500
         assert np.isfinite(spec.fibers["RA"][0])
+        row = fitsio.read(path, ext=2)[0]
+        assert spec.fibers["Z_PIPE"][0] == row["Z"] and spec.fibers["ZERR_PIPE"][0] == row["Z_ERR"]
+        assert spec.fibers["ZWARNING_PIPE"][0] == row["ZWARNING"]
+        assert spec.fibers["CLASS_PIPE"][0] == row["CLASS"].strip()
 
 
 def test_lite_files_carry_thing_id_and_objtype(sdss_dir):

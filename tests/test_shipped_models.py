@@ -16,6 +16,7 @@ from qsopipe.models.store import default_weights, load_model
 from qsopipe.stages import mgii, quasarnet
 from qsopipe.stages.evaluate import DV_MAX, velocity_offset
 from qsopipe.stages.preprocess import preprocess_plate
+from qsopipe.stages.redshift_fit import fit_plate
 
 #: Catalogued DR12 absorbers (Raghunathan et al. 2016) in the search windows: (plate, mjd, fiber) -> z_abs.
 CATALOGUED_ABSORBERS = {(3655, 55240, 156): 1.409, (3655, 55240, 714): 1.592}
@@ -62,7 +63,8 @@ def test_shipped_mgii_stage_finds_the_catalogued_absorbers(real_results):
     cnn = load_model(str(default_weights("mgii")))
     found = {}
     for shard, qn_table in real_results:
-        table, absorbers = mgii.process_plate(shard, qn_table, cnn, defaults()["mgii_threshold"])
+        table, absorbers = mgii.process_plate(shard, qn_table, fit_plate(shard, qn_table), cnn,
+                                              defaults()["mgii_threshold"])
         flags = table.select(["PLATE", "MJD", "FIBERID", "IS_MGII_ABS"]).to_pydict()
         rows = absorbers.select(["PLATE", "MJD", "FIBERID", "Z_ABS"]).to_pydict()
         for plate, mjd, fiber, is_abs in zip(*flags.values()):

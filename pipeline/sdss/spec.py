@@ -22,7 +22,10 @@ from qsopipe.pipeline.sdss.fitsfile import header_number, open_fits, read_column
 
 NAME_PATTERN = re.compile(r"spec-(?P<plate>\d{4,})-(?P<mjd>\d{5})-(?P<fiber>\d{4})\.fits(\.gz)?")
 COADD_COLUMNS = ("LOGLAM", "FLUX", "IVAR", "AND_MASK")
-_META_WANTED = ("PLATE", "MJD", "FIBERID", "THING_ID", "PLUG_RA", "PLUG_DEC", "OBJTYPE", *TARGET_COLUMNS)
+#: PIPE_COLUMNS -> the HDU2 (spAll / specObj) column each is read from.
+PIPE_SOURCES = {"Z_PIPE": "Z", "ZERR_PIPE": "Z_ERR", "ZWARNING_PIPE": "ZWARNING", "CLASS_PIPE": "CLASS"}
+_META_WANTED = ("PLATE", "MJD", "FIBERID", "THING_ID", "PLUG_RA", "PLUG_DEC", "OBJTYPE", *TARGET_COLUMNS,
+                *PIPE_SOURCES.values())
 #: Largest misalignment, in native pixels, still treated as the same 1e-4 grid.
 _GRID_TOLERANCE = 0.05
 
@@ -46,9 +49,10 @@ def read_spec(path):
     fibers["PLATE"], fibers["MJD"], fibers["FIBERID"] = plate, mjd, fiber
     fibers["RA"] = meta.get("PLUG_RA", header.get("PLUG_RA", np.nan))
     fibers["DEC"] = meta.get("PLUG_DEC", header.get("PLUG_DEC", np.nan))
-    for name in ("OBJTYPE", "THING_ID", *TARGET_COLUMNS):
-        if name in meta:
-            value = meta[name]
+    copied = {name: name for name in ("OBJTYPE", "THING_ID", *TARGET_COLUMNS)} | PIPE_SOURCES
+    for name, source in copied.items():
+        if source in meta:
+            value = meta[source]
             fibers[name] = str(value).strip() if FIBER_COLUMNS[name].startswith("U") else value
     loglam = coadd["LOGLAM"].astype(np.float64)
     if loglam.size == 0:

@@ -1,0 +1,185 @@
+"""The redshift fit against redrock 0.21, side by side on the same real spectra, one core each.
+
+    .venv/bin/python -m pip install -e '.[bench]'          # redrock 0.21 (benchmark only)
+    qsopipe run ../shared/data/sdss/dr16_spec_lite_picca ../shared/data/sdss/spec_full_pyqsofit \
+        --out REAL --keep-shards
+    python benchmarks/zfit_speed.py --run REAL [--json OUT.json]
+
+Spectra: every fiber QuasarNET calls a quasar, on the MgII grid of the
+shards (MGII_FLUX, MGII_IVAR; 3800-9200 A, 1e-4 dex). Both fitters get the
+same two templates (redrock-templates QSO-LOZ and QSO-HIZ v1.1, from
+../shared/data/templates) and a window of +-window_kms around Z_QN, LOZ
+where Z_QN is in its redshift range, HIZ in its own, both in the overlap.
+redrock: one `zfind` per spectrum with `Template` copies whose redshifts
+are the template's own grid step (5e-4 dex) across the window, wavelengths
+clipped to what the templates cover at those redshifts, an identity
+resolution matrix, no polynomial (its QSO default); the per-spectrum
+template rebinning is part of its cost. Ours: `fit_redshifts` on the same
+arrays. Both: single-threaded BLAS and numba, no multiprocessing; redrock's
+first spectrum (numba compilation) is timed apart. Accuracy: median and
+NMAD of c (Z - Z_spAll) / (1 + Z_spAll) on the fibers with a confident
+spAll redshift (ZWARNING 0, CLASS QSO).
+"""
+
+import os
+
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+import argparse
+import contextlib
+import copy
+import io
+import json
+import time
+from pathlib import Path
+
+import fitsio
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse
+
+from qsopipe.pipeline import grids
+from qsopipe.pipeline.parquet_io import list_column
+from qsopipe.stages.redshift_fit import FitSettings, fit_redshifts
+from qsopipe.stages.redshift_templates import C_KMS
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATE_DIR = REPO.parent / "shared" / "data" / "templates"
+SPALL = REPO.parent / "shared" / "data" / "sdss" / "dr16_spec_lite_picca" / "catalogs" / "spAll-plate3655.fits"
+#: Margin (A) kept inside the templates' coverage when clipping wavelengths for redrock.
+CLIP_MARGIN_A = 2.0
+
+
+def quasar_spectra(run):
+    """flux, ivar (n, 3841), Z_QN, BAL flag, (plate, mjd, fiber) keys of every QuasarNET quasar of a run."""
+    flux, ivar, z_qn, bal, keys = [], [], [], [], []
+    for qn_file in sorted(Path(run, "results", "quasarnet").glob("qn-*.parquet")):
+        plate, mjd = qn_file.stem.split("-")[1:]
+        qn = pq.read_table(qn_file)
+        shard = pq.read_table(Path(run, "shards", f"PLATE={plate}", f"plate-{plate}-{mjd}.parquet"))
+        chosen = pa.array(qn.column("IS_QSO_QN").to_numpy() == 1)
+        qn, shard = qn.filter(chosen), shard.filter(chosen)
+        flux.append(list_column(shard, "MGII_FLUX", np.float64))
+        ivar.append(list_column(shard, "MGII_IVAR", np.float64))
+        z_qn.append(qn.column("Z_QN").to_numpy())
+        bal.append(qn.column("BAL_FLAG_QN").to_numpy() == 1)
+        keys += zip(*(qn.column(n).to_pylist() for n in ("PLATE", "MJD", "FIBERID")))
+    return np.concatenate(flux), np.concatenate(ivar), np.concatenate(z_qn), np.concatenate(bal), keys
+
+
+def spall_redshifts(keys):
+    """spAll Z (n,) of confident quasars (ZWARNING 0, CLASS QSO), NaN for the other keys."""
+    spall = fitsio.read(str(SPALL), columns=["PLATE", "MJD", "FIBERID", "Z", "ZWARNING", "CLASS"])
+    confident = {(int(r["PLATE"]), int(r["MJD"]), int(r["FIBERID"])): float(r["Z"]) for r in spall
+                 if r["ZWARNING"] == 0 and r["CLASS"].strip() == "QSO"}
+    return np.array([confident.get(tuple(key), np.nan) for key in keys])
+
+
+def accuracy(z, z_true):
+    """median and NMAD (km/s) of c (z - z_true) / (1 + z_true) where z_true is known."""
+    known = np.isfinite(z_true)
+    dv = C_KMS * (z[known] - z_true[known]) / (1 + z_true[known])
+    median = float(np.median(dv))
+    return {"n": int(known.sum()), "median_kms": round(median, 1),
+            "nmad_kms": round(float(1.4826 * np.median(np.abs(dv - median))), 1)}
+
+
+def time_ours(flux, ivar, z_qn, bal, repeat=3):
+    """(Z (n,): fit where ZWARNING == 0, else Z_QN; best-of-`repeat` seconds) of `fit_redshifts`."""
+    seconds = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fit_redshifts(flux, ivar, z_qn, np.ones(len(z_qn), bool), bal)
+        seconds.append(time.perf_counter() - start)
+    return np.where(out["ZWARNING"] == 0, out["Z_FIT"], z_qn), min(seconds)
+
+
+class RedrockWindowFit:
+    """redrock 0.21 `zfind` on one spectrum with the QSO templates restricted to a window around Z_QN."""
+
+    def __init__(self, window_kms):
+        np.NaN = np.nan  # redrock 0.21's priors module still uses the alias numpy 2 removed
+        from redrock.templates import Template
+
+        self.window_dex = np.log10(1 + window_kms / C_KMS)
+        self.templates = [Template(str(TEMPLATE_DIR / f"rrtemplate-QSO-{name}-v1.1.fits")) for name in ("LOZ", "HIZ")]
+
+    def window_templates(self, z_qn):
+        """Copies of the templates whose range holds z_qn, with redshifts on their own step across the window."""
+        chosen = []
+        for template in self.templates:
+            grid = template.redshifts
+            if not grid[0] <= z_qn <= grid[-1]:
+                continue
+            step = np.median(np.diff(np.log10(1 + grid)))
+            half = int(np.ceil(self.window_dex / step))
+            trial = 10 ** (np.log10(1 + z_qn) + step * np.arange(-half, half + 1)) - 1
+            window = copy.copy(template)
+            window._redshifts = trial[(trial >= grid[0]) & (trial <= grid[-1])]
+            chosen.append(window)
+        return chosen
+
+    def __call__(self, wave, flux, ivar, z_qn, targetid):
+        """Best redshift (z, zwarn) of one spectrum (wave in A)."""
+        from redrock.targets import DistTargetsCopy, Spectrum, Target
+        from redrock.templates import DistTemplate
+        from redrock.zfind import zfind
+
+        templates = self.window_templates(z_qn)
+        low = max(t.wave.min() * (1 + t.redshifts.max()) for t in templates) + CLIP_MARGIN_A
+        high = min(t.wave.max() * (1 + t.redshifts.min()) for t in templates) - CLIP_MARGIN_A
+        keep = (wave > low) & (wave < high)
+        n = int(keep.sum())
+        resolution = scipy.sparse.dia_matrix((np.ones((1, n)), [0]), shape=(n, n))
+        spectrum = Spectrum(wave[keep], flux[keep], ivar[keep], resolution)
+        targets = DistTargetsCopy([Target(targetid, [spectrum])])
+        dwave = targets.wavegrids()
+        with contextlib.redirect_stdout(io.StringIO()):
+            _, fits = zfind(targets, [DistTemplate(t, dwave) for t in templates], mp_procs=1)
+        best = fits[fits["znum"] == 0][0]
+        return float(best["z"]), int(best["zwarn"])
+
+
+def time_redrock(flux, ivar, z_qn, window_kms):
+    """(Z (n,), seconds for spectra 2..n, seconds of the first) of redrock on every spectrum."""
+    fitter = RedrockWindowFit(window_kms)
+    wave = 10 ** grids.mgii_loglam()
+    z = np.empty(len(z_qn))
+    start = time.perf_counter()
+    first = None
+    for row in range(len(z_qn)):
+        z[row], zwarn = fitter(wave, flux[row], ivar[row], z_qn[row], row)
+        z[row] = z[row] if zwarn == 0 else z_qn[row]
+        if row == 0:
+            first = time.perf_counter() - start
+            start = time.perf_counter()
+    return z, time.perf_counter() - start, first
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="`qsopipe run --keep-shards` output of the real spectra")
+    parser.add_argument("--json", help="write the figures here too")
+    args = parser.parse_args()
+    flux, ivar, z_qn, bal, keys = quasar_spectra(args.run)
+    z_true = spall_redshifts(keys)
+    window_kms = FitSettings().window_kms
+    z_ours, ours_s = time_ours(flux, ivar, z_qn, bal)
+    z_rr, rr_s, rr_first_s = time_redrock(flux, ivar, z_qn, window_kms)
+    n = len(z_qn)
+    result = {"spectra": n, "window_kms": window_kms,
+              "ours": {"seconds": round(ours_s, 4), "spectra_per_s": round(n / ours_s, 1), **accuracy(z_ours, z_true)},
+              "redrock_0.21": {"seconds": round(rr_s, 2), "first_spectrum_s": round(rr_first_s, 2),
+                               "spectra_per_s": round((n - 1) / rr_s, 2), **accuracy(z_rr, z_true)},
+              "Z_QN": accuracy(z_qn, z_true)}
+    result["speed_ratio"] = round(result["ours"]["spectra_per_s"] / result["redrock_0.21"]["spectra_per_s"], 1)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

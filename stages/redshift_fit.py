@@ -1,0 +1,359 @@
+"""Template redshift fit around QuasarNET's answer: Z_FIT, ZERR, ZWARNING, DELTACHI2.
+
+For every fiber QuasarNET calls a quasar, the MgII-grid spectrum (3841
+pixels of 1e-4 dex from 3800 A) is fitted with a template's 4 eigenspectra
+plus NPOLY Legendre polynomials (broad-band calibration) at whole-pixel
+shifts (69 km/s) within +-window_kms of Z_QN:
+
+1. coarse scan: spectrum and templates binned by `coarse_factor` pixels,
+   every coarse shift of the window;
+2. fine scan: every whole-pixel shift within +-(coarse_factor // 2 + 2) of the
+   best coarse shift and of the runner-up (the lowest other local minimum
+   more than exclusion_kms away; window ends count as minima; else the
+   lowest coarse point that far away);
+3. a parabola through the best fine shift and its neighbours gives Z_FIT
+   and ZERR (Delta chi2 = 1, from the curvature); DELTACHI2 is the lowest
+   fine chi2 more than exclusion_kms from the best, minus the best.
+
+Template choice: LOZ where Z_QN is in its range (0.05-1.598), HIZ in its own
+(1.4-6.99); both in the overlap, the lower chi2 wins (both cover the whole
+grid there). Pixels: ivar > 0 (the shard's MGII_IVAR is 0 where a native
+pixel had ivar 0), inside the template's rest coverage at every shift of the
+window, redward of forest_rest_max (1250 A rest at Z_QN: no Lyman-alpha
+forest, no NV); on BAL quasars (BAL_FLAG_QN) the troughs blueward of CIV and SiIV
+emission up to bal_kms (placed with Z_QN) are masked.
+
+`fit_redshifts` is the science (arrays in, arrays out); `fit_plate` turns a
+shard and its QuasarNET results into the per-fiber redshift table.
+"""
+
+import enum
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from qsopipe.pipeline import grids
+from qsopipe.pipeline.digests import sha256_of_file
+from qsopipe.pipeline.parquet_io import list_column, with_metadata
+from qsopipe.stages.redshift_scan import product_kernels, scan_chi2
+from qsopipe.stages.redshift_templates import (
+    C_KMS, PIXEL_KMS, TEMPLATE_FILE, load_templates, redshift_of_shift, shift_of_redshift)
+
+
+class ZWarning(enum.IntFlag):
+    """ZWARNING bits (0 = a good fit, and then Z = Z_FIT)."""
+
+    NOT_FITTED = 1            #: QuasarNET does not call the fiber a quasar (IS_QSO_QN = 0): not fitted
+    OUT_OF_RANGE = 2          #: Z_QN outside every template's redshift range: not fitted
+    NO_DATA = 4               #: no usable pixel (ivar > 0, inside the template's coverage): not fitted
+    FEW_PIXELS = 8            #: fewer than min_pixels usable pixels: not fitted
+    WINDOW_EDGE = 16          #: the chi2 minimum lies at an end of the search window
+    SMALL_DELTA_CHI2 = 32     #: DELTACHI2 < min_deltachi2 (or no other redshift in the window to compare)
+    NEGATIVE_AMPLITUDE = 64   #: the first eigenspectrum (the mean quasar) has a coefficient <= 0
+    FIT_FAILED = 128          #: non-finite chi2, or no curvature at the minimum
+
+
+#: Rest wavelengths (A) whose blue side is masked on BAL quasars: CIV 1548.2, SiIV 1393.8.
+BAL_LINES = (1548.2049, 1393.755)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Knobs of the fit (defaults chosen on the tuning simulation, seed 5151, and the real spectra).
+
+    window_kms : half-width of the search window around Z_QN, km/s
+    coarse_factor : pixels per bin of the coarse scan (its shift step is coarse_factor x 69 km/s)
+    exclusion_kms : minima closer than this to the best are the same minimum, km/s
+    min_deltachi2 : DELTACHI2 below this sets SMALL_DELTA_CHI2
+    min_pixels : fewest usable pixels for a fit
+    npoly : Legendre polynomial terms added to the eigenspectra
+    bal_kms : extent of the masked BAL troughs blueward of CIV and SiIV, km/s
+    forest_rest_max : pixels bluer than this rest wavelength (A, placed with Z_QN) are left out:
+        the Lyman-alpha forest, whose absorption differs from sightline to sightline
+    """
+
+    window_kms: float = 6000.0
+    coarse_factor: int = 8
+    exclusion_kms: float = 1000.0
+    min_deltachi2: float = 9.0
+    min_pixels: int = 200
+    npoly: int = 3
+    bal_kms: float = 25000.0
+    forest_rest_max: float = 1250.0
+
+
+def fit_redshifts(flux, ivar, z_qn, fit, bal=None, settings=FitSettings(), templates=None):
+    """Template redshifts of the spectra QuasarNET calls quasars.
+
+    Parameters
+    ----------
+    flux, ivar : ndarray (n, 3841), flux on the MgII grid (1e-17 erg/s/cm^2/A) and its inverse variance
+    z_qn : float (n,), QuasarNET redshift (the window centre)
+    fit : bool (n,), fibers to fit (IS_QSO_QN == 1); the others get NOT_FITTED
+    bal : bool (n,), optional, BAL quasars (troughs masked)
+    settings : FitSettings
+    templates : tuple of RestTemplate [default: the shipped LOZ and HIZ]
+
+    Returns
+    -------
+    dict of (n,) arrays: Z_FIT, ZERR (float64; -1 where not measured),
+    ZWARNING (int32, ZWarning bits), DELTACHI2 (float32; 0 where not
+    measured), CHI2 (float64, at the minimum; 0 where not fitted), NPIX
+    (int32, pixels in the fit), TEMPLATE (int16, index in `templates`;
+    -1 where none).
+    """
+    templates = load_templates() if templates is None else templates
+    n = len(z_qn)
+    z_qn = np.asarray(z_qn, np.float64)
+    fit = np.asarray(fit, bool)
+    bal = np.zeros(n, bool) if bal is None else np.asarray(bal, bool)
+    out = {"Z_FIT": np.full(n, -1.0), "ZERR": np.full(n, -1.0),
+           "ZWARNING": np.where(fit, 0, ZWarning.NOT_FITTED).astype(np.int32),
+           "DELTACHI2": np.zeros(n, np.float32), "CHI2": np.full(n, np.inf), "NPIX": np.zeros(n, np.int32),
+           "TEMPLATE": np.full(n, -1, np.int16)}
+    valid_z = np.isfinite(z_qn) & (z_qn > -1)
+    in_range = np.zeros(n, bool)
+    for index, template in enumerate(templates):
+        rows = np.flatnonzero(fit & valid_z & (z_qn >= template.zmin) & (z_qn <= template.zmax))
+        in_range[rows] = True
+        if rows.size == 0:
+            continue
+        weight = usable_weight(flux[rows], ivar[rows], z_qn[rows], bal[rows], settings)
+        result = fit_template(flux[rows], weight, z_qn[rows], template, settings)
+        better = result["CHI2"] < out["CHI2"][rows]
+        first = out["TEMPLATE"][rows] < 0
+        take = rows[better | first]
+        for name, values in result.items():
+            out[name][take] = values[better | first]
+        out["TEMPLATE"][take] = index
+    out["ZWARNING"][fit & ~in_range] |= np.int32(ZWarning.OUT_OF_RANGE)
+    out["CHI2"][~np.isfinite(out["CHI2"])] = 0.0
+    return out
+
+
+def usable_weight(flux, ivar, z_qn, bal, settings=FitSettings()):
+    """Fit weights (n, 3841) float32: ivar where positive and finite with finite flux, 0 elsewhere and
+    on BAL troughs (rows with `bal`: rest wavelengths from BAL_LINES x Doppler(-bal_kms) up to each line,
+    placed with z_qn)."""
+    weight = np.where(np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0), ivar, 0.0).astype(np.float32)
+    rest = 10.0 ** grids.mgii_loglam()[None, :] / (1.0 + z_qn[:, None])
+    weight[rest < settings.forest_rest_max] = 0.0
+    if np.any(bal):
+        beta = settings.bal_kms / C_KMS
+        blue_edge = np.sqrt((1 - beta) / (1 + beta))
+        trough = np.zeros((int(np.sum(bal)), rest.shape[1]), bool)
+        for line in BAL_LINES:
+            trough |= (rest[bal] >= line * blue_edge) & (rest[bal] <= line)
+        weight[bal] = np.where(trough, 0.0, weight[bal])
+    return weight
+
+
+def fit_template(flux, weight, z_qn, template, settings=FitSettings()):
+    """Fit one template to every spectrum, in a window around z_qn clipped to the template's range.
+
+    Parameters
+    ----------
+    flux : ndarray (n, 3841); weight : float32 (n, 3841) from `usable_weight`
+    z_qn : float64 (n,), inside [template.zmin, template.zmax]
+    template : RestTemplate; settings : FitSettings
+
+    Returns
+    -------
+    dict of (n,) arrays, as `fit_redshifts` (without TEMPLATE); CHI2 is inf
+    where no fit was made.
+    """
+    flux = np.where(weight > 0, flux, 0.0).astype(np.float32)
+    n, npix = flux.shape
+    window = _Window.around(z_qn, template, settings)
+    weight = weight * window.coverage(npix, template, settings.coarse_factor)
+    npix_fit = (weight > 0).sum(axis=1).astype(np.int32)
+    warning = np.where(npix_fit == 0, ZWarning.NO_DATA,
+                       np.where(npix_fit < settings.min_pixels, ZWarning.FEW_PIXELS, 0)).astype(np.int32)
+    out = {"Z_FIT": np.full(n, -1.0), "ZERR": np.full(n, -1.0), "ZWARNING": warning,
+           "DELTACHI2": np.zeros(n, np.float32), "CHI2": np.full(n, np.inf), "NPIX": npix_fit}
+    rows = np.flatnonzero(warning == 0)
+    if rows.size:
+        scan = _scan_window(flux[rows], weight[rows], window.take(rows), template, settings)
+        for name, values in scan.items():
+            out[name][rows] = values
+    return out
+
+
+@dataclass(frozen=True)
+class _Window:
+    """Search windows of n spectra: whole shifts first..last (inclusive, int (n,) each)."""
+
+    first: np.ndarray
+    last: np.ndarray
+
+    @classmethod
+    def around(cls, z_qn, template, settings):
+        half = int(round(settings.window_kms / PIXEL_KMS))
+        centre = np.rint(shift_of_redshift(z_qn)).astype(np.int64)
+        lowest, highest = template.shift_range()
+        return cls(np.clip(centre - half, lowest, highest), np.clip(centre + half, lowest, highest))
+
+    def take(self, rows):
+        return _Window(self.first[rows], self.last[rows])
+
+    def coverage(self, npix, template, margin):
+        """Observed pixels (n, npix) the template covers at every shift of the window, `margin` pixels inside."""
+        pixel = np.arange(npix)[None, :]
+        low = (self.last + template.kmin + margin)[:, None]
+        high = (self.first + template.kmin + template.nrest - margin)[:, None]
+        return (pixel >= low) & (pixel < high)
+
+
+def _scan_window(flux, weight, window, template, settings):
+    """Coarse scan, fine scans of the two best minima, parabola: the fit columns of usable spectra."""
+    factor = settings.coarse_factor
+    exclusion = settings.exclusion_kms / PIXEL_KMS
+    coarse_shift, coarse_chi2 = _coarse_scan(flux, weight, window, template, settings)
+    candidates = _candidate_shifts(coarse_shift, coarse_chi2, exclusion)
+    half = factor // 2 + 2
+    rows = np.repeat(np.arange(len(flux)), 2)
+    shifts = candidates.reshape(-1, 1) - half + np.arange(2 * half + 1)
+    chi2, coeff = scan_chi2(flux[rows], weight[rows], shifts[:, 0] + template.kmin, 2 * half + 1,
+                            template.basis, settings.npoly)
+    inside = (shifts >= window.first[rows, None]) & (shifts <= window.last[rows, None])
+    chi2 = np.where(inside & np.isfinite(chi2), chi2, np.inf)
+    return _refine(shifts.reshape(len(flux), -1), chi2.reshape(len(flux), -1),
+                   coeff.reshape(len(flux), -1, coeff.shape[-1]), window, exclusion, 2 * half + 1, settings)
+
+
+def _coarse_scan(flux, weight, window, template, settings):
+    """Shifts (n, nlag) int and chi2 (n, nlag) (inf outside the window) of the binned scan."""
+    factor = settings.coarse_factor
+    binned_weight = bin_sum(weight, factor)
+    binned_flux = np.divide(bin_sum(weight * flux, factor), binned_weight,
+                            out=np.zeros_like(binned_weight), where=binned_weight > 0)
+    basis, kmin = bin_mean_rest(template.basis, template.kmin, factor)
+    products, pairs = product_kernels(template.basis)
+    products = bin_mean_rest(products, template.kmin, factor)[0]
+    first = -(-window.first // factor)
+    nlag = int(np.max(window.last // factor - first)) + 1
+    chi2, _ = scan_chi2(binned_flux, binned_weight, first + kmin, nlag, basis, settings.npoly, (products, pairs))
+    shift = (first[:, None] + np.arange(nlag)) * factor
+    inside = shift <= window.last[:, None]
+    return shift, np.where(inside & np.isfinite(chi2), chi2, np.inf)
+
+
+def bin_sum(values, factor):
+    """Sums over consecutive groups of `factor` pixels: (n, npix) -> (n, ceil(npix / factor))."""
+    n, npix = values.shape
+    padded = np.zeros((n, -(-npix // factor) * factor), values.dtype)
+    padded[:, :npix] = values
+    return padded.reshape(n, -1, factor).sum(axis=2)
+
+
+def bin_mean_rest(kernels, kmin, factor):
+    """Rest-frame kernels (m, nk) with first rest pixel kmin averaged over rest bins floor(k / factor).
+
+    Returns (binned (m, nbin), first rest bin); pixels outside the kernel count as 0.
+    """
+    first_bin = kmin // factor
+    offset = kmin - first_bin * factor
+    padded = np.zeros((kernels.shape[0], -(-(kernels.shape[1] + offset) // factor) * factor))
+    padded[:, offset:offset + kernels.shape[1]] = kernels
+    return padded.reshape(kernels.shape[0], -1, factor).mean(axis=2), first_bin
+
+
+def _candidate_shifts(shift, chi2, exclusion):
+    """(n, 2) whole shifts: the best coarse shift and the runner-up (see the module docstring).
+
+    Where nothing lies beyond `exclusion` pixels, the runner-up repeats the best.
+    """
+    n = len(chi2)
+    best = np.argmin(chi2, axis=1)
+    padded = np.pad(chi2, ((0, 0), (1, 1)), constant_values=np.inf)
+    local = np.isfinite(chi2) & (chi2 <= padded[:, :-2]) & (chi2 <= padded[:, 2:])
+    far = np.abs(shift - shift[np.arange(n), best][:, None]) > exclusion
+    ranked = np.where(far & local, chi2, np.inf)
+    fallback = np.where(far, chi2, np.inf)
+    second = np.where(np.isfinite(ranked).any(axis=1), np.argmin(ranked, axis=1), np.argmin(fallback, axis=1))
+    second = np.where(np.isfinite(fallback).any(axis=1), second, best)
+    return np.stack([shift[np.arange(n), best], shift[np.arange(n), second]], axis=1)
+
+
+def _refine(shift, chi2, coeff, window, exclusion, nlag, settings):
+    """Best fine shift, parabola, DELTACHI2 and warnings from pooled fine scans.
+
+    shift, chi2 : (n, m) whole shifts and chi2 of both fine scans side by side (nlag each);
+    coeff : (n, m, nbasis + npoly).
+    """
+    n = len(chi2)
+    rows = np.arange(n)
+    best = np.argmin(chi2, axis=1)
+    best_chi2 = chi2[rows, best]
+    best_shift = shift[rows, best]
+    far = np.abs(shift - best_shift[:, None]) > exclusion
+    second_chi2 = np.min(np.where(far, chi2, np.inf), axis=1)
+    position = best % nlag
+    left = np.where(position > 0, chi2[rows, best - 1], np.inf)
+    right = np.where(position < nlag - 1, chi2[rows, np.minimum(best + 1, chi2.shape[1] - 1)], np.inf)
+    curvature = left - 2 * best_chi2 + right
+    measured = np.isfinite(best_chi2) & np.isfinite(curvature) & (curvature > 0)
+    safe = np.where(measured, curvature, 1.0)
+    slope = np.where(measured, left - right, 0.0)
+    offset = 0.5 * slope / safe
+    fitted_shift = best_shift + offset
+    z = redshift_of_shift(fitted_shift)
+    zerr = np.log(10.0) * grids.MGII_DLOGLAM * (1.0 + z) * np.sqrt(2.0 / safe)
+    chi2_min = best_chi2 - 0.25 * offset * slope
+    deltachi2 = second_chi2 - chi2_min
+    edge = (best_shift <= window.first) | (best_shift >= window.last)
+    warning = np.zeros(n, np.int32)
+    warning[edge] |= ZWarning.WINDOW_EDGE
+    warning[~measured & ~edge] |= ZWarning.FIT_FAILED
+    warning[~(deltachi2 >= settings.min_deltachi2)] |= ZWarning.SMALL_DELTA_CHI2
+    warning[~(coeff[rows, best, 0] > 0)] |= ZWarning.NEGATIVE_AMPLITUDE
+    good = measured & np.isfinite(z)
+    return {"Z_FIT": np.where(good, z, -1.0), "ZERR": np.where(good, zerr, -1.0), "ZWARNING": warning,
+            "DELTACHI2": np.where(np.isfinite(deltachi2), deltachi2, 0.0).astype(np.float32),
+            "CHI2": np.where(np.isfinite(chi2_min), chi2_min, np.inf)}
+
+
+#: Columns of `fit_plate`'s table, in order, with their Arrow types.
+ZFIT_COLUMNS = {"PLATE": pa.int32(), "MJD": pa.int32(), "FIBERID": pa.int32(), "Z_FIT": pa.float64(),
+                "ZERR": pa.float64(), "ZWARNING": pa.int32(), "DELTACHI2": pa.float32(), "Z": pa.float64(),
+                "SOURCE_Z": pa.string()}
+
+
+def best_redshift(z_fit, zwarning, z_qn):
+    """Z (n,) float64: z_fit where zwarning == 0, else z_qn; and SOURCE_Z (n,) 'ZFIT' or 'QN'."""
+    use_fit = (np.asarray(zwarning) == 0) & np.isfinite(z_fit)
+    return np.where(use_fit, z_fit, z_qn).astype(np.float64), np.where(use_fit, "ZFIT", "QN")
+
+
+def fit_plate(shard, qn, settings=FitSettings()):
+    """The redshift table of one plate: one row per shard row, same order.
+
+    Parameters
+    ----------
+    shard : pyarrow.Table, a preprocess shard (PLATE, MJD, FIBERID, MGII_FLUX, MGII_IVAR)
+    qn : pyarrow.Table, its QuasarNET results (same rows; Z_QN, IS_QSO_QN, BAL_FLAG_QN)
+
+    Returns
+    -------
+    pyarrow.Table with ZFIT_COLUMNS: Z_FIT, ZERR (-1 where not measured),
+    ZWARNING (ZWarning bits; NOT_FITTED on fibers that are not quasars),
+    DELTACHI2 (0 where not measured), Z (Z_FIT where ZWARNING == 0, else
+    Z_QN, which is -1 on unclassified fibers) and SOURCE_Z ('ZFIT' or 'QN').
+    Schema metadata: the settings, the template file and its sha256, the ZWARNING bits.
+    """
+    for name in ("PLATE", "MJD", "FIBERID"):
+        if not shard.column(name).equals(qn.column(name)):
+            raise ValueError(f"shard and QuasarNET results differ in {name}: not the same plate or order")
+    z_qn = qn.column("Z_QN").to_numpy().astype(np.float64)
+    result = fit_redshifts(list_column(shard, "MGII_FLUX"), list_column(shard, "MGII_IVAR"), z_qn,
+                           qn.column("IS_QSO_QN").to_numpy() == 1, qn.column("BAL_FLAG_QN").to_numpy() == 1,
+                           settings)
+    z, source = best_redshift(result["Z_FIT"], result["ZWARNING"], z_qn)
+    columns = {name: shard.column(name) for name in ("PLATE", "MJD", "FIBERID")}
+    columns.update(Z_FIT=result["Z_FIT"], ZERR=result["ZERR"], ZWARNING=result["ZWARNING"],
+                   DELTACHI2=result["DELTACHI2"], Z=z, SOURCE_Z=source)
+    table = pa.table({name: pa.array(columns[name], type=kind) for name, kind in ZFIT_COLUMNS.items()})
+    return with_metadata(table, {"zfit_settings": asdict(settings), "zfit_templates": TEMPLATE_FILE.name,
+                                 "zfit_templates_sha256": sha256_of_file(TEMPLATE_FILE),
+                                 "zwarning_bits": {flag.name: int(flag.value) for flag in ZWarning}})
