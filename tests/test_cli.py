@@ -47,7 +47,8 @@ def inputs(tmp_path):
     (tmp_path / "spectra").mkdir()
     (tmp_path / "spectra" / "spPlate-7000-57000.fits").touch()
     for path in (product_path("shard", tmp_path / "shards", "7000-57000"),
-                 product_path("quasarnet", tmp_path / "results", "7000-57000")):
+                 product_path("quasarnet", tmp_path / "results", "7000-57000"),
+                 product_path("zfit", tmp_path / "results", "7000-57000")):
         path.parent.mkdir(parents=True)
         path.touch()
     return tmp_path

@@ -62,7 +62,8 @@ def test_reruns_redo_what_changed_and_resume_the_rest(spectra, tmp_path):
         archive.comment = b"a copy"
     log = qsopipe("run", inputs, "--out", out, "--workers", 1, "--c-th", 0.9, "--qn-model", other)
     assert log.count("quasarnet redone: qn_model_sha256") == 2, log
-    assert log.count("mgii redone: quasarnet changed") == 2, log
+    assert log.count("zfit redone: quasarnet changed") == 2, log
+    assert log.count("mgii redone: quasarnet, zfit changed") == 2, log
     assert fitsio.read_header(out / "catalog.fits", ext=0)["QNSHA256"] == file_sha256(str(other))
     log = qsopipe("run", inputs, "--out", out, "--workers", 1, "--c-th", 0.9, "--qn-model", other)
     assert log.count("already complete") == 2, log

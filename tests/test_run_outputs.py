@@ -61,7 +61,7 @@ def test_outputs_honour_the_umask(finished_run):
     out, _ = finished_run
     outputs = [out / "catalog.fits", out / "run_report.json", *(out / "results").rglob("*.parquet"),
                *(out / "shards").rglob("*.parquet"), *(out / "done").glob("*.json")]
-    assert len(outputs) == 2 + 3 * 2 + 2 + 2
+    assert len(outputs) == 2 + 4 * 2 + 2 + 2  # catalog and report, 4 results and a shard per plate, markers
     assert {str(path): oct(stat.S_IMODE(path.stat().st_mode)) for path in outputs} == \
         {str(path): "0o644" for path in outputs}
 
