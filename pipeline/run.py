@@ -255,7 +255,7 @@ def _input_record(summary, path):
               help="'local', 'slurm' or a scheduler ADDRESS.")
 @config_options("workers", "qn_model", "mgii_model", "c_th", "n_th", "bal_th", "mgii_threshold", "keep_shards")
 def command(inputs, outdir, cluster, **options):
-    """Run preprocess, quasarnet and mgii on every plate under INPUTS, then write OUTDIR/catalog.fits."""
+    """Run every plate stage (preprocess, quasarnet, zfit, mgii) on each plate under INPUTS, then write OUTDIR/catalog.fits."""
     start = time.perf_counter()
     config = load_config(options.pop("config_file"), options)
     plates, rejects = discover(inputs)
