@@ -9,10 +9,17 @@ and CLASS_PIPE came (added, nothing else changed); a refactoring must leave
 every recorded header card and column as it was (see catalog_digest.py for
 what is left out). A change that means to alter the catalog re-records it:
 RECORD_CATALOG_DIGESTS=1 pytest tests/test_catalog_identity.py
+
+The networks' float results depend on the CPU's vector instructions and on
+the TensorFlow and numpy builds, so the record holds the environment it was
+made in, and on another one the tests skip saying so (re-record there first,
+from the commit before a refactoring, to check it on that machine).
 """
 
+import importlib.metadata
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -23,17 +30,48 @@ from catalog_digest import catalog_record, differences
 
 RECORD = Path(__file__).parent / "data" / "catalog_digests.json"
 REAL_SPECTRA = ("dr16_spec_lite_picca", "spec_full_pyqsofit")
+#: CPU flags that choose TensorFlow's and numpy's kernels.
+VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def environment():
+    """What the catalog's float results depend on besides the code: CPU kind and vector flags, library builds."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return {"machine": platform.machine(), "vector_flags": [flag for flag in VECTOR_FLAGS if flag in flags],
+            **{name: _version(name) for name in ("numpy", "tensorflow-cpu", "keras")}}
+
+
+def _version(distribution):
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def qsopipe(*args):
     subprocess.run([sys.executable, "-m", "qsopipe.pipeline", *map(str, args)], check=True, capture_output=True)
 
 
+@pytest.fixture(autouse=True)
+def same_environment():
+    """Skip unless this is the environment the record was made in (or the record is being made)."""
+    if os.environ.get("RECORD_CATALOG_DIGESTS"):
+        return
+    recorded = json.loads(RECORD.read_text())["environment"]
+    if recorded != environment():
+        pytest.skip(f"digests recorded with {recorded}, this is {environment()}")
+
+
 def check(name, catalog, root):
     actual = catalog_record(catalog, f"{root}/")
     if os.environ.get("RECORD_CATALOG_DIGESTS"):
         recorded = json.loads(RECORD.read_text()) if RECORD.exists() else {}
-        RECORD.write_text(json.dumps({**recorded, name: actual}, indent=1, sort_keys=True) + "\n")
+        RECORD.write_text(json.dumps({**recorded, name: actual, "environment": environment()}, indent=1,
+                                     sort_keys=True) + "\n")
     expected = json.loads(RECORD.read_text())[name]
     assert differences(expected, actual) == []
 
