@@ -13,6 +13,8 @@ import hashlib
 import json
 import os
 
+from qsopipe.pipeline.errors import InputError
+
 CHUNK_BYTES = 1 << 20
 
 
@@ -35,16 +37,20 @@ def file_records(paths, known=None):
 
     known : records from an earlier call; a path whose signature is unchanged
         keeps its recorded digest instead of being read again.
+    Raises InputError naming a file that cannot be read.
     """
     known = known or {}
     records = {}
     for path in paths:
-        signature = _signature(path)
-        previous = known.get(path)
-        if previous and previous.get("signature") == signature:
-            records[path] = previous
-        else:
-            records[path] = {"signature": signature, "sha256": sha256_of_file(path)}
+        try:
+            signature = _signature(path)
+            previous = known.get(path)
+            if previous and previous.get("signature") == signature:
+                records[path] = previous
+            else:
+                records[path] = {"signature": signature, "sha256": sha256_of_file(path)}
+        except OSError as err:
+            raise InputError(path, f"not readable ({err.strerror})") from None
     return records
 
 

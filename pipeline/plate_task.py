@@ -67,7 +67,7 @@ def process_plate(plate_input, outdir, config):
                "files": plate_input.files, "status": "failed", "reason": "", **NO_COUNTS}
     try:
         known = read_marker(paths.marker(plate_input.name)).get("files")
-        records = _input_records(plate_input.files, known)
+        records = file_records(plate_input.files, known)
         products = PlateProducts(plate_input.name, run_roots(paths.outdir, config["keep_shards"]), plate_input,
                                  content_key(records))
         plate = PlateRun(plate_stages(), products, config)
@@ -98,14 +98,6 @@ def process_plate(plate_input, outdir, config):
 def _disk_full(summary, err):
     """Mark the plate failed for a full disk, which stops the run (`run.run_plates`)."""
     summary.update(status="failed", reason=str(err), disk_full=True)
-
-
-def _input_records(files, known):
-    """`digests.file_records` of a plate's files; InputError naming a file that cannot be read."""
-    try:
-        return file_records(files, known)
-    except OSError as err:
-        raise InputError(err.filename, f"not readable ({err.strerror})") from None
 
 
 def _named(files):

@@ -20,8 +20,11 @@ import json
 import logging
 import time
 
+import click
+
 from qsopipe.pipeline import layout
-from qsopipe.pipeline.digests import sha256_of_file, sha256_of_text
+from qsopipe.pipeline.digests import content_key, file_records, sha256_of_file, sha256_of_text
+from qsopipe.pipeline.errors import InputError
 from qsopipe.pipeline.parquet_io import read_file_metadata, read_parquet, with_metadata, write_parquet
 
 log = logging.getLogger(__name__)
@@ -261,8 +264,6 @@ class PlateRun:
 def shard_plates(shards, results=None, products=()):
     """[(name, None)] of every shard under `shards` for `run_stage_on_plates`, after checking that each has
     its `products` under `results`; a click.ClickException naming what is missing."""
-    import click
-
     found = layout.find_products("shard", shards)
     if not found:
         raise click.ClickException(f"{shards}: no PLATE=*/plate-*.parquet shards")
@@ -282,9 +283,6 @@ def run_stage_on_plates(stage, plates, roots, config, force=False):
     and counted, the others go on. Returns the number of plates that failed
     or left out an unreadable file.
     """
-    from qsopipe.pipeline.digests import content_key, file_records
-    from qsopipe.pipeline.errors import InputError
-
     failed = 0
     for name, plate_input in plates:
         start = time.perf_counter()
