@@ -5,7 +5,9 @@ Definitions follow Busca & Balland (2018, QuasarNET):
 - truth quasar: CLASS_PERSON in (3, 30) with Z_CONF_PERSON == 3. Matched
   pairs whose truth is a quasar of lower Z_CONF_PERSON are left out (their
   label is uncertain) and counted in `n_excluded`.
-- right redshift: |dv| < 6000 km/s, dv = c (Z_QN - Z_VI) / (1 + Z_VI).
+- right redshift: |dv| < 6000 km/s, dv = c (Z_QN - Z_VI) / (1 + Z_VI);
+  `dv_z` gives the same statistics for the catalog's best redshift Z (the
+  template fit where ZWARNING = 0) over the same quasars.
 - a quasar classification (IS_QSO_QN == 1) is correct when the truth is a
   quasar or a galaxy (CLASS_PERSON 4) and the redshift is right.
 - purity = correct quasar classifications / quasar classifications;
@@ -243,7 +245,7 @@ def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=
     Parameters
     ----------
     catalog : {name: array}: PLATE, MJD, FIBERID, THING_ID, IS_QSO_QN, Z_QN,
-        QN_FLAG, C_LYA..C_HALPHA, C_BAL_CIV, BAL_FLAG_QN, MGII_PROB,
+        Z (optional: the best redshift, scored as dv_z), QN_FLAG, C_LYA..C_HALPHA, C_BAL_CIV, BAL_FLAG_QN, MGII_PROB,
         IS_MGII_ABS, MGII_FLAG.
     truth : {name: array}, `qsopipe.pipeline.sdss.catalogs.DR12Q_COLUMNS`.
     catalog_absorbers : {name: array} with TARGETID, Z_ABS, or None.
@@ -276,6 +278,8 @@ def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=
         "c_th": c_th, "n_th": n_th, "bal_th": bal_th,
         "qso": classification_counts(classified, right_z, truth_qso, truth_galaxy),
         "dv": velocity_statistics(dv[truth_qso & classified]),
+        "dv_z": (velocity_statistics(velocity_offset(column["Z"], z_true)[truth_qso & classified])
+                 if "Z" in column else None),
         "redshift_bins": redshift_bins(z_true, column["Z_QN"], classified, right_z, truth_qso, truth_galaxy),
         "threshold_curves": {
             f"n_th_{n}": threshold_curves(confidences, classifiable, right_z, truth_qso, truth_galaxy, n)
@@ -353,7 +357,7 @@ def json_ready(value):
     return value
 
 
-CATALOG_READ = ("PLATE", "MJD", "FIBERID", "THING_ID", "IS_QSO_QN", "Z_QN", "QN_FLAG", *CONFIDENCE_COLUMNS,
+CATALOG_READ = ("PLATE", "MJD", "FIBERID", "THING_ID", "IS_QSO_QN", "Z_QN", "Z", "QN_FLAG", *CONFIDENCE_COLUMNS,
                 "C_BAL_CIV", "BAL_FLAG_QN", "MGII_PROB", "IS_MGII_ABS", "MGII_FLAG")
 
 

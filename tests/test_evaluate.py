@@ -161,6 +161,17 @@ def catalog_and_truth(tmp_path):
     return catalog_path, truth_path
 
 
+def test_best_redshift_is_scored_beside_z_qn():
+    catalog, truth = make_catalog(), make_truth()
+    catalog["Z"] = catalog["Z_QN"]
+    metrics = ev.evaluate(catalog, truth)
+    assert metrics["dv_z"] == metrics["dv"] and metrics["dv"]["n"] > 0
+    catalog["Z"] = catalog["Z_QN"] + 0.001 * (1 + catalog["Z_QN"])
+    assert ev.evaluate(catalog, truth)["dv_z"]["median"] == pytest.approx(299.79, abs=0.1)
+    del catalog["Z"]
+    assert ev.evaluate(catalog, truth)["dv_z"] is None
+
+
 def test_command_writes_json_and_plots(tmp_path, catalog_and_truth):
     catalog_path, truth_path = catalog_and_truth
     result = CliRunner().invoke(ev.command, [str(catalog_path), "--truth", str(truth_path),
