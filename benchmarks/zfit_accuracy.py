@@ -29,13 +29,12 @@ import pyarrow.parquet as pq
 from scipy import stats
 
 from qsopipe.pipeline import grids
-from qsopipe.pipeline.constants import QN_LINES
+from qsopipe.pipeline.constants import QN_LINES, SPEED_OF_LIGHT_KMS
+from qsopipe.stages.evaluate import DV_MAX
 from qsopipe.stages.redshift_fit import fit_plate
-from qsopipe.stages.redshift_templates import C_KMS
 
 REPO = Path(__file__).resolve().parents[1]
 SPALL = REPO.parent / "shared" / "data" / "sdss" / "dr16_spec_lite_picca" / "catalogs" / "spAll-plate3655.fits"
-CATASTROPHIC_KMS = 6000.0
 LINE_NAMES = [name for name, _ in QN_LINES]
 LINE_REST = np.array([rest for _, rest in QN_LINES])
 
@@ -54,7 +53,7 @@ def fit_run(run):
 
 def velocity(z, z_true):
     """c (z - z_true) / (1 + z_true), km/s."""
-    return C_KMS * (z - z_true) / (1.0 + z_true)
+    return SPEED_OF_LIGHT_KMS * (z - z_true) / (1.0 + z_true)
 
 
 def summary(dv):
@@ -62,7 +61,7 @@ def summary(dv):
     median = float(np.median(dv))
     return {"n": int(dv.size), "median_kms": round(median, 1),
             "nmad_kms": round(float(1.4826 * np.median(np.abs(dv - median))), 1),
-            "catastrophic_rate": round(float(np.mean(np.abs(dv) > CATASTROPHIC_KMS)), 5)}
+            "catastrophic_rate": round(float(np.mean(np.abs(dv) > DV_MAX)), 5)}
 
 
 def box_position(z, qn):

@@ -34,11 +34,12 @@ import numpy as np
 import pyarrow as pa
 
 from qsopipe.pipeline import grids
+from qsopipe.pipeline.constants import CIV_1548, SIIV_1394, SPEED_OF_LIGHT_KMS
 from qsopipe.pipeline.digests import sha256_of_file
 from qsopipe.pipeline.parquet_io import list_column, with_metadata
 from qsopipe.stages.redshift_scan import product_kernels, scan_chi2
 from qsopipe.stages.redshift_templates import (
-    C_KMS, PIXEL_KMS, TEMPLATE_FILE, load_templates, redshift_of_shift, shift_of_redshift)
+    PIXEL_KMS, TEMPLATE_FILE, load_templates, redshift_of_shift, shift_of_redshift)
 
 
 class ZWarning(enum.IntFlag):
@@ -55,12 +56,12 @@ class ZWarning(enum.IntFlag):
 
 
 #: Rest wavelengths (A) whose blue side is masked on BAL quasars: CIV 1548.2, SiIV 1393.8.
-BAL_LINES = (1548.2049, 1393.755)
+BAL_LINES = (CIV_1548, SIIV_1394)
 
 
 @dataclass(frozen=True)
 class FitSettings:
-    """Knobs of the fit (defaults chosen on the tuning simulation, seed 5151, and the real spectra).
+    """Knobs of the fit (how the defaults were chosen: docs/redshift_fit.md).
 
     window_kms : half-width of the search window around Z_QN, km/s
     coarse_factor : pixels per bin of the coarse scan (its shift step is coarse_factor x 69 km/s)
@@ -140,7 +141,7 @@ def usable_weight(flux, ivar, z_qn, bal, settings=FitSettings()):
     rest = 10.0 ** grids.mgii_loglam()[None, :] / (1.0 + z_qn[:, None])
     weight[rest < settings.forest_rest_max] = 0.0
     if np.any(bal):
-        beta = settings.bal_kms / C_KMS
+        beta = settings.bal_kms / SPEED_OF_LIGHT_KMS
         blue_edge = np.sqrt((1 - beta) / (1 + beta))
         trough = np.zeros((int(np.sum(bal)), rest.shape[1]), bool)
         for line in BAL_LINES:

@@ -17,14 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from qsopipe.pipeline import grids
+from qsopipe.pipeline.constants import SPEED_OF_LIGHT_KMS
 
 TEMPLATE_FILE = Path(__file__).resolve().parent / "templates" / "qso_templates.npz"
 TEMPLATE_NAMES = ("LOZ", "HIZ")
 
-#: Speed of light, km/s.
-C_KMS = 299792.458
 #: Velocity of one whole-pixel shift, km/s (c ln(10) 1e-4 = 69.03).
-PIXEL_KMS = C_KMS * np.log(10.0) * grids.MGII_DLOGLAM
+PIXEL_KMS = SPEED_OF_LIGHT_KMS * np.log(10.0) * grids.MGII_DLOGLAM
 
 
 @dataclass(frozen=True)

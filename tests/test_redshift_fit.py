@@ -5,12 +5,13 @@ import pyarrow as pa
 import pytest
 from scipy.interpolate import make_interp_spline
 
+from qsopipe.pipeline.constants import SPEED_OF_LIGHT_KMS
 from qsopipe.pipeline import grids
 from qsopipe.pipeline.parquet_io import fixed_size_list
 from qsopipe.stages.redshift_fit import ZFIT_COLUMNS, FitSettings, ZWarning, fit_plate, fit_redshifts
 from qsopipe.stages.redshift_scan import legendre_basis, scan_chi2
 from qsopipe.stages.redshift_templates import (
-    C_KMS, TEMPLATE_FILE, load_templates, redshift_of_shift, shift_of_redshift)
+    TEMPLATE_FILE, load_templates, redshift_of_shift, shift_of_redshift)
 
 NPIX = grids.MGII_NPIX
 
@@ -70,7 +71,7 @@ def test_noiseless_template_spectrum_returns_its_redshift(redshifts, template_in
     z_qn = redshifts + 0.004 * (1 + redshifts) * np.array([1, -1, 1, -1, 1][:len(redshifts)])
     out = fit_redshifts(flux, np.ones_like(flux), z_qn, np.ones(len(redshifts), bool))
     assert np.all(out["ZWARNING"] == 0)
-    assert np.all(np.abs(C_KMS * (out["Z_FIT"] - redshifts) / (1 + redshifts)) <= 10.0)
+    assert np.all(np.abs(SPEED_OF_LIGHT_KMS * (out["Z_FIT"] - redshifts) / (1 + redshifts)) <= 10.0)
     assert np.all((out["ZERR"] > 0) & (out["DELTACHI2"] > 9))
 
 
@@ -157,12 +158,12 @@ def test_real_spectra_with_a_window_centre_2000_kms_off(sdss_dir):
     z_true = np.array([confident.get(int(fiber), -1.0) for fiber in fibers])
     is_qso = z_true > 0
     assert is_qso.sum() >= 20
-    z_qn = np.where(is_qso, z_true + 2000.0 / C_KMS * (1 + z_true), -1.0)
+    z_qn = np.where(is_qso, z_true + 2000.0 / SPEED_OF_LIGHT_KMS * (1 + z_true), -1.0)
     ids = {name: shard[name] for name in ("PLATE", "MJD", "FIBERID")}
     qn = pa.table({**ids, "Z_QN": pa.array(z_qn), "IS_QSO_QN": pa.array(is_qso.astype(np.int16)),
                    "BAL_FLAG_QN": pa.array(np.zeros(len(fibers), np.int16))})
     table = fit_plate(shard, qn)
     good = is_qso & (table["ZWARNING"].to_numpy() == 0)
-    dv = C_KMS * (table["Z"].to_numpy()[good] - z_true[good]) / (1 + z_true[good])
+    dv = SPEED_OF_LIGHT_KMS * (table["Z"].to_numpy()[good] - z_true[good]) / (1 + z_true[good])
     assert good.sum() >= 0.8 * is_qso.sum()
     assert np.median(np.abs(dv)) < 300.0
