@@ -19,7 +19,6 @@ calls quasars; dv against spAll's Z.
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import fitsio
@@ -32,6 +31,7 @@ from qsopipe.pipeline import grids
 from qsopipe.pipeline.constants import QN_LINES, SPEED_OF_LIGHT_KMS
 from qsopipe.stages.evaluate import DV_MAX
 from qsopipe.stages.redshift_fit import fit_plate
+from timing import report
 
 REPO = Path(__file__).resolve().parents[1]
 SPALL = REPO.parent / "shared" / "data" / "sdss" / "dr16_spec_lite_picca" / "catalogs" / "spAll-plate3655.fits"
@@ -157,10 +157,7 @@ def main():
         result["simulation"] = simulation_metrics(args.sim_run, args.truth, args.plot)
     if args.real_run:
         result["real"] = real_metrics(args.real_run)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    report(result, args.json)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ import argparse
 import contextlib
 import copy
 import io
-import json
 import time
 from pathlib import Path
 
@@ -41,9 +40,10 @@ import pyarrow.parquet as pq
 import scipy.sparse
 
 from qsopipe.pipeline import grids
+from qsopipe.pipeline.constants import SPEED_OF_LIGHT_KMS
 from qsopipe.pipeline.parquet_io import list_column
 from qsopipe.stages.redshift_fit import FitSettings, fit_redshifts
-from qsopipe.stages.redshift_templates import C_KMS
+from timing import report
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE_DIR = REPO.parent / "shared" / "data" / "templates"
@@ -80,7 +80,7 @@ def spall_redshifts(keys):
 def accuracy(z, z_true):
     """median and NMAD (km/s) of c (z - z_true) / (1 + z_true) where z_true is known."""
     known = np.isfinite(z_true)
-    dv = C_KMS * (z[known] - z_true[known]) / (1 + z_true[known])
+    dv = SPEED_OF_LIGHT_KMS * (z[known] - z_true[known]) / (1 + z_true[known])
     median = float(np.median(dv))
     return {"n": int(known.sum()), "median_kms": round(median, 1),
             "nmad_kms": round(float(1.4826 * np.median(np.abs(dv - median))), 1)}
@@ -103,7 +103,7 @@ class RedrockWindowFit:
         np.NaN = np.nan  # redrock 0.21's priors module still uses the alias numpy 2 removed
         from redrock.templates import Template
 
-        self.window_dex = np.log10(1 + window_kms / C_KMS)
+        self.window_dex = np.log10(1 + window_kms / SPEED_OF_LIGHT_KMS)
         self.templates = [Template(str(TEMPLATE_DIR / f"rrtemplate-QSO-{name}-v1.1.fits")) for name in ("LOZ", "HIZ")]
 
     def window_templates(self, z_qn):
@@ -175,10 +175,7 @@ def main():
                                "spectra_per_s": round((n - 1) / rr_s, 2), **accuracy(z_rr, z_true)},
               "Z_QN": accuracy(z_qn, z_true)}
     result["speed_ratio"] = round(result["ours"]["spectra_per_s"] / result["redrock_0.21"]["spectra_per_s"], 1)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    report(result, args.json)
 
 
 if __name__ == "__main__":
