@@ -87,21 +87,18 @@ def check_cluster(ctx, param, value):
                       "tcp://host:8786")
 
 
-def not_killed_at_shutdown(record):
-    """False for the nanny's 'still alive ..., killing' when a worker is slow to exit: every result is in by then."""
-    return "still alive after" not in record.getMessage()
-
-
 @contextlib.contextmanager
 def dask_client(cluster, workers, config):
     """A dask.distributed Client on 'local', 'slurm' or a scheduler ADDRESS; closes what it started."""
     from distributed import Client
 
+    from qsopipe.pipeline.shutdown_noise import QuietShutdown, drop_shutdown_races
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Worker processes inherit the environment; configure_threads reads this before TF starts.
     os.environ["QSOPIPE_TF_THREADS"] = str(config["tf_threads"])
     logging.getLogger("distributed").setLevel(max(logging.WARNING, logging.getLogger().level))
-    logging.getLogger("distributed.nanny").addFilter(not_killed_at_shutdown)
+    drop_shutdown_races()
     if cluster in ("local", "slurm"):
         from qsopipe.pipeline.slurm_cluster import make_cluster
 
@@ -112,12 +109,14 @@ def dask_client(cluster, workers, config):
                     "scheduler_kwargs": {"dashboard_address": ":0"}} if cluster == "local"
                    else {"memory": config["memory_limit"]})
         with make_cluster(cluster, nworkers, **options) as dask_cluster, Client(dask_cluster) as client:
+            client.register_plugin(QuietShutdown())
             if cluster == "slurm":
                 client.wait_for_workers(1)
             yield client
     else:
         log.info("joining the Dask scheduler at %s", cluster)
         with Client(cluster) as client:
+            client.register_plugin(QuietShutdown())
             yield client
 
 
