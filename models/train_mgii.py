@@ -36,7 +36,7 @@ from qsopipe.pipeline.constants import (
 )
 from qsopipe.pipeline.grids import MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX, mgii_loglam
 from qsopipe.pipeline.ids import match_rows, target_id
-from qsopipe.stages.mgii import prepare_input_flagged, search_window
+from qsopipe.stages.mgii import prepare_input, search_window
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,8 @@ def read_sim_sightlines(sim_dir):
         flux, ivar, flag = clean_pixels(plate.flux[quasar], plate.ivar[quasar])
         flux, ivar = mgii_input(plate.loglam, flux, ivar)
         z_qso = truth["Z_VI"][row[quasar]]
-        _, input_flags = prepare_input_flagged(flux, ivar, z_qso)
-        keep = (input_flags == 0) & (flag == 0)
+        _, cnn_ready = prepare_input(flux, ivar, z_qso)
+        keep = cnn_ready & (flag == 0)
         fibers = plate.fibers[quasar][keep]
         parts.append(dict(flux=flux[keep], ivar=ivar[keep], z_qso=z_qso[keep].astype(np.float64),
                           plate=fibers["PLATE"].astype(np.int32), mjd=fibers["MJD"].astype(np.int32),
@@ -279,7 +279,7 @@ def draw_epoch(sightlines, label, clean, size, rng):
     y[new] = inject_strong_doublets(flux[new], ivar[new], z_qso[new], rng)
     confused = np.flatnonzero(rng.random(size) < CONFUSER_FRACTION)
     flux[confused] = inject_confusers(flux[confused], z_qso[confused], rng)
-    x, _ = prepare_input_flagged(flux, ivar, z_qso)
+    x, _ = prepare_input(flux, ivar, z_qso)
     detectable = np.ones(size, bool)
     detectable[new] = y[new] == 1
     order = rng.permutation(np.flatnonzero(detectable))

@@ -48,7 +48,8 @@ QN_REQUIRED = (
 FIBER_DEFAULTS = {"THING_ID": -1, "RA": np.nan, "DEC": np.nan, "OBJTYPE": "", "PREP_FLAG": 0,
                   **{name: default for name, (_, default) in PIPE_COLUMNS.items()}}
 #: Columns of a MgII results table and their values where a plate has none.
-MGII_DEFAULTS = {"MGII_PROB": -1.0, "IS_MGII_ABS": -1, "N_MGII_ABS": -1, "MGII_FLAG": MGII_FLAG_NO_RESULTS}
+MGII_DEFAULTS = {"MGII_PROB": -1.0, "IS_MGII_ABS": -1, "N_MGII_ABS": -1, "MGII_ABS_REGION": -1, "MGII_ZMIN": -1.0,
+                 "MGII_ZMAX": -1.0, "MGII_DZ": -1.0, "MGII_EW_LIMIT": -1.0, "MGII_FLAG": MGII_FLAG_NO_RESULTS}
 #: Columns of a redshift-fit results table and their values where a plate has none (Z: Z_QN).
 ZFIT_DEFAULTS = {"Z": -1.0, "ZERR": -1.0, "ZWARNING": ZWARNING_NO_RESULTS, "SOURCE_Z": "QN", "DELTACHI2": 0.0}
 #: Confidence columns (0 when unclassified) and redshift columns (-1).

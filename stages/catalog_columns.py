@@ -87,6 +87,11 @@ CATALOG_COLUMNS = (
     Column("MGII_PROB", "f4", "", "MgII CNN absorber probability; -1 if not run"),
     Column("IS_MGII_ABS", "i2", "", "1: an MgII doublet found; -1: unsearched"),
     Column("N_MGII_ABS", "i2", "", "MgII absorbers found; -1 if not searched"),
+    Column("MGII_ABS_REGION", "i2", "", "OR of its absorbers' REGION bits; -1 unsearched"),
+    Column("MGII_ZMIN", "f8", "", "Lowest absorber z of MgII path; -1 unsearched"),
+    Column("MGII_ZMAX", "f8", "", "Highest absorber z of MgII path; -1 unsearched"),
+    Column("MGII_DZ", "f8", "", "Usable MgII redshift path; -1 unsearched"),
+    Column("MGII_EW_LIMIT", "f4", "Angstrom", "Median 5-sigma EW_2796 limit; -1 unsearched"),
     Column("QN_FLAG", "i4", "", "Why not classified (QNFlag bits); 0 = done"),
     Column("PREP_FLAG", "i4", "", "Preprocessing bits (PrepFlag); 0 = clean"),
     Column("MGII_FLAG", "i4", "", "Why MgII not searched (MgIIFlag); 0 = done"),
@@ -98,6 +103,8 @@ ABSORBER_COLUMNS = (
     Column("MJD", "i4", "", "Modified Julian date of the plate observation"),
     Column("FIBERID", "i4", "", "Fiber number"),
     Column("TARGETID", "i8", "", "PLATE*10^9 + MJD*10^4 + FIBERID"),
+    Column("RA", "f8", "deg", "Right ascension of the quasar (J2000)"),
+    Column("DEC", "f8", "deg", "Declination of the quasar (J2000)"),
     Column("Z_QSO", "f8", "", "Quasar redshift of the search (Z)"),
     Column("Z_ABS", "f8", "", "Absorber redshift"),
     Column("Z_ABS_ERR", "f8", "", "Uncertainty of Z_ABS"),
@@ -106,6 +113,8 @@ ABSORBER_COLUMNS = (
     Column("EW_2803", "f4", "Angstrom", "Rest-frame equivalent width of MgII 2803"),
     Column("EW_2803_ERR", "f4", "Angstrom", "Uncertainty of EW_2803"),
     Column("SNR_2796", "f4", "", "Signal-to-noise ratio of the 2796 line"),
+    Column("SNR_2803", "f4", "", "Signal-to-noise ratio of the 2803 line"),
+    Column("REGION", "i2", "", "Where the absorber lies (MgIIRegion bits)"),
     Column("MGII_PROB", "f4", "", "MgII CNN probability of the sightline"),
 )
 
@@ -123,6 +132,7 @@ FLAG_ENUMS = {
     "QN_FLAG": ("qsopipe.stages.quasarnet", "QNFlag"),
     "ZWARNING": ("qsopipe.stages.redshift_fit", "ZWarning"),
     "MGII_FLAG": ("qsopipe.stages.mgii", "MgIIFlag"),
+    "REGION": ("qsopipe.stages.mgii_regions", "MgIIRegion"),
 }
 
 #: Flag columns -> (their NO_RESULTS bit, the stage whose results are missing).

@@ -1,21 +1,30 @@
-"""MgII stage: the absorber CNN of Zhao et al. (2019) on quasar sightlines, then doublet fits.
+"""MgII stage: doublet search over each quasar's whole path, and the absorber CNN of Zhao et al. (2019).
 
-Science functions take arrays: `search_window`, `prepare_input`,
-`selection_flags`, `measure_absorbers`. `process_plate` turns one shard,
-its QuasarNET and its redshift-fit results into the two result tables; `command` is the thin
-`qsopipe mgii` CLI. TensorFlow is imported only when a model is loaded.
+Science functions take arrays: `search_window` (the CNN's window),
+`search_path` (the doublet finder's), `prepare_input`, `selection_flags`,
+`path_flags`, `measure_absorbers`. `process_plate` turns one shard, its
+QuasarNET and its redshift-fit results into the two result tables;
+`command` is the thin `qsopipe mgii` CLI. TensorFlow is imported only when
+a model is loaded. `qsopipe.stages.mgii_regions` defines the window, the
+path and the REGION bits.
 
-Per fiber (mgii-pppp-mmmmm.parquet): MGII_PROB is -1 when the fiber was not
-searched and MGII_FLAG then says why; IS_MGII_ABS and N_MGII_ABS are -1 on
-those fibers too, so "not searched" never reads as "no absorber".
+Per fiber (mgii-pppp-mmmmm.parquet): MGII_FLAG says why a fiber was not
+searched (0 = searched); IS_MGII_ABS, N_MGII_ABS and MGII_ABS_REGION are -1
+on those fibers, so "not searched" never reads as "no absorber". On
+searched fibers MGII_ZMIN, MGII_ZMAX and MGII_DZ give the absorber-redshift
+path searched (masked and unusable pixels left out of MGII_DZ) and
+MGII_EW_LIMIT the median 5-sigma rest EW_2796 limit over it; -1 elsewhere.
+MGII_PROB is the CNN's probability, -1 where the CNN did not run (fiber not
+searched, or its CNN window off the grid or without continuum).
 
-IS_MGII_ABS is 1 where at least one doublet passes the fit's criteria on a
-sightline with MGII_PROB >= threshold (so every IS_MGII_ABS = 1 sightline
-has its rows in the absorbers table), 0 elsewhere on searched fibers. The
-default threshold 0 fits every searched sightline, so that IS_MGII_ABS is
-the doublet fit's decision (models/weights/mgii.md says why); MGII_PROB
-stays in the results, and IS_MGII_ABS = 1 with MGII_PROB > 0.5 selects the
-CNN-confirmed subset.
+IS_MGII_ABS is 1 where at least one doublet passes the fit's criteria (so
+every IS_MGII_ABS = 1 sightline has its rows in the absorbers table), 0
+elsewhere on searched fibers; MGII_ABS_REGION is the OR of its absorbers'
+REGION bits. Doublets in the CNN window count only on sightlines with
+MGII_PROB >= threshold where the CNN ran. The default threshold 0 keeps
+them all, so that IS_MGII_ABS is the doublet fit's decision
+(models/weights/mgii.md says why); IS_MGII_ABS = 1 with MGII_PROB > 0.5
+selects the CNN-confirmed subset.
 """
 
 import dataclasses
@@ -29,23 +38,17 @@ import pyarrow as pa
 
 from qsopipe.models.store import file_sha256
 from qsopipe.pipeline.config import config_options, load_config
-from qsopipe.pipeline.constants import CIV_EMISSION, MGII_EMISSION, SPEED_OF_LIGHT_KMS
 from qsopipe.pipeline.grids import MGII_DLOGLAM, MGII_LOGLAM_MIN, MGII_NPIX
 from qsopipe.pipeline.ids import target_id
 from qsopipe.pipeline.parquet_io import list_column, with_metadata
 from qsopipe.pipeline.stage import Stage, run_stage_on_plates, shard_plates
-from qsopipe.stages.mgii_fit import (ABSORBER_DTYPE, DoubletCriteria, bridge_masked_pixels, running_continuum,
-                                     search_doublets)
+from qsopipe.stages.mgii_fit import (ABSORBER_DTYPE, PATH_DTYPE, DoubletCriteria, bridge_masked_pixels,
+                                     running_continuum, search_doublets)
+from qsopipe.stages.mgii_regions import CNN_WINDOW_REST, PATH_REST, MgIIRegion, absorber_regions
 
 log = logging.getLogger(__name__)
 
-#: Margin kept off the CIV and MgII emission lines that bound the search window, km/s (the DR12
-#: catalog's reddest absorbers sit 3000 km/s blue of MgII).
-EMISSION_MARGIN_KMS = 3000.0
-#: Rest wavelengths of the search window's ends, Angstrom.
-SEARCH_REST_MIN = CIV_EMISSION * (1 + EMISSION_MARGIN_KMS / SPEED_OF_LIGHT_KMS)
-SEARCH_REST_MAX = MGII_EMISSION * (1 - EMISSION_MARGIN_KMS / SPEED_OF_LIGHT_KMS)
-#: Fewest grid pixels the search window must keep on the grid to be searched.
+#: Fewest grid pixels the CNN window, or the doublet finder's path, must keep on the grid to be searched.
 MIN_WINDOW_PIX = 50
 
 #: Continuum windows, quasar rest frame: (z_max of the bin, window min A, window max A), by z.
@@ -55,18 +58,17 @@ CONTINUUM_WINDOWS = (
     (2.8, 2150.0, 2250.0),
     (4.8, 1420.0, 1500.0),
 )
+#: Highest redshift the CNN takes (the last continuum window's).
 Z_MAX = CONTINUUM_WINDOWS[-1][0]
-
 
 
 class MgIIFlag(enum.IntFlag):
     """MGII_FLAG bits: why a fiber was not searched (0 = searched)."""
 
     NOT_QSO = 1           #: IS_QSO_QN != 1 or QN_FLAG != 0
-    WINDOW_OFF_GRID = 2   #: fewer than MIN_WINDOW_PIX search-window pixels on the 3841-pixel grid
-    NO_CONTINUUM = 4      #: continuum-window median <= 0, or no pixel with ivar > 0 in it
-    Z_OUT_OF_RANGE = 8    #: Z (the fit, else Z_QN) not in (0, 4.8]
-    BAD_PREP = 16         #: PREP_FLAG != 0
+    PATH_OFF_GRID = 2     #: fewer than MIN_WINDOW_PIX pixels of the doublet finder's path on the 3841-pixel grid
+    Z_OUT_OF_RANGE = 4    #: Z (the fit, else Z_QN) not finite or <= 0
+    BAD_PREP = 8          #: PREP_FLAG != 0
 
 
 def grid_wavelength():
@@ -80,10 +82,10 @@ def _pixel_of(wave):
 
 
 def search_window(z_qso):
-    """Observed-frame MgII search window of each quasar and whether it lies on the grid.
+    """Observed-frame CNN window of each quasar and whether it lies on the grid.
 
-    The window runs from SEARCH_REST_MIN (3000 km/s red of CIV emission) to
-    SEARCH_REST_MAX (3000 km/s blue of MgII emission), times (1 + z_qso).
+    The window runs over CNN_WINDOW_REST (3000 km/s red of CIV emission to
+    3000 km/s blue of MgII emission) times (1 + z_qso).
 
     Parameters
     ----------
@@ -94,9 +96,23 @@ def search_window(z_qso):
     wave_min, wave_max : float64 (n,), observed Angstrom (unclipped)
     on_grid : bool (n,), at least MIN_WINDOW_PIX grid pixels (3800-9200 A) inside
     """
+    return _observed_span(CNN_WINDOW_REST, z_qso)
+
+
+def search_path(z_qso):
+    """Observed-frame path of the doublet finder (PATH_REST times 1 + z_qso: Lyman-alpha to MgII emission).
+
+    Returns wave_min, wave_max float64 (n,) in observed Angstrom and
+    on_grid bool (n,), as `search_window`.
+    """
+    return _observed_span(PATH_REST, z_qso)
+
+
+def _observed_span(rest_span, z_qso):
+    """(wave_min, wave_max, on_grid) of a rest-frame span (A) on quasars at z_qso (n,)."""
     z_qso = np.asarray(z_qso, np.float64)
-    wave_min = SEARCH_REST_MIN * (1 + z_qso)
-    wave_max = SEARCH_REST_MAX * (1 + z_qso)
+    wave_min = rest_span[0] * (1 + z_qso)
+    wave_max = rest_span[1] * (1 + z_qso)
     first, last = _window_pixels(wave_min, wave_max)
     return wave_min, wave_max, (last - first + 1) >= MIN_WINDOW_PIX
 
@@ -147,33 +163,8 @@ def continuum_level(flux, ivar, z_qso):
     return level
 
 
-def prepare_input_flagged(flux, ivar, z_qso):
-    """The CNN input and the MgIIFlag bits (WINDOW_OFF_GRID, NO_CONTINUUM, Z_OUT_OF_RANGE).
-
-    See `prepare_input`; returns (x float32 (n, 3841), flags int32 (n,)).
-    """
-    flux = np.asarray(flux)
-    ivar = np.asarray(ivar)
-    z_qso = np.asarray(z_qso, np.float64)
-    flags = np.zeros(z_qso.shape, np.int32)
-    in_range = np.isfinite(z_qso) & (z_qso > 0) & (z_qso <= Z_MAX)
-    flags[~in_range] |= MgIIFlag.Z_OUT_OF_RANGE
-    safe_z = np.where(in_range, z_qso, 1.0)
-    wave_min, wave_max, on_grid = search_window(safe_z)
-    flags[in_range & ~on_grid] |= MgIIFlag.WINDOW_OFF_GRID
-    level = continuum_level(flux, ivar, np.where(in_range, z_qso, np.nan))
-    has_continuum = np.isfinite(level) & (level > 0)
-    flags[in_range & ~has_continuum] |= MgIIFlag.NO_CONTINUUM
-    first, last = _window_pixels(wave_min, wave_max)
-    pixels = np.arange(MGII_NPIX)
-    window = (pixels >= first[:, None]) & (pixels <= last[:, None]) & (flags == 0)[:, None]
-    scale = np.where(flags == 0, level, 1.0)
-    x = np.where(window, bridge_masked_pixels(flux, ivar) / scale[:, None] - 1.0, 0.0).astype(np.float32)
-    return x, flags
-
-
 def prepare_input(flux, ivar, z_qso):
-    """The MgII CNN input: flux over its continuum-window median, minus 1, zero outside the search window.
+    """The MgII CNN input: flux over its continuum-window median, minus 1, zero outside the CNN window.
 
     Subtracting 1 puts the continuum and everything outside the window at 0,
     so that only absorption (negative) and emission stand out and the
@@ -186,13 +177,26 @@ def prepare_input(flux, ivar, z_qso):
 
     Returns
     -------
-    x : float32 (n, 3841); flux / continuum_level - 1 inside the search window
+    x : float32 (n, 3841); flux / continuum_level - 1 inside the CNN window
         (pixels with ivar = 0 bridged by `bridge_masked_pixels`), 0 outside
-        it and on rows that cannot be searched
-    searchable : bool (n,)
+        it and on rows the CNN cannot take
+    cnn_ready : bool (n,); z_qso in (0, 4.8], at least MIN_WINDOW_PIX window
+        pixels on the grid and a continuum-window median > 0
     """
-    x, flags = prepare_input_flagged(flux, ivar, z_qso)
-    return x, flags == 0
+    flux = np.asarray(flux)
+    ivar = np.asarray(ivar)
+    z_qso = np.asarray(z_qso, np.float64)
+    in_range = np.isfinite(z_qso) & (z_qso > 0) & (z_qso <= Z_MAX)
+    safe_z = np.where(in_range, z_qso, 1.0)
+    wave_min, wave_max, on_grid = search_window(safe_z)
+    level = continuum_level(flux, ivar, np.where(in_range, z_qso, np.nan))
+    ready = in_range & on_grid & np.isfinite(level) & (level > 0)
+    first, last = _window_pixels(wave_min, wave_max)
+    pixels = np.arange(MGII_NPIX)
+    window = (pixels >= first[:, None]) & (pixels <= last[:, None]) & ready[:, None]
+    scale = np.where(ready, level, 1.0)
+    x = np.where(window, bridge_masked_pixels(flux, ivar) / scale[:, None] - 1.0, 0.0).astype(np.float32)
+    return x, ready
 
 
 def selection_flags(is_qso, qn_flag, prep_flag):
@@ -202,8 +206,17 @@ def selection_flags(is_qso, qn_flag, prep_flag):
     return flags.astype(np.int32)
 
 
+def path_flags(z_qso):
+    """Z_OUT_OF_RANGE (z_qso not finite or <= 0) and PATH_OFF_GRID bits of quasars at z_qso (n,); int32 (n,)."""
+    z_qso = np.asarray(z_qso, np.float64)
+    valid = np.isfinite(z_qso) & (z_qso > 0)
+    _, _, on_grid = search_path(np.where(valid, z_qso, 1.0))
+    flags = np.where(valid, 0, MgIIFlag.Z_OUT_OF_RANGE) | np.where(valid & ~on_grid, MgIIFlag.PATH_OFF_GRID, 0)
+    return flags.astype(np.int32)
+
+
 def measure_absorbers(flux, ivar, z_qso, criteria):
-    """Find and fit MgII doublets in each spectrum's search window.
+    """Find and fit MgII doublets along each spectrum's whole path (`search_path`).
 
     Parameters
     ----------
@@ -213,11 +226,12 @@ def measure_absorbers(flux, ivar, z_qso, criteria):
 
     Returns
     -------
-    list of n structured arrays (qsopipe.stages.mgii_fit.ABSORBER_DTYPE)
+    absorbers : list of n structured arrays (qsopipe.stages.mgii_fit.ABSORBER_DTYPE)
+    path : structured array (n,) qsopipe.stages.mgii_fit.PATH_DTYPE, the path searched
     """
     if len(z_qso) == 0:
-        return []
-    wave_min, wave_max, _ = search_window(z_qso)
+        return [], np.zeros(0, PATH_DTYPE)
+    wave_min, wave_max, _ = search_path(z_qso)
     return search_doublets(flux, ivar, wave_min, wave_max, running_continuum(flux, ivar), criteria)
 
 
@@ -226,22 +240,23 @@ def process_plate(shard_table, qn_table, zfit_table, model, threshold, criteria=
 
     Parameters
     ----------
-    shard_table : pyarrow.Table, a preprocess shard (PLATE, MJD, FIBERID,
-        PREP_FLAG, MGII_FLUX, MGII_IVAR)
+    shard_table : pyarrow.Table, a preprocess shard (PLATE, MJD, FIBERID, RA,
+        DEC, PREP_FLAG, MGII_FLUX, MGII_IVAR)
     qn_table : pyarrow.Table, the plate's QuasarNET results, same row order
         (FIBERID, IS_QSO_QN, QN_FLAG)
     zfit_table : pyarrow.Table, the plate's redshift-fit results, same row order (FIBERID, Z:
-        the fitted redshift where ZWARNING = 0, else Z_QN); Z places the window and the rescaling
+        the fitted redshift where ZWARNING = 0, else Z_QN); Z places the path, the window and the rescaling
     model : a Keras MgII CNN or a qsopipe.models.mgii.MgIIPredictor
-    threshold : float; sightlines with MGII_PROB >= threshold are searched for doublets, and
-        IS_MGII_ABS = 1 where at least one is fitted (N_MGII_ABS > 0)
+    threshold : float; doublets in the CNN window count on sightlines with MGII_PROB >= threshold
+        (where the CNN ran)
     criteria : DoubletCriteria of the doublet finder (None: its defaults)
 
     Returns
     -------
     mgii_table : pyarrow.Table, one row per shard row (PLATE, MJD, FIBERID,
-        MGII_PROB, IS_MGII_ABS, N_MGII_ABS, MGII_FLAG)
-    absorbers_table : pyarrow.Table, one row per fitted absorber on positive sightlines (Z_QSO: Z)
+        MGII_PROB, IS_MGII_ABS, N_MGII_ABS, MGII_ABS_REGION, MGII_ZMIN,
+        MGII_ZMAX, MGII_DZ, MGII_EW_LIMIT, MGII_FLAG)
+    absorbers_table : pyarrow.Table, one row per absorber (Z_QSO: Z; REGION: MgIIRegion bits)
     """
     fiberid = shard_table.column("FIBERID").to_numpy()
     for name, table in (("QuasarNET", qn_table), ("redshift-fit", zfit_table)):
@@ -251,25 +266,29 @@ def process_plate(shard_table, qn_table, zfit_table, model, threshold, criteria=
     flags = selection_flags(qn_table.column("IS_QSO_QN").to_numpy(), qn_table.column("QN_FLAG").to_numpy(),
                             shard_table.column("PREP_FLAG").to_numpy())
     candidates = np.flatnonzero(flags == 0)
-    flux = list_column(shard_table, "MGII_FLUX")[candidates]
-    ivar = list_column(shard_table, "MGII_IVAR")[candidates]
-    x, input_flags = prepare_input_flagged(flux, ivar, z_qso[candidates])
-    flags[candidates] |= input_flags
-    searched = candidates[input_flags == 0]
+    flags[candidates] |= path_flags(z_qso[candidates])
+    searched = np.flatnonzero(flags == 0)
+    flux = list_column(shard_table, "MGII_FLUX")[searched]
+    ivar = list_column(shard_table, "MGII_IVAR")[searched]
+    x, cnn_ready = prepare_input(flux, ivar, z_qso[searched])
 
     n = len(fiberid)
     probability = np.full(n, -1.0, np.float32)
-    if searched.size:
+    if cnn_ready.any():
         from qsopipe.models.mgii import predictor_for
 
-        probability[searched] = predictor_for(model)(x[input_flags == 0])
+        probability[searched[cnn_ready]] = predictor_for(model)(x[cnn_ready])
+    found, path = measure_absorbers(flux, ivar, z_qso[searched], criteria or DoubletCriteria())
+    absorbers = [kept_absorbers(rows, z_qso[row], probability[row], threshold) for row, rows in zip(searched, found)]
+    regions = [absorber_regions(rows["Z_ABS"], z_qso[row]) for row, rows in zip(searched, absorbers)]
+
     count = np.where(flags == 0, 0, -1).astype(np.int16)
-    positive = np.flatnonzero((flags == 0) & (probability >= threshold))
-    in_candidates = np.searchsorted(candidates, positive)
-    absorbers = measure_absorbers(flux[in_candidates], ivar[in_candidates], z_qso[positive],
-                                  criteria or DoubletCriteria())
-    count[positive] = [len(found) for found in absorbers]
-    is_absorbed = np.where(flags == 0, count > 0, -1).astype(np.int16)
+    count[searched] = [len(rows) for rows in absorbers]
+    region = np.where(flags == 0, 0, -1).astype(np.int16)
+    region[searched] = [np.bitwise_or.reduce(bits, initial=0) for bits in regions]
+    path_columns = {name: np.full(n, -1.0) for name in ("ZMIN", "ZMAX", "DZ", "EW_LIMIT")}
+    for name, values in path_columns.items():
+        values[searched] = path[name]
 
     plate = shard_table.column("PLATE").to_numpy().astype(np.int32)
     mjd = shard_table.column("MJD").to_numpy().astype(np.int32)
@@ -277,29 +296,48 @@ def process_plate(shard_table, qn_table, zfit_table, model, threshold, criteria=
         "PLATE": pa.array(plate, pa.int32()), "MJD": pa.array(mjd, pa.int32()),
         "FIBERID": pa.array(fiberid.astype(np.int32), pa.int32()),
         "MGII_PROB": pa.array(probability, pa.float32()),
-        "IS_MGII_ABS": pa.array(is_absorbed, pa.int16()),
+        "IS_MGII_ABS": pa.array(np.where(count < 0, -1, count > 0).astype(np.int16), pa.int16()),
         "N_MGII_ABS": pa.array(count, pa.int16()),
+        "MGII_ABS_REGION": pa.array(region, pa.int16()),
+        "MGII_ZMIN": pa.array(path_columns["ZMIN"], pa.float64()),
+        "MGII_ZMAX": pa.array(path_columns["ZMAX"], pa.float64()),
+        "MGII_DZ": pa.array(path_columns["DZ"], pa.float64()),
+        "MGII_EW_LIMIT": pa.array(path_columns["EW_LIMIT"].astype(np.float32), pa.float32()),
         "MGII_FLAG": pa.array(flags, pa.int32()),
     })
-    return mgii_table, absorbers_table(plate, mjd, fiberid, z_qso, probability, positive, absorbers)
+    sky = {name: shard_table.column(name).to_numpy().astype(np.float64) for name in ("RA", "DEC")}
+    return mgii_table, absorbers_table(plate, mjd, fiberid, sky, z_qso, probability, searched, absorbers, regions)
 
 
-def absorbers_table(plate, mjd, fiberid, z_qso, probability, rows, absorbers):
-    """The absorbers table: one row per entry of each absorbers[k] on fiber row rows[k]."""
+def kept_absorbers(absorbers, z_qso, probability, threshold):
+    """The absorbers (ABSORBER_DTYPE rows of one sightline) that count: those in the CNN window only
+    where the CNN ran (probability >= 0) and said probability >= threshold."""
+    in_window = (absorber_regions(absorbers["Z_ABS"], z_qso) & MgIIRegion.CNN_WINDOW) != 0
+    return absorbers[~in_window | (probability < 0) | (probability >= threshold)]
+
+
+def absorbers_table(plate, mjd, fiberid, sky, z_qso, probability, rows, absorbers, regions):
+    """The absorbers table: one row per entry of each absorbers[k] (and regions[k]) on fiber row rows[k].
+
+    sky: {"RA", "DEC"} (n,) degrees of the fibers.
+    """
     counts = np.array([len(found) for found in absorbers], np.int64)
     owner = np.repeat(np.asarray(rows, np.int64), counts)
     found = np.concatenate(absorbers) if len(absorbers) else np.zeros(0, ABSORBER_DTYPE)
+    region = np.concatenate(regions) if len(regions) else np.zeros(0, np.int16)
     targetid = target_id(plate[owner], mjd[owner], fiberid[owner])
     columns = {
         "PLATE": pa.array(plate[owner], pa.int32()), "MJD": pa.array(mjd[owner], pa.int32()),
         "FIBERID": pa.array(fiberid[owner].astype(np.int32), pa.int32()),
         "TARGETID": pa.array(targetid, pa.int64()),
+        "RA": pa.array(sky["RA"][owner], pa.float64()), "DEC": pa.array(sky["DEC"][owner], pa.float64()),
         "Z_QSO": pa.array(z_qso[owner], pa.float64()),
         "Z_ABS": pa.array(found["Z_ABS"], pa.float64()),
         "Z_ABS_ERR": pa.array(found["Z_ABS_ERR"], pa.float64()),
     }
-    for name in ("EW_2796", "EW_2796_ERR", "EW_2803", "EW_2803_ERR", "SNR_2796"):
+    for name in ("EW_2796", "EW_2796_ERR", "EW_2803", "EW_2803_ERR", "SNR_2796", "SNR_2803"):
         columns[name] = pa.array(found[name].astype(np.float32), pa.float32())
+    columns["REGION"] = pa.array(region.astype(np.int16), pa.int16())
     columns["MGII_PROB"] = pa.array(np.asarray(probability)[owner], pa.float32())
     return pa.table(columns)
 

@@ -38,7 +38,8 @@ from scipy.signal import find_peaks
 from scipy.special import erf
 
 from qsopipe.pipeline.constants import (
-    CIV_1548, CIV_1550, FEII_2374, MGI_2853, MGII_2796, MGII_2803, MGII_SYSTEM_FEII_LINES, SPEED_OF_LIGHT_KMS,
+    ALII_1670, CIV_1548, CIV_1550, FEII_2374, MGI_2853, MGII_2796, MGII_2803, MGII_SYSTEM_FEII_LINES, SIII_1526,
+    SIIV_1394, SIIV_1403, SPEED_OF_LIGHT_KMS,
 )
 from qsopipe.pipeline.grids import MGII_DLOGLAM, MGII_NPIX, mgii_loglam
 
@@ -76,13 +77,27 @@ MAX_DAMPING = 1e6
 CONVERGED_DCHI2 = 1e-4
 #: Starting line width sigma of a fit, km/s.
 SIGMA_GUESS_KMS = 80.0
+#: Doublets of other ions that can sit on an MgII candidate's lines: (line, partner) in rest A, each way round.
+ION_DOUBLETS = ((CIV_1548, CIV_1550), (CIV_1550, CIV_1548), (SIIV_1394, SIIV_1403), (SIIV_1403, SIIV_1394))
+#: Lines of CIV systems besides CIV, rest A: a candidate line on one of them, with the CIV doublet there, is vetoed.
+CIV_SYSTEM_LINES = (SIIV_1394, SIIV_1403, SIII_1526, ALII_1670)
+#: A veto test whose template lines come this close to a line of the candidate's own system
+#: (`_lines_of`: MgII, FeII, MgI, CIV) is not used, pixels (beyond VETO_REACH_PIX).
+VETO_EXCLUSION_PIX = 6
+#: Pixels either side of a veto's test position searched for the line's peak.
+VETO_REACH_PIX = 2
+#: Rest-EW detection limit of the path, in sigma of the matched filter's EW_2796.
+EW_LIMIT_SIGMA = 5.0
 
 ABSORBER_DTYPE = [
     ("Z_ABS", "f8"), ("Z_ABS_ERR", "f8"),
     ("EW_2796", "f8"), ("EW_2796_ERR", "f8"),
     ("EW_2803", "f8"), ("EW_2803_ERR", "f8"),
-    ("SNR_2796", "f8"),
+    ("SNR_2796", "f8"), ("SNR_2803", "f8"),
 ]
+#: The searched path of a sightline: absorber redshifts of its first and last usable pixel, the
+#: redshift path of the usable pixels, and the median EW_LIMIT_SIGMA rest-EW_2796 limit over them (A).
+PATH_DTYPE = [("ZMIN", "f8"), ("ZMAX", "f8"), ("DZ", "f8"), ("EW_LIMIT", "f8")]
 
 _LOGLAM = mgii_loglam()
 WAVE = 10.0 ** _LOGLAM
@@ -112,6 +127,8 @@ class DoubletCriteria:
         (about 300 km/s); SDSS's instrumental ~65 km/s adds in quadrature.
     coincidence_kms: a candidate line this close to a line of a stronger
         accepted absorber is that line, not a new doublet.
+    veto_snr: S/N at which a line of another ion's system (`metal_line_veto`)
+        vetoes a candidate.
     max_iterations: Levenberg-Marquardt iterations of each fit, at most.
     """
 
@@ -124,6 +141,7 @@ class DoubletCriteria:
     ratio_tolerance: float = 2.0
     sigma_range_kms: tuple = (20.0, 320.0)
     coincidence_kms: float = 150.0
+    veto_snr: float = 4.0
     max_iterations: int = 20
 
 
@@ -257,16 +275,26 @@ def doublet_matched_filter(depth, weight, separation_pix=DOUBLET_SEPARATION_PIX,
 
     Returns
     -------
-    snr, amplitude : float64 (n, npix); the template's best-fit peak depth
-        and its S/N; 0 where pixels with weight > 0 hold less than
-        MIN_TEMPLATE_COVERAGE of the template's sum of squares.
+    snr, amplitude, amplitude_error : float64 (n, npix); the template's
+        best-fit peak depth, its S/N and its standard error; S/N and
+        amplitude are 0 and the error inf where pixels with weight > 0 hold
+        less than MIN_TEMPLATE_COVERAGE of the template's sum of squares.
     """
     offsets, template = doublet_template(separation_pix, sigma_pix, ratio)
     origin = -offsets[0] - template.size // 2
     numerator = correlate1d(depth * weight, template, axis=1, mode="constant", origin=origin)
     denominator = correlate1d(weight, template ** 2, axis=1, mode="constant", origin=origin)
     coverage = _covered_squares(weight > 0, template ** 2, origin)
-    return _filter_snr(numerator, denominator, coverage, template)
+    snr, amplitude = _filter_snr(numerator, denominator, coverage, template)
+    usable = _covered(coverage, template) & (denominator > 0)
+    error = 1.0 / np.sqrt(np.where(usable, denominator, 1.0))
+    error[~usable] = np.inf
+    return snr, amplitude, error
+
+
+def _covered(coverage, template):
+    """Where the covered sum of squares reaches MIN_TEMPLATE_COVERAGE of the template's; bool, as coverage."""
+    return coverage >= MIN_TEMPLATE_COVERAGE * np.sum(template ** 2)
 
 
 def _covered_squares(has_data, squares, origin):
@@ -336,6 +364,11 @@ def template_snr_at(depth, weight, rows, columns, offsets, template):
     snr : float64 (k, m); 0 where pixels with data hold less than
         MIN_TEMPLATE_COVERAGE of the template's sum of squares
     """
+    return _template_at(depth, weight, rows, columns, offsets, template)[0]
+
+
+def _template_at(depth, weight, rows, columns, offsets, template):
+    """`template_snr_at`'s S/N and the template's amplitude (peak depth) there; (k, m) each."""
     pixels = columns[..., None] + offsets
     on_grid = (pixels >= 0) & (pixels < depth.shape[1])
     pixels = np.clip(pixels, 0, depth.shape[1] - 1)
@@ -343,13 +376,13 @@ def template_snr_at(depth, weight, rows, columns, offsets, template):
     numerator = np.sum(depth[rows[:, None, None], pixels] * local_weight * template, axis=2)
     denominator = np.sum(local_weight * template ** 2, axis=2)
     coverage = np.sum((local_weight > 0) * template ** 2, axis=2)
-    return _filter_snr(numerator, denominator, coverage, template)[0]
+    return _filter_snr(numerator, denominator, coverage, template)
 
 
 def _filter_snr(numerator, denominator, coverage, template):
     """S/N and amplitude of the template from its sums sum(t d w), sum(t^2 w), sum(t^2 [w > 0]);
     0 where the covered sum of squares is below MIN_TEMPLATE_COVERAGE of the template's."""
-    uncovered = (coverage < MIN_TEMPLATE_COVERAGE * np.sum(template ** 2)) | ~(denominator > 0)
+    uncovered = ~_covered(coverage, template) | ~(denominator > 0)
     safe = np.where(uncovered, 1.0, denominator)
     snr, amplitude = numerator / np.sqrt(safe), numerator / safe
     snr[uncovered] = 0.0
@@ -582,26 +615,37 @@ def _coincides(z_candidate, z_found, tolerance_kms):
 
 
 def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria):
-    """All MgII doublets with both lines inside [wave_min[i], wave_max[i]] (observed A) of each spectrum.
+    """All MgII doublets with both lines inside [wave_min[i], wave_max[i]] (observed A) of each spectrum,
+    and the path searched.
+
+    Pixels blue of wave_min (the Lyman-alpha forest, when the window starts
+    there) are left out of every template, FeII lines and vetoes included.
+    A candidate is dropped when a CIV template explains its lines better
+    (`_civ_better`) or a line of another ion's system sits on one of them
+    (`metal_line_veto`).
 
     Parameters
     ----------
     flux, ivar, continuum : ndarray (n, 3841), on the MgII grid
-    wave_min, wave_max : float (n,), search windows (qsopipe.stages.mgii.search_window)
+    wave_min, wave_max : float (n,), search windows (qsopipe.stages.mgii.search_path)
     criteria : DoubletCriteria
 
     Returns
     -------
-    list of n numpy structured arrays (ABSORBER_DTYPE), one row per absorber, by Z_ABS.
+    absorbers : list of n numpy structured arrays (ABSORBER_DTYPE), one row per absorber, by Z_ABS
+    path : structured array (n,) PATH_DTYPE; over the pixels where the doublet filter has data
+        and both lines lie in the window (ZMIN = ZMAX = EW_LIMIT = -1 and DZ = 0 where there is none)
     """
     flux = np.atleast_2d(flux)
     ivar = np.atleast_2d(np.asarray(ivar, np.float64))
+    wave_min = np.asarray(wave_min, np.float64)
     positive = continuum > 0
     safe = np.where(positive, continuum, 1.0)
     depth = np.where(positive, 1.0 - flux / safe, 0.0)
-    weight = np.where(positive & (ivar > 0), ivar * safe ** 2, 0.0)
-    snr, amplitude = doublet_matched_filter(depth, weight)
-    inside = (WAVE >= np.asarray(wave_min)[:, None]) & (WAVE * (MGII_2803 / MGII_2796) <= np.asarray(wave_max)[:, None])
+    weight = np.where(positive & (ivar > 0) & (WAVE >= wave_min[:, None]), ivar * safe ** 2, 0.0)
+    snr, amplitude, amplitude_error = doublet_matched_filter(depth, weight)
+    inside = (WAVE >= wave_min[:, None]) & (WAVE * (MGII_2803 / MGII_2796) <= np.asarray(wave_max)[:, None])
+    path = searched_path(inside & np.isfinite(amplitude_error), amplitude_error)
     snr = np.where(inside, snr, 0.0)
     rows, peaks = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for row in np.flatnonzero(snr.max(axis=1, initial=0.0) >= criteria.candidate_snr):
@@ -614,6 +658,7 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria):
     ew_guess = np.maximum(amplitude[rows, peaks], 0.05) * np.sqrt(2 * np.pi) * FILTER_SIGMA_PIX * PIXEL_WIDTH[peaks]
     fits = fit_doublets(flux, ivar, continuum, rows, WAVE[peaks] / MGII_2796 - 1.0, ew_guess, criteria.max_iterations)
     ok = accepted_doublets(fits, criteria) & ~_civ_better(snr, depth, weight, rows, peaks)
+    ok[ok] = ~metal_line_veto(depth, weight, rows[ok], fits["Z_ABS"][ok], criteria.veto_snr)
     accepted = {}
     for index in np.flatnonzero(ok)[np.lexsort((-fits["SNR_2796"][ok], rows[ok]))]:
         found = accepted.setdefault(rows[index], [])
@@ -625,7 +670,130 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria):
     for name, _ in ABSORBER_DTYPE:
         table[name] = fits[name][chosen]
     stops = np.cumsum(np.bincount(rows[chosen], minlength=len(flux)))
-    return [table[start:stop] for start, stop in zip(np.concatenate([[0], stops[:-1]]), stops)]
+    return [table[start:stop] for start, stop in zip(np.concatenate([[0], stops[:-1]]), stops)], path
+
+
+def searched_path(usable, amplitude_error):
+    """The redshift path of each spectrum's usable pixels and its median detection limit.
+
+    Parameters
+    ----------
+    usable : bool (n, 3841), pixels where a 2796 line could have been found
+    amplitude_error : float (n, 3841), the doublet filter's depth error there
+
+    Returns
+    -------
+    structured array (n,) PATH_DTYPE: ZMIN, ZMAX of the first and last
+    usable pixel, DZ the sum of the usable pixels' widths in absorber
+    redshift, EW_LIMIT the median over them of EW_LIMIT_SIGMA times the
+    filter's rest EW_2796 error (A); -1 (DZ 0) without a usable pixel.
+    """
+    z_pixel = WAVE / MGII_2796 - 1.0
+    dz_pixel = (1.0 + z_pixel) * np.log(10.0) * MGII_DLOGLAM
+    rest_ew_error = (np.sqrt(2 * np.pi) * FILTER_SIGMA_PIX * PIXEL_WIDTH / (1.0 + z_pixel)) * amplitude_error
+    path = np.zeros(len(usable), PATH_DTYPE)
+    path["ZMIN"] = path["ZMAX"] = path["EW_LIMIT"] = -1.0
+    has = usable.any(axis=1)
+    path["ZMIN"][has] = z_pixel[np.argmax(usable[has], axis=1)]
+    path["ZMAX"][has] = z_pixel[usable.shape[1] - 1 - np.argmax(usable[has][:, ::-1], axis=1)]
+    path["DZ"] = usable @ dz_pixel
+    limits = np.where(usable[has], EW_LIMIT_SIGMA * rest_ew_error[has], np.nan)
+    path["EW_LIMIT"][has] = np.nanmedian(limits, axis=1)
+    return path
+
+
+def metal_line_veto(depth, weight, rows, z_abs, veto_snr):
+    """True where a line of another ion's absorber at another redshift sits on a candidate's 2796 or 2803 line.
+
+    Each candidate line is taken in turn as one line of a CIV or SiIV
+    doublet (ION_DOUBLETS): the partner line vetoes when its single-line
+    S/N reaches veto_snr and its depth is what the doublet asks, at least
+    half the candidate line's when the partner is the weaker line, at least
+    all of it when it is the stronger (both within two sigma). Each is also
+    taken as a line of a CIV system (CIV_SYSTEM_LINES): the CIV doublet
+    vetoes when its S/N there reaches veto_snr. Each test takes the
+    largest value within VETO_REACH_PIX of its position. A test whose
+    template lines come within VETO_EXCLUSION_PIX + VETO_REACH_PIX of a
+    line of the candidate's own system, or of another candidate's on the
+    same spectrum, or that falls off the grid, tests nothing (`_civ_better`
+    covers CIV on the doublet itself); pixels where weight is 0 (the
+    forest) add nothing.
+
+    Parameters
+    ----------
+    depth, weight : ndarray (n, npix), as for doublet_matched_filter
+    rows : int (k,), spectrum of each candidate; z_abs : float (k,)
+    veto_snr : float
+
+    Returns
+    -------
+    bool (k,)
+    """
+    rows = np.asarray(rows, np.int64)
+    z_abs = np.asarray(z_abs, np.float64)
+    own = _system_lines_by_spectrum(rows, z_abs)
+    single = line_template(((0.0, 1.0),))
+    civ = doublet_template(CIV_SEPARATION_PIX, FILTER_SIGMA_PIX, CIV_FILTER_RATIO)
+    vetoed = np.zeros(z_abs.size, bool)
+    for line in (MGII_2796, MGII_2803):
+        observed = line * (1 + z_abs)
+        line_snr, line_depth = _line_filter_at(depth, weight, rows, _pixel(observed), single)
+        for ion, partner in ION_DOUBLETS:
+            stronger = (ion, partner) in ((CIV_1550, CIV_1548), (SIIV_1403, SIIV_1394))
+            usable, snr, found_depth = _test_at(depth, weight, rows, _pixel(observed * partner / ion), (0.0,),
+                                                single, own)
+            needed = np.where(stronger, 1.0, 0.5) * line_depth[usable]
+            error = found_depth / np.where(snr != 0, snr, np.inf)
+            vetoed[usable] |= (snr >= veto_snr) & (found_depth + 2 * error >= needed)
+        for ion in CIV_SYSTEM_LINES:
+            usable, snr, _ = _test_at(depth, weight, rows, _pixel(observed * CIV_1548 / ion),
+                                      (0.0, CIV_SEPARATION_PIX), civ, own)
+            vetoed[usable] |= snr >= veto_snr
+    return vetoed
+
+
+def _system_lines_by_spectrum(rows, z_abs):
+    """Pixels of the lines (`_lines_of`) of every candidate on each candidate's spectrum; (k, m), NaN-padded."""
+    lines = _pixel(_lines_of(z_abs))
+    _, first, count = np.unique(rows, return_index=True, return_counts=True)
+    order = np.argsort(rows, kind="stable")
+    width = int(count.max(initial=1)) * lines.shape[1]
+    table = np.full((rows.size, width), np.nan)
+    for start, size in zip(np.searchsorted(rows[order], rows[order][first]), count):
+        members = order[start:start + size]
+        table[members, :size * lines.shape[1]] = lines[members].ravel()
+    return table
+
+
+def _line_filter_at(depth, weight, rows, position, template):
+    """Largest single-template S/N within VETO_REACH_PIX of position[k] on spectrum rows[k], and the
+    template's depth there; (k,), (k,). Positions off the grid give 0."""
+    offsets, weights = template
+    centre = np.clip(np.round(position).astype(np.int64), VETO_REACH_PIX, depth.shape[1] - VETO_REACH_PIX - 1)
+    columns = centre[:, None] + np.arange(-VETO_REACH_PIX, VETO_REACH_PIX + 1)
+    snr, amplitude = _template_at(depth, weight, rows, columns, offsets, weights)
+    best = np.argmax(snr, axis=1)
+    return snr[np.arange(rows.size), best], amplitude[np.arange(rows.size), best]
+
+
+def _test_at(depth, weight, rows, position, line_offsets, template, own):
+    """One veto test: which candidates it applies to (bool (k,)), and there the S/N and depth (`_line_filter_at`).
+
+    It applies where the template's lines (line_offsets, pixels from
+    position) stay more than VETO_EXCLUSION_PIX + VETO_REACH_PIX from every
+    pixel in own (k, m; NaN = none) and the test is on the grid.
+    """
+    template_lines = position[:, None] + np.asarray(line_offsets)
+    distance = np.nanmin(np.abs(template_lines[:, :, None] - own[:, None, :]), axis=(1, 2))
+    usable = (distance > VETO_EXCLUSION_PIX + VETO_REACH_PIX)
+    usable &= (position >= VETO_REACH_PIX) & (position < depth.shape[1] - VETO_REACH_PIX - 1)
+    snr, found_depth = _line_filter_at(depth, weight, rows[usable], position[usable], template)
+    return usable, snr, found_depth
+
+
+def _pixel(wave):
+    """Fractional MgII-grid pixel of observed wavelengths (A); same shape."""
+    return (np.log10(wave) - _LOGLAM[0]) / MGII_DLOGLAM
 
 
 def _civ_better(snr, depth, weight, rows, peaks):
@@ -650,4 +818,5 @@ def find_absorbers(flux, ivar, wave_min, wave_max, criteria, continuum=None):
     flux = np.asarray(flux, np.float64)[None]
     ivar = np.asarray(ivar, np.float64)[None]
     continuum = running_continuum(flux, ivar) if continuum is None else np.asarray(continuum)[None]
-    return search_doublets(flux, ivar, [wave_min], [wave_max], continuum, criteria)[0]
+    absorbers, _ = search_doublets(flux, ivar, [wave_min], [wave_max], continuum, criteria)
+    return absorbers[0]

@@ -72,6 +72,10 @@ def mgii_tables(qn, nabs_fibers=(2, 5)):
         "PLATE": np.full(nfiber, plate, np.int32), "MJD": np.full(nfiber, mjd, np.int32),
         "FIBERID": np.arange(1, nfiber + 1, dtype=np.int32), "MGII_PROB": prob,
         "IS_MGII_ABS": (n_abs > 0).astype(np.int16), "N_MGII_ABS": n_abs,
+        "MGII_ABS_REGION": np.where(n_abs > 0, 1, 0).astype(np.int16),
+        **{name: np.where(is_qso == 1, value, -1.0) for name, value in
+           (("MGII_ZMIN", 0.4), ("MGII_ZMAX", 1.9), ("MGII_DZ", 1.4))},
+        "MGII_EW_LIMIT": np.where(is_qso == 1, 0.3, -1.0).astype(np.float32),
         "MGII_FLAG": np.where(is_qso == 1, 0, 1).astype(np.int32),
     })
     rows = np.repeat(np.arange(nfiber), n_abs)
@@ -80,9 +84,11 @@ def mgii_tables(qn, nabs_fibers=(2, 5)):
         "PLATE": np.full(nrow, plate, np.int32), "MJD": np.full(nrow, mjd, np.int32),
         "FIBERID": (rows + 1).astype(np.int32),
         "TARGETID": target_id(plate, mjd, rows + 1),
+        "RA": np.full(nrow, 150.0), "DEC": np.full(nrow, 2.0),
         "Z_QSO": np.full(nrow, 2.0), "Z_ABS": np.linspace(1.2, 0.6, nrow), "Z_ABS_ERR": np.full(nrow, 1e-4),
         **{name: np.full(nrow, 0.5, np.float32) for name in ("EW_2796", "EW_2796_ERR", "EW_2803", "EW_2803_ERR")},
-        "SNR_2796": np.full(nrow, 8.0, np.float32), "MGII_PROB": np.full(nrow, 0.9, np.float32),
+        "SNR_2796": np.full(nrow, 8.0, np.float32), "SNR_2803": np.full(nrow, 6.0, np.float32),
+        "REGION": np.ones(nrow, np.int16), "MGII_PROB": np.full(nrow, 0.9, np.float32),
     })
     meta = {"mgii_model": "mgii.keras", "mgii_model_sha256": "cd" * 32, "mgii_threshold": 0.5}
     encoded = {f"qsopipe.{k}".encode(): json.dumps(v).encode() for k, v in meta.items()}

@@ -1,4 +1,4 @@
-"""MgII stage: search window, continuum rescaling, flags, the CNN's shapes, process_plate and the CLI."""
+"""MgII stage: CNN window and finder path, continuum rescaling, flags, the CNN's shapes, process_plate and the CLI."""
 
 import logging
 
@@ -11,21 +11,36 @@ from qsopipe.pipeline.grids import MGII_NPIX
 from qsopipe.pipeline.ids import target_id
 from qsopipe.pipeline.parquet_io import fixed_size_list
 from qsopipe.stages.mgii import (
-    CONTINUUM_WINDOWS, MgIIFlag, SEARCH_REST_MAX, SEARCH_REST_MIN, grid_wavelength, prepare_input,
-    prepare_input_flagged, process_plate, search_window, selection_flags,
+    CONTINUUM_WINDOWS, MgIIFlag, grid_wavelength, path_flags, prepare_input, process_plate, search_path,
+    search_window, selection_flags,
 )
 from qsopipe.stages.mgii_fit import DoubletCriteria, doublet_profile
+from qsopipe.stages.mgii_regions import CNN_WINDOW_REST, PATH_REST, MgIIRegion
 
 WAVE = grid_wavelength()
 
 
 def test_search_window_bounds_and_grid():
     wave_min, wave_max, on_grid = search_window([0.2, 0.5, 2.0, 4.5])
-    assert np.allclose(wave_min, SEARCH_REST_MIN * np.array([1.2, 1.5, 3.0, 5.5]))
-    assert np.allclose(wave_max, SEARCH_REST_MAX * np.array([1.2, 1.5, 3.0, 5.5]))
-    assert 1550 < SEARCH_REST_MIN < 1570 and 2760 < SEARCH_REST_MAX < 2800
+    assert np.allclose(wave_min, CNN_WINDOW_REST[0] * np.array([1.2, 1.5, 3.0, 5.5]))
+    assert np.allclose(wave_max, CNN_WINDOW_REST[1] * np.array([1.2, 1.5, 3.0, 5.5]))
+    assert 1550 < CNN_WINDOW_REST[0] < 1570 and 2760 < CNN_WINDOW_REST[1] < 2800
     assert on_grid.tolist() == [False, True, True, True]
     assert not search_window([6.0])[2][0]
+
+
+def test_search_path_runs_from_lyman_alpha_to_mgii():
+    wave_min, wave_max, on_grid = search_path([0.2, 2.0, 5.5, 6.5])
+    assert np.allclose(wave_min, PATH_REST[0] * np.array([1.2, 3.0, 6.5, 7.5]))
+    assert np.allclose(wave_max, PATH_REST[1] * np.array([1.2, 3.0, 6.5, 7.5]))
+    assert 1240 < PATH_REST[0] < 1260 and 2790 < PATH_REST[1] < 2798.75
+    assert on_grid.tolist() == [False, True, True, False]
+
+
+def test_path_flags():
+    flags = path_flags([2.0, 0.2, -1.0, np.nan, 7.0, 5.5])
+    assert flags.tolist() == [0, MgIIFlag.PATH_OFF_GRID, MgIIFlag.Z_OUT_OF_RANGE, MgIIFlag.Z_OUT_OF_RANGE,
+                              MgIIFlag.PATH_OFF_GRID, 0]
 
 
 @pytest.mark.parametrize("z_qso", [0.8, 1.5, 2.3, 3.5])
@@ -40,7 +55,7 @@ def test_prepare_input_rescales_by_the_bins_window(z_qso):
     flux[window] = 4.0
     flux[window[3]] = 1e4
     flux[window[5]], ivar[window[5]] = -1e4, 0
-    masked = np.flatnonzero(WAVE > SEARCH_REST_MIN * (1 + z_qso))[7]
+    masked = np.flatnonzero(WAVE > CNN_WINDOW_REST[0] * (1 + z_qso))[7]
     flux[masked], ivar[masked] = -50.0, 0
     x, searchable = prepare_input(flux[None], ivar[None], np.array([z_qso]))
     assert searchable.tolist() == [True]
@@ -53,7 +68,8 @@ def test_prepare_input_rescales_by_the_bins_window(z_qso):
     assert x[0, masked] == pytest.approx(-0.5)
 
 
-def test_prepare_input_flags():
+def test_prepare_input_says_where_the_cnn_can_run():
+    """Not above z 4.8, not with the window off the grid, not without continuum, not at z <= 0."""
     n = 5
     flux = np.ones((n, MGII_NPIX), np.float32)
     ivar = np.ones((n, MGII_NPIX), np.float32)
@@ -61,12 +77,11 @@ def test_prepare_input_flags():
     window = (WAVE >= 2150 * 3.3) & (WAVE <= 2250 * 3.3)
     flux[3, window] = -1.0
     flux[0, np.flatnonzero(WAVE > 1700 * 2.5)[0]] = 0.5
-    x, flags = prepare_input_flagged(flux, ivar, z_qso)
-    assert flags.tolist() == [0, MgIIFlag.Z_OUT_OF_RANGE, MgIIFlag.WINDOW_OFF_GRID, MgIIFlag.NO_CONTINUUM,
-                              MgIIFlag.Z_OUT_OF_RANGE]
+    x, cnn_ready = prepare_input(flux, ivar, z_qso)
+    assert cnn_ready.tolist() == [True, False, False, False, False]
     assert np.all(x[1:] == 0) and np.any(x[0] != 0)
     ivar[0, (WAVE >= 3020 * 2.5) & (WAVE <= 3100 * 2.5)] = 0
-    assert prepare_input_flagged(flux[:1], ivar[:1], z_qso[:1])[1][0] == MgIIFlag.NO_CONTINUUM
+    assert not prepare_input(flux[:1], ivar[:1], z_qso[:1])[1][0]
 
 
 def test_selection_flags():
@@ -108,14 +123,16 @@ def _quasar(z_qso, absorbers=(), snr=40.0, seed=0):
 
 
 def _tiny_plate():
-    """Five fibers: a quasar with two absorbers, a star, an unclassified fiber, a z=0.2 quasar, bad prep."""
-    spectra = [_quasar(2.0, [(1.2, 1.0), (1.6, 0.8)], seed=1), _quasar(1.0, seed=2), _quasar(1.5, seed=3),
-               _quasar(0.2, seed=4), _quasar(1.5, seed=5)]
+    """Five fibers: a quasar with absorbers in the CNN window (z 1.2, 1.6) and between Lyman-alpha and CIV
+    (z 0.5), a star, an unclassified fiber, a z=0.2 quasar, bad prep."""
+    spectra = [_quasar(2.0, [(0.5, 1.0), (1.2, 1.0), (1.6, 0.8)], seed=1), _quasar(1.0, seed=2),
+               _quasar(1.5, seed=3), _quasar(0.2, seed=4), _quasar(1.5, seed=5)]
     flux = np.stack([s[0] for s in spectra])
     ivar = np.stack([s[1] for s in spectra])
     ids = {"PLATE": pa.array([7001] * 5, pa.int32()), "MJD": pa.array([56000] * 5, pa.int32()),
            "FIBERID": pa.array([1, 2, 3, 4, 5], pa.int32())}
-    shard = pa.table({**ids, "PREP_FLAG": pa.array([0, 0, 0, 0, 8], pa.int32()),
+    shard = pa.table({**ids, "RA": pa.array([10.0 + k for k in range(5)]), "DEC": pa.array([-5.0 - k for k in range(5)]),
+                      "PREP_FLAG": pa.array([0, 0, 0, 0, 8], pa.int32()),
                       "MGII_FLUX": fixed_size_list(flux), "MGII_IVAR": fixed_size_list(ivar)})
     qn = pa.table({**ids, "IS_QSO_QN": pa.array([1, 0, 0, 1, 1], pa.int16()),
                    "Z_QN": pa.array([1.99, 0.0, -1.0, 0.2, 1.5]), "QN_FLAG": pa.array([0, 0, 1, 0, 0], pa.int32())})
@@ -131,21 +148,47 @@ def test_process_plate_one_row_per_fiber(cnn):
     assert mgii.schema.field("MGII_PROB").type == pa.float32()
     assert mgii.schema.field("N_MGII_ABS").type == pa.int16()
     flags = mgii.column("MGII_FLAG").to_pylist()
-    assert flags == [0, MgIIFlag.NOT_QSO, MgIIFlag.NOT_QSO, MgIIFlag.WINDOW_OFF_GRID, MgIIFlag.BAD_PREP]
+    assert flags == [0, MgIIFlag.NOT_QSO, MgIIFlag.NOT_QSO, MgIIFlag.PATH_OFF_GRID, MgIIFlag.BAD_PREP]
     probability = mgii.column("MGII_PROB").to_numpy()
     assert 0 < probability[0] < 1 and np.all(probability[1:] == -1)
     assert mgii.column("IS_MGII_ABS").to_pylist() == [1, -1, -1, -1, -1]
-    assert mgii.column("N_MGII_ABS").to_pylist() == [2, -1, -1, -1, -1]
-    assert absorbers.num_rows == 2
-    assert np.allclose(absorbers.column("Z_ABS").to_numpy(), [1.2, 1.6], atol=2e-4)
-    assert absorbers.column("TARGETID").to_pylist() == [target_id(7001, 56000, 1)] * 2
-    assert absorbers.column("Z_QSO").to_pylist() == [2.0, 2.0]
+    assert mgii.column("N_MGII_ABS").to_pylist() == [3, -1, -1, -1, -1]
+    assert mgii.column("MGII_ABS_REGION").to_pylist() == [MgIIRegion.CNN_WINDOW | MgIIRegion.LYA_CIV, -1, -1, -1, -1]
+    assert absorbers.num_rows == 3
+    assert np.allclose(absorbers.column("Z_ABS").to_numpy(), [0.5, 1.2, 1.6], atol=2e-4)
+    assert absorbers.column("REGION").to_pylist() == [MgIIRegion.LYA_CIV, MgIIRegion.CNN_WINDOW, MgIIRegion.CNN_WINDOW]
+    assert absorbers.column("TARGETID").to_pylist() == [target_id(7001, 56000, 1)] * 3
+    assert absorbers.column("RA").to_pylist() == [10.0] * 3 and absorbers.column("DEC").to_pylist() == [-5.0] * 3
+    assert absorbers.column("Z_QSO").to_pylist() == [2.0] * 3
+    assert np.all(absorbers.column("SNR_2803").to_numpy() > 3)
     assert absorbers.schema.field("EW_2796").type == pa.float32()
     assert absorbers.schema.field("Z_ABS").type == pa.float64()
 
     mgii, absorbers = process_plate(shard, qn, zfit, cnn, threshold=1.0)
-    assert mgii.column("IS_MGII_ABS").to_pylist() == [0, -1, -1, -1, -1]
-    assert mgii.column("N_MGII_ABS").to_pylist()[0] == 0 and absorbers.num_rows == 0
+    assert mgii.column("IS_MGII_ABS").to_pylist() == [1, -1, -1, -1, -1]
+    assert mgii.column("N_MGII_ABS").to_pylist()[0] == 1 and absorbers.column("REGION").to_pylist() == [2]
+
+
+def test_process_plate_records_the_path_searched(cnn):
+    """The whole path of a z = 2 quasar with every pixel good (z 0.36 at the grid's start to 1.99), its limit
+    at S/N 40 per pixel, and a masked stretch left out of MGII_DZ."""
+    shard, qn, zfit = _tiny_plate()
+    mgii, _ = process_plate(shard, qn, zfit, cnn, threshold=0.0)
+    z_min, z_max, dz, limit = (mgii.column(name).to_numpy() for name in
+                               ("MGII_ZMIN", "MGII_ZMAX", "MGII_DZ", "MGII_EW_LIMIT"))
+    assert z_min[0] == pytest.approx(max(PATH_REST[0] * 3.0, WAVE[0]) / 2796.354 - 1, abs=5e-4)
+    assert z_max[0] == pytest.approx(PATH_REST[1] * 3.0 / 2803.531 - 1, abs=5e-4)
+    assert dz[0] == pytest.approx(z_max[0] - z_min[0], rel=0.01)
+    # 5 x depth error 1/40 over the template's root sum of squares (1.85), times its EW per unit depth
+    # (sqrt(2 pi) 1.3 pixels of ~1.4 A) over 1 + z ~ 2: about 0.15 A.
+    assert 0.12 < limit[0] < 0.17
+    assert np.all(np.stack([z_min, z_max, dz, limit])[:, 1:] == -1)
+    ivar = np.stack(shard.column("MGII_IVAR").to_numpy(zero_copy_only=False))
+    ivar[0, (WAVE > 5000) & (WAVE < 5500)] = 0
+    masked = shard.set_column(shard.schema.get_field_index("MGII_IVAR"), "MGII_IVAR", fixed_size_list(ivar))
+    mgii, _ = process_plate(masked, qn, zfit, cnn, threshold=0.0)
+    lost = np.log(5500 / 5000) / 2796.354 * 5250
+    assert mgii.column("MGII_DZ").to_numpy()[0] == pytest.approx(dz[0] - lost, abs=0.01)
 
 
 def test_process_plate_rejects_misaligned_tables(cnn):

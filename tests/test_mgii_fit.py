@@ -86,7 +86,7 @@ def test_running_continuum_ignores_absorbers_and_masked_pixels():
 
 def test_matched_filter_peaks_on_the_2796_pixel():
     flux, ivar, continuum = _spectrum([(1.4, 1.0, 0.7)], snr=30)
-    snr, amplitude = doublet_matched_filter((1 - flux / continuum)[None], (ivar * continuum ** 2)[None])
+    snr, amplitude, _ = doublet_matched_filter((1 - flux / continuum)[None], (ivar * continuum ** 2)[None])
     assert abs(np.argmax(snr[0]) - np.argmin(np.abs(WAVE - MGII_2796 * 2.4))) <= 1
     assert snr[0].max() > 20 and amplitude[0, np.argmax(snr[0])] > 0
 
@@ -96,7 +96,7 @@ def test_filter_at_given_pixels_equals_the_whole_filter_at_edges_and_masks():
     ivar[2000:2006] = 0
     depth, weight = np.stack([1 - flux / continuum] * 2), np.stack([ivar * continuum ** 2] * 2)
     weight[1, :30] = 0
-    whole, _ = doublet_matched_filter(depth, weight, CIV_SEPARATION_PIX, FILTER_SIGMA_PIX, CIV_FILTER_RATIO)
+    whole, _, _ = doublet_matched_filter(depth, weight, CIV_SEPARATION_PIX, FILTER_SIGMA_PIX, CIV_FILTER_RATIO)
     columns = np.array([[0, 3, 25, 1995, 2003, 2398, 3835, 3840]] * 2)
     at = doublet_filter_snr_at(depth, weight, np.array([0, 1]), columns, CIV_SEPARATION_PIX, FILTER_SIGMA_PIX,
                                CIV_FILTER_RATIO)

@@ -87,7 +87,7 @@ def test_mgii_ivar_keeps_the_noise_of_a_doublet_filter(coeff0):
     loglam = coeff0 + 1e-4 * np.arange(4600)
     flux = (1.0 + 0.1 * rng.standard_normal((400, loglam.size))).astype(np.float32)
     out_flux, out_ivar = mgii_input(loglam, flux, np.full_like(flux, 100.0))
-    snr, _ = doublet_matched_filter(1.0 - out_flux.astype(np.float64), out_ivar.astype(np.float64))
+    snr, _, _ = doublet_matched_filter(1.0 - out_flux.astype(np.float64), out_ivar.astype(np.float64))
     assert 0.95 < np.std(snr[:, 50:-50]) < 1.05
 
 
