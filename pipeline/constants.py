@@ -53,11 +53,14 @@ NAI_D = 5894.0
 CAII_8544 = 8544.4
 CAII_8664 = 8664.5
 
-#: Narrow absorption lines of intervening absorbers: the components of the CIV and MgII doublets,
-#: the blue SiIV component, FeII and MgI.
+#: Narrow absorption lines of intervening absorbers: the components of the CIV, SiIV and MgII
+#: doublets, SiII 1526, AlII 1670, FeII and MgI.
 CIV_1548 = 1548.2049
 CIV_1550 = 1550.7785
 SIIV_1394 = 1393.755
+SIIV_1403 = 1402.770
+SIII_1526 = 1526.707
+ALII_1670 = 1670.789
 FEII_2344 = 2344.21
 FEII_2374 = 2374.46
 FEII_2382 = 2382.77
