@@ -143,8 +143,8 @@ def mgii_path(z_qso):
 def mgii_cnn_window(z_qso):
     """Redshift range (z_min, z_max) per sightline at z_qso (n,) with both MgII lines observable in the CNN window.
 
-    z_max <= z_min when none. A subset of `mgii_path`; the training labels
-    (qsopipe.models.train_mgii.in_search_window) count exactly these absorbers.
+    z_max <= z_min when none. A subset of `mgii_path`, on the bounds that the
+    training labels use (qsopipe.models.train_mgii.in_search_window).
     """
     one_plus_z = 1.0 + np.asarray(z_qso, np.float64)
     return (np.maximum(CNN_WINDOW_REST[0] * one_plus_z, OBSERVABLE_A[0]) / MGII_2796 - 1.0,
