@@ -232,8 +232,8 @@ def inject_strong_doublets(flux, ivar, z_qso, rng):
 
 
 def inject_confusers(flux, z_qso, rng):
-    """Inject non-MgII lines into each row of flux, in place: CIV doublets and single lines
-    (the simulator's confusers) and one FeII system without MgII at a random redshift."""
+    """Inject non-MgII lines into each row of flux, in place: the simulator's confusers (CIV systems
+    with SiIV, SiII and AlII, SiIV doublets, single lines) and one FeII system without MgII at a random redshift."""
     from qsopipe.stages.simulate.absorbers import absorb_rest_lines, draw_confusers, draw_fwhm
     from qsopipe.stages.simulate.absorbers import inject_confusers as inject_simulated_confusers
 

@@ -53,8 +53,8 @@ NAI_D = 5894.0
 CAII_8544 = 8544.4
 CAII_8664 = 8664.5
 
-#: Narrow absorption lines of intervening absorbers: the components of the CIV and MgII doublets,
-#: the SiIV doublet, the SiII and AlII lines of CIV systems, FeII and MgI.
+#: Narrow absorption lines of intervening absorbers: the components of the CIV, SiIV and MgII
+#: doublets, SiII 1526, AlII 1670, FeII and MgI.
 CIV_1548 = 1548.2049
 CIV_1550 = 1550.7785
 SIIV_1394 = 1393.755

@@ -10,14 +10,18 @@ from click.testing import CliRunner
 from scipy.ndimage import median_filter
 from scipy.stats import ks_2samp
 
-from qsopipe.pipeline.constants import CIV_EMISSION, CLASS_PERSON, MGII_2796, MGII_2803, Z_CONF_CONFIDENT
+from qsopipe.pipeline.constants import (CIV_1548, CIV_EMISSION, CLASS_PERSON, MGII_2796, MGII_2803, SIIV_1394,
+                                        SIIV_1403, Z_CONF_CONFIDENT)
 from qsopipe.pipeline.grids import mgii_loglam
 from qsopipe.pipeline.sdss import read_spec_plate, read_spplate
 from qsopipe.stages.simulate import inject_mgii_doublet, simulate_objects, simulate_plate
-from qsopipe.stages.simulate.absorbers import STRONG_EW, mgii_window
+from qsopipe.stages.mgii_regions import PATH_REST, MgIIRegion, absorber_regions
+from qsopipe.stages.simulate.absorbers import (SIIV_DOUBLET_RATIO, SIIV_TO_CIV, STRONG_EW, draw_confusers,
+                                              draw_mgii_absorbers, mgii_path)
 from qsopipe.stages.simulate.bal import balnicity_index
 from qsopipe.stages.simulate.command import command
 from qsopipe.stages.simulate.grid import plate_loglam
+from qsopipe.stages.simulate.quasar import draw_quasar_redshifts
 
 NFIBERS = 300
 PLUGMAP_COLUMNS = ("FIBERID", "RA", "DEC", "OBJTYPE", "MAG", "XFOCAL", "YFOCAL", "THING_ID",
@@ -146,14 +150,73 @@ def test_mgii_fraction_sets_strong_absorber_share():
     mgii = sim.mgii
     carrying = np.unique(mgii["ROW"][mgii["EW_2796"] >= STRONG_EW])
     assert 0.43 <= carrying.size / 400 <= 0.57
-    z_min, z_max = mgii_window(z[mgii["ROW"]])
+    z_min, z_max = mgii_path(z[mgii["ROW"]])
     assert (mgii["Z_ABS"] >= z_min).all() and (mgii["Z_ABS"] <= z_max).all() and (mgii["Z_ABS"] < 2.0).all()
+    first = np.r_[True, np.diff(mgii["ROW"]) != 0]
+    assert (mgii["EW_2796"][first] >= STRONG_EW).all()
+    assert (absorber_regions(mgii["Z_ABS"][first], 2.0) & MgIIRegion.CNN_WINDOW).all()
+    assert (absorber_regions(mgii["Z_ABS"][~first], 2.0) & MgIIRegion.LYA_CIV).any()
     ratio = mgii["EW_2796"] / mgii["EW_2803"]
     assert (ratio >= 1.0 - 1e-6).all() and (ratio <= 2.0 + 1e-6).all()
     assert (mgii["FWHM"] >= 0.5).all()
     none = simulate_objects(mgii_loglam(), ["QSO"] * 50, np.random.default_rng(2), z=np.full(50, 2.0),
                             mgii_fraction=0.0, with_noise=False)
     assert len(none.mgii) == 0
+
+
+def test_mgii_absorbers_cover_the_whole_path():
+    rng = np.random.default_rng(4)
+    z_qso = draw_quasar_redshifts(3000, rng)
+    mgii = draw_mgii_absorbers(z_qso, rng)
+    z_min, z_max = mgii_path(z_qso[mgii["row"]])
+    assert (mgii["z_abs"] >= z_min).all() and (mgii["z_abs"] <= z_max).all()
+    assert (MGII_2803 * (1 + mgii["z_abs"]) <= 10300.0).all()
+    regions = absorber_regions(mgii["z_abs"], z_qso[mgii["row"]])
+    assert (regions != 0).all()
+    for region in (MgIIRegion.CNN_WINDOW, MgIIRegion.LYA_CIV, MgIIRegion.PROXIMATE):
+        assert ((regions & region) != 0).sum() >= 5, region
+    sim = simulate_objects(mgii_loglam(), ["QSO"] * 300, rng, mag=np.full(300, 20.0), with_noise=False)
+    rows = sim.mgii["ROW"]
+    assert len(rows) > 100 and (absorber_regions(sim.mgii["Z_ABS"], sim.truth["Z_VI"][rows]) != 0).all()
+
+
+def test_mgii_redshifts_follow_the_dr12_catalogue():
+    mgii = draw_mgii_absorbers(np.full(5000, 2.5), np.random.default_rng(5))
+    z_min, z_max = mgii_path(2.5)
+    assert mgii["row"].size == pytest.approx(5000 * 0.4 * (z_max - z_min), rel=0.05)
+    with np.load(Path(__file__).parents[1] / "stages" / "simulate" / "data" / "mgii_dr12_distribution.npz") as data:
+        catalogue = data["z"]
+    on_path = catalogue[(catalogue >= z_min) & (catalogue <= z_max)]
+    for quantile in (0.25, 0.5, 0.75):
+        assert np.quantile(mgii["z_abs"], quantile) == pytest.approx(np.quantile(on_path, quantile), abs=0.05)
+
+
+def test_civ_systems_carry_siiv_doublets():
+    rng = np.random.default_rng(6)
+    z_qso = rng.uniform(2.0, 3.5, 2000)
+    metals = draw_confusers(z_qso, rng)
+    ion, rest = metals["ion"], metals["rest_A"]
+    assert set(ion) == {"CIV", "SIIV", "SIII", "ALII", "UNKNOWN"}
+    civ = ion == "CIV"
+    blue, red = civ & (rest == CIV_1548), civ & (rest != CIV_1548)
+    assert blue.sum() == red.sum() > 500
+    assert (metals["z_abs"][blue] <= z_qso[metals["row"][blue]]).all()
+    assert (CIV_1548 * (1 + metals["z_abs"][blue]) >= PATH_REST[0] * (1 + z_qso[metals["row"][blue]]) - 1e-6).all()
+    systems = {}
+    for k in range(ion.size):
+        systems.setdefault((metals["row"][k], metals["z_abs"][k]), {})[rest[k]] = metals["ew"][k]
+    ratios = np.array([(lines[SIIV_1394] / lines[CIV_1548], lines[SIIV_1394] / lines[SIIV_1403])
+                       for lines in systems.values() if CIV_1548 in lines])
+    assert len(ratios) == blue.sum()
+    assert SIIV_TO_CIV[0] <= ratios[:, 0].min() and ratios[:, 0].max() <= SIIV_TO_CIV[1]
+    assert SIIV_DOUBLET_RATIO[0] <= ratios[:, 1].min() and ratios[:, 1].max() <= SIIV_DOUBLET_RATIO[1]
+    siiv_only = [lines for lines in systems.values() if CIV_1548 not in lines and SIIV_1394 in lines]
+    assert len(siiv_only) > 100 and all(set(lines) == {SIIV_1394, SIIV_1403} for lines in siiv_only)
+    single = ion == "UNKNOWN"
+    wave = metals["rest_A"][single] * (1 + metals["z_abs"][single])
+    z_single = z_qso[metals["row"][single]]
+    assert (wave >= PATH_REST[0] * (1 + z_single) - 1e-6).all()
+    assert (wave <= PATH_REST[1] * (1 + z_single) + 1e-6).all()
 
 
 def test_inject_mgii_doublet_conserves_equivalent_width():

@@ -131,7 +131,8 @@ def quasar_spectra(loglam, z, rng, mgii_fraction=None, bal_fraction=bal.BAL_FRAC
     mgii_fraction : None for the natural absorber incidence, or the fraction of
     eligible sightlines given a strong MgII absorber (see absorbers.draw_mgii_absorbers).
     Returns (flux (n, npix) float32, arbitrary units; truth dict with 'bi_civ',
-    'bal_flag_vi', 'has_troughs' (n,), 'mgii' absorber dict, 'metals' confuser dict).
+    'bal_flag_vi', 'has_troughs' (n,), 'mgii' absorber dict (absorbers.draw_mgii_absorbers),
+    'metals' confuser-line dict (absorbers.draw_confusers)).
     """
     z = np.asarray(z, np.float64)
     n = z.size

@@ -34,7 +34,7 @@ class SimulatedSpectra:
     loglam (npix,) float64; flux, ivar, flux_true, sky, wavedisp (N, npix)
     float32 (flux in 1e-17 erg/s/cm^2/A); and_mask, or_mask (N, npix) int32;
     truth (N,) structured array TRUTH_DTYPE; mgii (M,) MGII_DTYPE (rest-frame A,
-    ROW indexes the spectra); metals (K,) METAL_DTYPE (confuser absorbers).
+    ROW indexes the spectra); metals (K,) METAL_DTYPE (confuser lines, one row per line).
     """
 
     loglam: np.ndarray

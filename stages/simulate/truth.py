@@ -6,8 +6,9 @@ FIBERID, THING_ID, OBJTYPE, CLASS_PERSON (1 star, 3 quasar, 30 BAL quasar,
 (3 clean, 0 none), BAL_FLAG_VI, BI_CIV (km/s), plus the simulator's SIM_KIND,
 SIM_SUBTYPE and MAG (ugriz, AB). HDU2 MGII_ABSORBERS: PLATE, MJD, FIBERID, Z_ABS,
 EW_2796, EW_2803 (rest-frame A), FWHM (rest-frame A). HDU3 METAL_ABSORBERS: the
-confuser absorbers (CIV doublets and single lines; FeII lines of MgII absorbers
-are not listed).
+confuser lines, one row per line (ION 'CIV', 'SIIV', 'SIII' for SiII, 'ALII' or
+'UNKNOWN'; WAVE_REST, Z_ABS, EW and FWHM of that line; the lines of one system
+share Z_ABS; FeII lines of MgII absorbers are not listed).
 """
 
 import os
