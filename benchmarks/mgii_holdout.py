@@ -32,7 +32,17 @@ search window) it reports, in DIR/mgii_holdout.json:
   plotted in DIR/mgii_completeness.png; fitted against true EW_2796 of the
   localised absorbers in DIR/mgii_ew.png.
 
-Acceptance: accuracy >= 0.95, localised on IS_MGII_ABS = 1 sightlines >= 0.90, EW median ratio within 5%.
+All of the above are about the CNN window (the sightline labels' region):
+the finder's absorbers outside it are left out of them. "by_region" scores
+the finder over the whole path, per REGION (CNN window, Lyman-alpha to CIV,
+proximate): purity of its absorbers (matched to a truth absorber of any
+strength within |dz| < 0.005), completeness for truth absorbers with
+EW_2796 >= 1 A and doublet S/N >= 5 (the rest EWs over their expected
+noise), and completeness against EW_2796 at doublet S/N >= 5, plotted in
+DIR/mgii_completeness_regions.png.
+
+Acceptance: accuracy >= 0.95, localised on IS_MGII_ABS = 1 sightlines >= 0.90, EW median ratio within 5%;
+per region purity >= 0.99 and completeness (EW_2796 >= 1 A, S/N >= 5) >= 0.90.
 """
 
 import argparse
@@ -49,6 +59,7 @@ from qsopipe.models.train_mgii import (draw_epoch, ew_noise, read_sim_sightlines
 from qsopipe.pipeline.config import defaults  # noqa: E402
 from qsopipe.stages.mgii import measure_absorbers, prepare_input  # noqa: E402
 from qsopipe.stages.mgii_fit import DoubletCriteria  # noqa: E402
+from qsopipe.stages.mgii_regions import MgIIRegion, absorber_regions  # noqa: E402
 
 #: |z_fit - z_true| below which a truth absorber counts as localised.
 LOCALISATION_DZ = 0.005
@@ -62,6 +73,48 @@ SIGMA_BINS = (3.0, 4.0, 5.0, 7.0, 10.0, np.inf)
 CNN_YES = 0.5
 #: Thresholds of the accuracy-against-threshold table.
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+#: Truth absorbers the per-region completeness counts: EW_2796 (rest A) and doublet S/N at least these.
+REGION_MIN_EW, REGION_MIN_SNR = 1.0, 5.0
+
+
+def in_region(fits, z_qso, region):
+    """The fits (structured array of one sightline at z_qso) whose REGION has bit `region`."""
+    return fits[(absorber_regions(fits["Z_ABS"], z_qso) & region) != 0]
+
+
+def by_region(sightlines, every):
+    """Per REGION bit: the finder's purity, completeness at EW_2796 >= 1 A and S/N >= 5, and against EW_2796.
+
+    every : the finder's fits on every sightline (one structured array each). Returns {region name: dict}.
+    """
+    truth = sightlines.absorbers
+    z_qso_truth = sightlines.z_qso[truth["row"]]
+    noise = ew_noise(sightlines.flux, sightlines.ivar, truth["row"], truth["z_abs"])
+    doublet_snr = (truth["ew_2796"] + truth["ew_2803"]) / (np.sqrt(2) * noise)
+    found = dict(enumerate(every))
+    dz, _ = match_absorbers(truth["row"], truth["z_abs"], found)
+    edges = np.asarray(EW_BINS)
+    result = {}
+    for region in MgIIRegion:
+        fits = [in_region(f, z, region) for f, z in zip(every, sightlines.z_qso)]
+        false = false_fits(np.arange(len(sightlines)), fits, truth)
+        n_fits = sum(len(f) for f in fits)
+        here = (absorber_regions(truth["z_abs"], z_qso_truth) & region) != 0
+        counted = here & (truth["ew_2796"] >= REGION_MIN_EW) & (doublet_snr >= REGION_MIN_SNR)
+        detectable = here & (doublet_snr >= REGION_MIN_SNR)
+        which = np.digitize(truth["ew_2796"], edges) - 1
+        result[region.name] = {
+            "absorbers_found": int(n_fits), "false": int(false.sum()),
+            "purity": float(1 - false.sum() / n_fits) if n_fits else float("nan"),
+            "truth_counted": int(counted.sum()),
+            "completeness": float(np.mean(dz[counted] < LOCALISATION_DZ)) if counted.any() else float("nan"),
+            "completeness_vs_ew": [
+                {"ew_min": float(edges[b]), "ew_max": float(edges[b + 1]), "count": int(np.sum(detectable & (which == b))),
+                 "localised": float(np.mean(dz[detectable & (which == b)] < LOCALISATION_DZ))
+                 if np.any(detectable & (which == b)) else float("nan")}
+                for b in range(len(edges) - 1)],
+        }
+    return result
 
 
 def false_fits(rows, found, absorbers):
@@ -118,7 +171,8 @@ def evaluate(sightlines, predictor, threshold, seed=1234):
     balanced_yes = predictor(x_balanced) > CNN_YES
 
     # The finder treats each sightline on its own: the stage's fits are those of its rows at or above the threshold.
-    every = measure_absorbers(sightlines.flux, sightlines.ivar, sightlines.z_qso, criteria)
+    whole_path, _ = measure_absorbers(sightlines.flux, sightlines.ivar, sightlines.z_qso, criteria)
+    every = [in_region(f, z, MgIIRegion.CNN_WINDOW) for f, z in zip(whole_path, sightlines.z_qso)]
     positive_rows = np.flatnonzero(probability >= threshold)
     fits = [every[row] for row in positive_rows]
     found = dict(zip(positive_rows.tolist(), fits))
@@ -190,8 +244,10 @@ def evaluate(sightlines, predictor, threshold, seed=1234):
          "is_mgii_abs": fraction(confirmed[truth["row"]], which == b), "localised": fraction(localised, which == b)}
         for b in range(len(edges) - 1)]
     metrics["ew_pairs"] = {"true": truth["ew_2796"][localised].tolist(), "fitted": ew_fit[localised].tolist()}
+    metrics["by_region"] = by_region(sightlines, whole_path)
+    regions_pass = all(r["purity"] >= 0.99 and r["completeness"] >= 0.90 for r in metrics["by_region"].values())
     metrics["pass"] = bool(metrics["accuracy"] >= 0.95 and metrics["localised_on_is_mgii_abs"] >= 0.90
-                           and abs(metrics["ew_2796_median_ratio"] - 1) <= 0.05)
+                           and abs(metrics["ew_2796_median_ratio"] - 1) <= 0.05 and regions_pass)
     return metrics
 
 
@@ -219,6 +275,23 @@ def plot_completeness(metrics, path):
     axes.plot(centre, [r["localised"] for r in rows], "s--", label=f"absorber localised, |dz| < {LOCALISATION_DZ}")
     axes.set(xscale="log", xlabel="rest EW(2796) [A]", ylabel="completeness", ylim=(0, 1.05),
              title=f"MgII stage hold-out: IS_MGII_ABS accuracy {metrics['accuracy']:.3f}")
+    axes.legend(loc="lower right")
+    figure.savefig(path, dpi=100)
+
+
+def plot_region_completeness(metrics, path):
+    """Completeness against EW_2796 at doublet S/N >= REGION_MIN_SNR, one curve per REGION, PNG."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    axes = figure.subplots()
+    for name, region in metrics["by_region"].items():
+        rows = region["completeness_vs_ew"]
+        centre = [np.sqrt(r["ew_min"] * r["ew_max"]) for r in rows]
+        axes.plot(centre, [np.nan if r["localised"] is None else r["localised"] for r in rows], "o-",
+                  label=f"{name} (purity {np.nan if region['purity'] is None else region['purity']:.3f})")
+    axes.set(xscale="log", xlabel="rest EW(2796) [A]", ylabel=f"completeness, doublet S/N >= {REGION_MIN_SNR:g}",
+             ylim=(0, 1.05), title="MgII finder over the whole path, by region")
     axes.legend(loc="lower right")
     figure.savefig(path, dpi=100)
 
@@ -254,6 +327,8 @@ def main():
     metrics["model"], metrics["sim"] = str(args.model), str(args.sim)
     plot_completeness(metrics, out / "mgii_completeness.png")
     plot_ew(metrics, out / "mgii_ew.png")
+    metrics = json_safe(metrics)
+    plot_region_completeness(metrics, out / "mgii_completeness_regions.png")
     del metrics["ew_pairs"]
     (out / "mgii_holdout.json").write_text(json.dumps(json_safe(metrics), indent=1, allow_nan=False))
     print(json.dumps({key: value for key, value in metrics.items() if key != "completeness_vs_ew"}, indent=1))

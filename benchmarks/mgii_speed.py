@@ -80,8 +80,9 @@ def main():
     seconds, (xq, searchable) = best_of(args.repeat, lambda: prepare_input(flux[quasars], ivar[quasars], z_qso[quasars]))
     print(f"prepare_input: {quasars.size / seconds:.0f} spectra/s")
     positive = quasars[searchable][predictor(xq[searchable]) >= defaults()["mgii_threshold"]]
-    seconds, found = best_of(1, lambda: measure_absorbers(flux[positive], ivar[positive], z_qso[positive], DoubletCriteria()))
-    print(f"doublet search + fits: {positive.size / seconds:.0f} searched sightlines/s, "
+    seconds, (found, _) = best_of(1, lambda: measure_absorbers(flux[positive], ivar[positive], z_qso[positive],
+                                                                 DoubletCriteria()))
+    print(f"doublet search + fits over the whole path: {positive.size / seconds:.0f} searched sightlines/s, "
           f"{sum(map(len, found)) / max(positive.size, 1):.2f} absorbers each")
     seconds, (mgii, absorbers) = best_of(args.repeat, lambda: process_plate(shard, qn, zfit, predictor, defaults()["mgii_threshold"]))
     print(f"process_plate: {args.fibers} fibers ({quasars.size} quasars, {positive.size} fitted, "
