@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 
 #: Fewest grid pixels the CNN window, or the doublet finder's path, must keep on the grid to be searched.
 MIN_WINDOW_PIX = 50
+#: Least SNR_2803 of an absorber between Lyman-alpha and CIV emission, where the lines of CIV systems crowd
+#: the spectrum (the finder's own floor, DoubletCriteria.min_snr_2803, is 1.5; models/weights/mgii.md).
+LYA_CIV_MIN_SNR_2803 = 2.5
 
 #: Continuum windows, quasar rest frame: (z_max of the bin, window min A, window max A), by z.
 CONTINUUM_WINDOWS = (
@@ -218,6 +221,9 @@ def path_flags(z_qso):
 def measure_absorbers(flux, ivar, z_qso, criteria):
     """Find and fit MgII doublets along each spectrum's whole path (`search_path`).
 
+    Absorbers between Lyman-alpha and CIV emission (REGION LYA_CIV) also
+    need SNR_2803 >= LYA_CIV_MIN_SNR_2803.
+
     Parameters
     ----------
     flux, ivar : ndarray (n, 3841), on the MgII grid
@@ -232,7 +238,14 @@ def measure_absorbers(flux, ivar, z_qso, criteria):
     if len(z_qso) == 0:
         return [], np.zeros(0, PATH_DTYPE)
     wave_min, wave_max, _ = search_path(z_qso)
-    return search_doublets(flux, ivar, wave_min, wave_max, running_continuum(flux, ivar), criteria)
+    found, path = search_doublets(flux, ivar, wave_min, wave_max, running_continuum(flux, ivar), criteria)
+    return [_region_rules(rows, z) for rows, z in zip(found, np.asarray(z_qso, np.float64))], path
+
+
+def _region_rules(absorbers, z_qso):
+    """The absorbers (ABSORBER_DTYPE rows of one sightline at z_qso) that pass their region's extra rule."""
+    lya_civ = (absorber_regions(absorbers["Z_ABS"], z_qso) & MgIIRegion.LYA_CIV) != 0
+    return absorbers[~lya_civ | (absorbers["SNR_2803"] >= LYA_CIV_MIN_SNR_2803)]
 
 
 def process_plate(shard_table, qn_table, zfit_table, model, threshold, criteria=None):

@@ -53,6 +53,9 @@ CONTINUUM_BLOCK = 5
 #: Pixels deeper than this many sigma below the first continuum are ignored in the second pass.
 CONTINUUM_CLIP_SIGMA = 2.5
 
+#: The doublets the fit can model: (blue, red) rest A.
+MGII_DOUBLET = (MGII_2796, MGII_2803)
+CIV_DOUBLET = (CIV_1548, CIV_1550)
 #: Doublet separations on the grid, pixels: log10(red / blue) / 1e-4 (CIV, a confuser: 7.2 against MgII's 11.1).
 DOUBLET_SEPARATION_PIX = np.log10(MGII_2803 / MGII_2796) / MGII_DLOGLAM
 CIV_SEPARATION_PIX = np.log10(CIV_1550 / CIV_1548) / MGII_DLOGLAM
@@ -77,8 +80,9 @@ MAX_DAMPING = 1e6
 CONVERGED_DCHI2 = 1e-4
 #: Starting line width sigma of a fit, km/s.
 SIGMA_GUESS_KMS = 80.0
-#: Doublets of other ions that can sit on an MgII candidate's lines: (line, partner) in rest A, each way round.
-ION_DOUBLETS = ((CIV_1548, CIV_1550), (CIV_1550, CIV_1548), (SIIV_1394, SIIV_1403), (SIIV_1403, SIIV_1394))
+#: Doublets of other ions whose partner line lies clear of an MgII candidate's own lines: (line, partner)
+#: in rest A, each way round (CIV's partner would sit within VETO_EXCLUSION_PIX; `civ_fits_better` covers CIV).
+ION_DOUBLETS = ((SIIV_1394, SIIV_1403), (SIIV_1403, SIIV_1394))
 #: Lines of CIV systems besides CIV, rest A: a candidate line on one of them, with the CIV doublet there, is vetoed.
 CIV_SYSTEM_LINES = (SIIV_1394, SIIV_1403, SIII_1526, ALII_1670)
 #: A veto test whose template lines come this close to a line of the candidate's own system
@@ -390,16 +394,18 @@ def _filter_snr(numerator, denominator, coverage, template):
     return snr, amplitude
 
 
-def _line_terms(z_abs, sigma_kms, wave_lo, wave_hi):
-    """Per line of the doublet: (rest A, erf argument at the pixel's blue and red edges, line sigma * sqrt 2)."""
-    for rest in (MGII_2796, MGII_2803):
+def _line_terms(z_abs, sigma_kms, wave_lo, wave_hi, lines):
+    """Per line of the doublet `lines` (rest A): (rest A, erf argument at the pixel's blue and red edges,
+    line sigma * sqrt 2)."""
+    for rest in lines:
         centre = rest * (1.0 + z_abs)
         scale = np.sqrt(2.0) * sigma_kms / SPEED_OF_LIGHT_KMS * centre
         yield rest, (wave_lo - centre) / scale, (wave_hi - centre) / scale, scale
 
 
-def doublet_profile(z_abs, ew_2796_obs, ew_2803_obs, sigma_kms, wave_lo=_EDGE_LO, wave_hi=_EDGE_HI):
-    """Fractional absorption depth of a Gaussian doublet, averaged over each pixel.
+def doublet_profile(z_abs, ew_2796_obs, ew_2803_obs, sigma_kms, wave_lo=_EDGE_LO, wave_hi=_EDGE_HI,
+                    lines=MGII_DOUBLET):
+    """Fractional absorption depth of a Gaussian doublet (`lines`, rest A: MgII unless given), averaged over each pixel.
 
     Each line is a Gaussian of sigma = sigma_kms / c * its observed
     wavelength, with area = its observed equivalent width (A), integrated
@@ -409,12 +415,13 @@ def doublet_profile(z_abs, ew_2796_obs, ew_2803_obs, sigma_kms, wave_lo=_EDGE_LO
     against (k, m) pixel edges).
     """
     depth = 0.0
-    for ew, (_, blue, red, _) in zip((ew_2796_obs, ew_2803_obs), _line_terms(z_abs, sigma_kms, wave_lo, wave_hi)):
+    for ew, (_, blue, red, _) in zip((ew_2796_obs, ew_2803_obs),
+                                     _line_terms(z_abs, sigma_kms, wave_lo, wave_hi, lines)):
         depth = depth + ew * 0.5 * (erf(red) - erf(blue))
     return depth / (wave_hi - wave_lo)
 
 
-def doublet_profile_gradient(z_abs, ew_2796_obs, ew_2803_obs, sigma_kms, wave_lo, wave_hi):
+def doublet_profile_gradient(z_abs, ew_2796_obs, ew_2803_obs, sigma_kms, wave_lo, wave_hi, lines=MGII_DOUBLET):
     """`doublet_profile` and its derivatives by (z, EW_2796, EW_2803, sigma_kms); depth (k, m), gradient (k, m, 4).
 
     With a, b the erf arguments at a pixel's edges and s the line's sigma
@@ -425,7 +432,7 @@ def doublet_profile_gradient(z_abs, ew_2796_obs, ew_2803_obs, sigma_kms, wave_lo
     depth = 0.0
     gradient = np.zeros(np.broadcast(z_abs, wave_lo).shape + (4,))
     for k, (ew, (rest, blue, red, scale)) in enumerate(
-            zip((ew_2796_obs, ew_2803_obs), _line_terms(z_abs, sigma_kms, wave_lo, wave_hi))):
+            zip((ew_2796_obs, ew_2803_obs), _line_terms(z_abs, sigma_kms, wave_lo, wave_hi, lines))):
         area = 0.5 * (erf(red) - erf(blue)) / width
         density_red, density_blue = np.exp(-red ** 2) / np.sqrt(np.pi), np.exp(-blue ** 2) / np.sqrt(np.pi)
         depth = depth + ew * area
@@ -453,14 +460,15 @@ class _FitRegions:
         """The regions of candidates `rows` (int array)."""
         return _FitRegions(**{name: getattr(self, name)[rows] for name in self.__dataclass_fields__})
 
-    def evaluate(self, params):
+    def evaluate(self, params, lines):
         """Residuals (flux - model) * sqrt(ivar), (k, m), and their derivatives by params, (k, m, 6), analytic.
 
-        params (k, 6): z, EW_2796 and EW_2803 (observed A), sigma km/s, and
-        the continuum correction c0 + c1 (wave - wave_ref) / wave_ref.
+        params (k, 6): z, the blue and red line's EW (observed A), sigma km/s,
+        and the continuum correction c0 + c1 (wave - wave_ref) / wave_ref, of
+        the doublet `lines` (rest A).
         """
         z_abs, ew1, ew2, sigma, c0, c1 = (params[:, j:j + 1] for j in range(6))
-        depth, gradient = doublet_profile_gradient(z_abs, ew1, ew2, sigma, self.wave_lo, self.wave_hi)
+        depth, gradient = doublet_profile_gradient(z_abs, ew1, ew2, sigma, self.wave_lo, self.wave_hi, lines)
         slope = (self.wave - self.wave_ref) / self.wave_ref
         scale = self.continuum * (c0 + c1 * slope)
         residuals = (self.flux - scale * (1.0 - depth)) * self.sqrt_ivar
@@ -488,8 +496,9 @@ def _fit_regions(flux, ivar, continuum, rows, first_pixel, npix):
     )
 
 
-def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations):
-    """Batched least-squares fit of one MgII doublet near each z_guess[k] in spectrum rows[k].
+def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations, lines=MGII_DOUBLET,
+                 first_pixel=None):
+    """Batched least-squares fit of one doublet (MgII unless `lines` says) near each z_guess[k] in spectrum rows[k].
 
     Levenberg-Marquardt with Marquardt scaling and an analytic Jacobian, at
     most max_iterations steps, every candidate at once; a candidate leaves
@@ -501,22 +510,27 @@ def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations)
     flux, ivar, continuum : ndarray (n, 3841), on the MgII grid
     rows : int (k,), spectrum of each candidate
     z_guess : float (k,), absorber redshift to start from
-    ew_guess : float (k,), starting observed EW of 2796, A
+    ew_guess : float (k,), starting observed EW of the blue line, A
     max_iterations : int
+    lines : (blue, red) rest A of the doublet
+    first_pixel : int (k,), first pixel of each fit region (None: FIT_HALF_WIDTH_PIX blue of the
+        blue line at z_guess); every region spans 2 FIT_HALF_WIDTH_PIX + 13 pixels
 
     Returns
     -------
     dict of (k,) float64 arrays: Z_ABS, Z_ABS_ERR, EW_2796, EW_2796_ERR,
-    EW_2803, EW_2803_ERR (rest A), SNR_2796, SNR_2803, SNR_DOUBLET
-    ((EW_2796 + EW_2803) over its error), COV_EW (k, 2, 2)
-    (rest A^2), SIGMA_KMS and FITTED (bool, False where the region has
-    fewer than MIN_FIT_PIXELS good pixels).
+    EW_2803, EW_2803_ERR (rest A; of the blue and red line), SNR_2796,
+    SNR_2803, SNR_DOUBLET ((EW_2796 + EW_2803) over its error), COV_EW
+    (k, 2, 2) (rest A^2), SIGMA_KMS, CHI2 (over the region) and FITTED
+    (bool, False where the region has fewer than MIN_FIT_PIXELS good pixels).
     """
     z_guess = np.asarray(z_guess, np.float64)
     k = z_guess.size
-    centre = (np.log10(MGII_2796 * (1.0 + z_guess)) - _LOGLAM[0]) / MGII_DLOGLAM
+    if first_pixel is None:
+        centre = (np.log10(lines[0] * (1.0 + z_guess)) - _LOGLAM[0]) / MGII_DLOGLAM
+        first_pixel = np.floor(centre).astype(np.int64) - FIT_HALF_WIDTH_PIX
     npix = 2 * FIT_HALF_WIDTH_PIX + int(np.ceil(DOUBLET_SEPARATION_PIX)) + 1
-    regions = _fit_regions(flux, ivar, continuum, rows, np.floor(centre).astype(np.int64) - FIT_HALF_WIDTH_PIX, npix)
+    regions = _fit_regions(flux, ivar, continuum, rows, first_pixel, npix)
     dz = 3 * MGII_DLOGLAM * np.log(10) * (1.0 + z_guess)
     ones = np.ones(k)
     lower = np.stack([z_guess - dz, -20 * ones, -20 * ones, SIGMA_BOUNDS_KMS[0] * ones, 0.5 * ones, -ones], 1)
@@ -524,7 +538,7 @@ def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations)
     ew_guess = np.asarray(ew_guess, np.float64) * ones
     params = np.clip(np.stack([z_guess, ew_guess, 0.7 * ew_guess, SIGMA_GUESS_KMS * ones, ones, 0 * ones], 1),
                      lower, upper)
-    residuals, jac = regions.evaluate(params)
+    residuals, jac = regions.evaluate(params, lines)
     chi2 = np.sum(residuals ** 2, axis=1)
     damping = np.full(k, 1e-3)
     active = np.arange(k)
@@ -536,7 +550,7 @@ def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations)
         step = np.linalg.solve(normal + damping[active, None, None] * scale[:, :, None] * np.eye(6),
                                -gradient[..., None])[..., 0]
         trial = np.clip(params[active] + step, lower[active], upper[active])
-        trial_residuals, trial_jac = regions.subset(active).evaluate(trial)
+        trial_residuals, trial_jac = regions.subset(active).evaluate(trial, lines)
         trial_chi2 = np.sum(trial_residuals ** 2, axis=1)
         better = trial_chi2 < chi2[active]
         converged = better & (chi2[active] - trial_chi2 < CONVERGED_DCHI2)
@@ -563,7 +577,7 @@ def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations)
         "EW_2803": params[:, 2] * to_rest, "EW_2803_ERR": ew2_err,
         "SNR_2796": snr1, "SNR_2803": snr2, "SNR_DOUBLET": snr_doublet,
         "COV_EW": covariance[:, 1:3, 1:3] * to_rest[:, None, None] ** 2,
-        "SIGMA_KMS": params[:, 3],
+        "SIGMA_KMS": params[:, 3], "CHI2": chi2,
         "FITTED": np.sum(regions.sqrt_ivar > 0, axis=1) >= MIN_FIT_PIXELS,
     }
 
@@ -656,8 +670,12 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria):
     detected = system_snr_at(depth, weight, rows, peaks[:, None])[:, 0] >= criteria.detect_snr
     rows, peaks = rows[detected], peaks[detected]
     ew_guess = np.maximum(amplitude[rows, peaks], 0.05) * np.sqrt(2 * np.pi) * FILTER_SIGMA_PIX * PIXEL_WIDTH[peaks]
-    fits = fit_doublets(flux, ivar, continuum, rows, WAVE[peaks] / MGII_2796 - 1.0, ew_guess, criteria.max_iterations)
+    first_pixel = peaks - FIT_HALF_WIDTH_PIX
+    fits = fit_doublets(flux, ivar, continuum, rows, WAVE[peaks] / MGII_2796 - 1.0, ew_guess, criteria.max_iterations,
+                        first_pixel=first_pixel)
     ok = accepted_doublets(fits, criteria) & ~_civ_better(snr, depth, weight, rows, peaks)
+    ok[ok] = ~civ_fits_better(flux, ivar, continuum, rows[ok], peaks[ok], first_pixel[ok], fits["CHI2"][ok],
+                              fits["EW_2796"][ok], criteria.max_iterations)
     ok[ok] = ~metal_line_veto(depth, weight, rows[ok], fits["Z_ABS"][ok], criteria.veto_snr)
     accepted = {}
     for index in np.flatnonzero(ok)[np.lexsort((-fits["SNR_2796"][ok], rows[ok]))]:
@@ -671,6 +689,27 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria):
         table[name] = fits[name][chosen]
     stops = np.cumsum(np.bincount(rows[chosen], minlength=len(flux)))
     return [table[start:stop] for start, stop in zip(np.concatenate([[0], stops[:-1]]), stops)], path
+
+
+def civ_fits_better(flux, ivar, continuum, rows, peaks, first_pixel, chi2_mgii, ew_2796, max_iterations):
+    """True where a CIV 1548/1550 doublet, fitted over the same pixels, fits a candidate better than MgII; bool (k,).
+
+    rows, peaks, first_pixel : int (k,), each candidate's spectrum, 2796
+    pixel and fit region (as given to its MgII fit); chi2_mgii, ew_2796
+    (rest A) : float (k,), from that fit. The CIV fit starts with its pair
+    centred on the MgII pair (1548 at (11.1 - 7.2) / 2 pixels red of the
+    2796 pixel) and the MgII fit's EW; both fits have the same six free
+    parameters over the same pixels, so the lower chi^2 is the better
+    model. A broad CIV doublet, whose fitted MgII width can absorb the
+    4-pixel difference in separation, fails here.
+    """
+    if len(rows) == 0:
+        return np.zeros(0, bool)
+    offset = (DOUBLET_SEPARATION_PIX - CIV_SEPARATION_PIX) / 2
+    z_civ = 10.0 ** (_LOGLAM[peaks] + offset * MGII_DLOGLAM) / CIV_1548 - 1.0
+    civ = fit_doublets(flux, ivar, continuum, rows, z_civ, np.asarray(ew_2796) * (WAVE[peaks] / MGII_2796),
+                       max_iterations, lines=CIV_DOUBLET, first_pixel=first_pixel)
+    return civ["FITTED"] & (civ["CHI2"] < chi2_mgii) & (civ["EW_2796"] > 0) & (civ["EW_2803"] > 0)
 
 
 def searched_path(usable, amplitude_error):
@@ -711,7 +750,9 @@ def metal_line_veto(depth, weight, rows, z_abs, veto_snr):
     half the candidate line's when the partner is the weaker line, at least
     all of it when it is the stronger (both within two sigma). Each is also
     taken as a line of a CIV system (CIV_SYSTEM_LINES): the CIV doublet
-    vetoes when its S/N there reaches veto_snr. Each test takes the
+    vetoes when its S/N there reaches veto_snr and its 1548 line is at
+    least as deep as the candidate line (CIV is the system's strongest
+    line), within two sigma. Each test takes the
     largest value within VETO_REACH_PIX of its position. A test whose
     template lines come within VETO_EXCLUSION_PIX + VETO_REACH_PIX of a
     line of the candidate's own system, or of another candidate's on the
@@ -746,9 +787,10 @@ def metal_line_veto(depth, weight, rows, z_abs, veto_snr):
             error = found_depth / np.where(snr != 0, snr, np.inf)
             vetoed[usable] |= (snr >= veto_snr) & (found_depth + 2 * error >= needed)
         for ion in CIV_SYSTEM_LINES:
-            usable, snr, _ = _test_at(depth, weight, rows, _pixel(observed * CIV_1548 / ion),
-                                      (0.0, CIV_SEPARATION_PIX), civ, own)
-            vetoed[usable] |= snr >= veto_snr
+            usable, snr, found_depth = _test_at(depth, weight, rows, _pixel(observed * CIV_1548 / ion),
+                                                (0.0, CIV_SEPARATION_PIX), civ, own)
+            error = found_depth / np.where(snr != 0, snr, np.inf)
+            vetoed[usable] |= (snr >= veto_snr) & (found_depth + 2 * error >= line_depth[usable])
     return vetoed
 
 

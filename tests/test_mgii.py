@@ -219,7 +219,7 @@ def test_command_writes_both_tables(cnn, tmp_path, caplog):
     assert result.exit_code == 0, result.output
     mgii = pq.read_table(tmp_path / "results" / "mgii" / "mgii-7001-56000.parquet")
     absorbers = pq.read_table(tmp_path / "results" / "mgii" / "absorbers-7001-56000.parquet")
-    assert mgii.num_rows == 5 and absorbers.num_rows == 2
+    assert mgii.num_rows == 5 and absorbers.num_rows == 3
     metadata = read_metadata(absorbers.schema)
     assert metadata["mgii_threshold"] == 0.0 and len(metadata["mgii_model_sha256"]) == 64
     assert metadata["mgii_finder"]["min_snr_doublet"] == DoubletCriteria().min_snr_doublet
