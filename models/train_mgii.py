@@ -7,7 +7,7 @@ MGII_ABSORBERS HDU), put on the MgII grid by
 `qsopipe.stages.mgii.prepare_input` can search (and with clean pixels) are kept.
 
 Labels (Zhao et al. 2019): a sightline is positive when it holds a strong
-absorber: both lines in the search window, rest EW_2796 >= 0.3 A and
+absorber: both lines in the CNN window, rest EW_2796 >= 0.3 A and
 EW_2796 >= 3 sigma, sigma being the noise of a 1.7 A FWHM line at that
 place (`ew_noise`). Every epoch is drawn afresh and balanced: half
 positives (the real ones, then doublets injected into absorber-free
@@ -169,7 +169,7 @@ def ew_noise(flux, ivar, rows, z_abs, fwhm=NOMINAL_FWHM):
 
 
 def in_search_window(z_qso, z_abs):
-    """True where both lines of an absorber at z_abs lie in the search window of z_qso. bool (m,)."""
+    """True where both lines of an absorber at z_abs lie in the CNN window of z_qso. bool (m,)."""
     wave_min, wave_max, _ = search_window(z_qso)
     return (MGII_2796 * (1 + z_abs) >= wave_min) & (MGII_2803 * (1 + z_abs) <= wave_max)
 
@@ -188,7 +188,7 @@ def sightline_labels(sightlines):
     """Labels and clean rows of the sightlines.
 
     Returns label int8 (n,), 1 where a strong absorber is present, and clean
-    bool (n,), True where no truth absorber lies in the search window (only
+    bool (n,), True where no truth absorber lies in the CNN window (only
     clean sightlines serve as negatives or take injections; label-0 sightlines
     with a weak absorber are left out of training).
     """
@@ -201,7 +201,7 @@ def sightline_labels(sightlines):
 
 
 def draw_window_redshifts(z_qso, rng):
-    """Uniform absorber redshifts with both lines inside each sightline's search window. (n,)"""
+    """Uniform absorber redshifts with both lines inside each sightline's CNN window. (n,)"""
     wave_min, wave_max, _ = search_window(z_qso)
     z_min = wave_min / MGII_2796 - 1
     z_max = np.minimum(wave_max, 10 ** (MGII_LOGLAM_MIN + MGII_DLOGLAM * (MGII_NPIX - 1))) / MGII_2803 - 1
@@ -213,7 +213,7 @@ def inject_strong_doublets(flux, ivar, z_qso, rng):
     """Inject one strong doublet (with FeII) into each row of flux, in place; returns 1 where it is >= 3 sigma.
 
     EWs from the DR12 sample with EW_2796 >= 0.3 A, FWHM from N(1.7, 0.7) A,
-    z uniform in the search window. int8 (n,)
+    z uniform in the CNN window. int8 (n,)
     """
     from qsopipe.stages.simulate.absorbers import draw_fwhm, draw_mgii_ew, inject_feii, inject_mgii_doublet
 

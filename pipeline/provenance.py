@@ -75,7 +75,7 @@ def threshold_cards(c_th=None, n_th=None, bal_th=None, mgii_threshold=None):
         ("C_TH", c_th, "QuasarNET line confidence threshold"),
         ("N_TH", n_th, "IS_QSO_QN: lines needed with C > C_TH"),
         ("BAL_TH", bal_th, "BAL_FLAG_QN: quasar with C_BAL_CIV > BAL_TH"),
-        ("MGII_TH", mgii_threshold, "MgII fit where MGII_PROB >= MGII_TH"),
+        ("MGII_TH", mgii_threshold, "Window doublets need MGII_PROB >= MGII_TH"),
     ]
     return [card for card in cards if card[1] is not None]
 

@@ -44,7 +44,7 @@ from qsopipe.pipeline.parquet_io import list_column, with_metadata
 from qsopipe.pipeline.stage import Stage, run_stage_on_plates, shard_plates
 from qsopipe.stages.mgii_fit import (ABSORBER_DTYPE, PATH_DTYPE, DoubletCriteria, bridge_masked_pixels,
                                      running_continuum, search_doublets)
-from qsopipe.stages.mgii_regions import CNN_WINDOW_REST, PATH_REST, MgIIRegion, absorber_regions
+from qsopipe.stages.mgii_regions import CIV_GAP_REST, CNN_WINDOW_REST, PATH_REST, MgIIRegion, absorber_regions
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def path_flags(z_qso):
 
 
 def measure_absorbers(flux, ivar, z_qso, criteria):
-    """Find and fit MgII doublets along each spectrum's whole path (`search_path`).
+    """Find and fit MgII doublets along each spectrum's whole path (`search_path`), less its CIV gap.
 
     Absorbers between Lyman-alpha and CIV emission (REGION LYA_CIV) also
     need SNR_2803 >= LYA_CIV_MIN_SNR_2803.
@@ -238,7 +238,8 @@ def measure_absorbers(flux, ivar, z_qso, criteria):
     if len(z_qso) == 0:
         return [], np.zeros(0, PATH_DTYPE)
     wave_min, wave_max, _ = search_path(z_qso)
-    found, path = search_doublets(flux, ivar, wave_min, wave_max, running_continuum(flux, ivar), criteria)
+    gap = _observed_span(CIV_GAP_REST, z_qso)[:2]
+    found, path = search_doublets(flux, ivar, wave_min, wave_max, running_continuum(flux, ivar), criteria, gap)
     return [_region_rules(rows, z) for rows, z in zip(found, np.asarray(z_qso, np.float64))], path
 
 

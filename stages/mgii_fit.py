@@ -628,9 +628,9 @@ def _coincides(z_candidate, z_found, tolerance_kms):
     return bool(np.any(np.abs(np.log(candidate[:, None] / others[None])) * SPEED_OF_LIGHT_KMS < tolerance_kms))
 
 
-def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria):
+def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=None):
     """All MgII doublets with both lines inside [wave_min[i], wave_max[i]] (observed A) of each spectrum,
-    and the path searched.
+    and outside its gap, and the path searched.
 
     Pixels blue of wave_min (the Lyman-alpha forest, when the window starts
     there) are left out of every template, FeII lines and vetoes included.
@@ -643,6 +643,7 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria):
     flux, ivar, continuum : ndarray (n, 3841), on the MgII grid
     wave_min, wave_max : float (n,), search windows (qsopipe.stages.mgii.search_path)
     criteria : DoubletCriteria
+    gap : (gap_min, gap_max) float (n,) each, observed A, where neither line may lie; None: no gap
 
     Returns
     -------
@@ -659,6 +660,9 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria):
     weight = np.where(positive & (ivar > 0) & (WAVE >= wave_min[:, None]), ivar * safe ** 2, 0.0)
     snr, amplitude, amplitude_error = doublet_matched_filter(depth, weight)
     inside = (WAVE >= wave_min[:, None]) & (WAVE * (MGII_2803 / MGII_2796) <= np.asarray(wave_max)[:, None])
+    if gap is not None:
+        gap_min, gap_max = (np.asarray(edge, np.float64)[:, None] for edge in gap)
+        inside &= (WAVE * (MGII_2803 / MGII_2796) <= gap_min) | (WAVE >= gap_max)
     path = searched_path(inside & np.isfinite(amplitude_error), amplitude_error)
     snr = np.where(inside, snr, 0.0)
     rows, peaks = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]

@@ -15,7 +15,7 @@ from qsopipe.stages.mgii import (
     search_window, selection_flags,
 )
 from qsopipe.stages.mgii_fit import DoubletCriteria, doublet_profile
-from qsopipe.stages.mgii_regions import CNN_WINDOW_REST, PATH_REST, MgIIRegion
+from qsopipe.stages.mgii_regions import CIV_GAP_REST, CNN_WINDOW_REST, PATH_REST, MgIIRegion
 
 WAVE = grid_wavelength()
 
@@ -33,7 +33,7 @@ def test_search_path_runs_from_lyman_alpha_to_mgii():
     wave_min, wave_max, on_grid = search_path([0.2, 2.0, 5.5, 6.5])
     assert np.allclose(wave_min, PATH_REST[0] * np.array([1.2, 3.0, 6.5, 7.5]))
     assert np.allclose(wave_max, PATH_REST[1] * np.array([1.2, 3.0, 6.5, 7.5]))
-    assert 1240 < PATH_REST[0] < 1260 and 2790 < PATH_REST[1] < 2798.75
+    assert 1240 < PATH_REST[0] < 1260 and PATH_REST[1] == CNN_WINDOW_REST[1]
     assert on_grid.tolist() == [False, True, True, False]
 
 
@@ -170,15 +170,16 @@ def test_process_plate_one_row_per_fiber(cnn):
 
 
 def test_process_plate_records_the_path_searched(cnn):
-    """The whole path of a z = 2 quasar with every pixel good (z 0.36 at the grid's start to 1.99), its limit
-    at S/N 40 per pixel, and a masked stretch left out of MGII_DZ."""
+    """The whole path of a z = 2 quasar with every pixel good (z 0.36 at the grid's start to 1.97, less the
+    CIV gap), its limit at S/N 40 per pixel, and a masked stretch left out of MGII_DZ."""
     shard, qn, zfit = _tiny_plate()
     mgii, _ = process_plate(shard, qn, zfit, cnn, threshold=0.0)
     z_min, z_max, dz, limit = (mgii.column(name).to_numpy() for name in
                                ("MGII_ZMIN", "MGII_ZMAX", "MGII_DZ", "MGII_EW_LIMIT"))
     assert z_min[0] == pytest.approx(max(PATH_REST[0] * 3.0, WAVE[0]) / 2796.354 - 1, abs=5e-4)
     assert z_max[0] == pytest.approx(PATH_REST[1] * 3.0 / 2803.531 - 1, abs=5e-4)
-    assert dz[0] == pytest.approx(z_max[0] - z_min[0], rel=0.01)
+    gap = (CIV_GAP_REST[1] - CIV_GAP_REST[0] * 2796.354 / 2803.531) * 3.0 / 2796.354
+    assert dz[0] == pytest.approx(z_max[0] - z_min[0] - gap, rel=0.01)
     # 5 x depth error 1/40 over the template's root sum of squares (1.85), times its EW per unit depth
     # (sqrt(2 pi) 1.3 pixels of ~1.4 A) over 1 + z ~ 2: about 0.15 A.
     assert 0.12 < limit[0] < 0.17

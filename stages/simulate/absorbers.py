@@ -132,12 +132,10 @@ def path_wavelengths(z_qso):
 def mgii_path(z_qso):
     """MgII absorber redshift range (z_min, z_max) per sightline at z_qso (n,); z_max <= z_min when none.
 
-    MGII_2796 (1 + z) lies on the observable path (`path_wavelengths`) and MGII_2803 (1 + z) is observable.
+    Both lines lie on the observable path (`path_wavelengths`), as the finder searches it.
     """
-    one_plus_z = 1.0 + np.asarray(z_qso, np.float64)
-    wave_min, _ = path_wavelengths(z_qso)
-    return (wave_min / MGII_2796 - 1.0,
-            np.minimum(PATH_REST[1] * one_plus_z / MGII_2796, OBSERVABLE_A[1] / MGII_2803) - 1.0)
+    wave_min, wave_max = path_wavelengths(z_qso)
+    return wave_min / MGII_2796 - 1.0, wave_max / MGII_2803 - 1.0
 
 
 def mgii_cnn_window(z_qso):
