@@ -47,7 +47,8 @@ def synthetic_plate(nfiber, seed=0):
     flux = continuum * (1 - depth) + rng.normal(size=continuum.shape) / np.sqrt(ivar)
     ids = {"PLATE": pa.array(np.full(nfiber, 9000, np.int32)), "MJD": pa.array(np.full(nfiber, 57000, np.int32)),
            "FIBERID": pa.array(np.arange(1, nfiber + 1, dtype=np.int32))}
-    shard = pa.table({**ids, "PREP_FLAG": pa.array(np.zeros(nfiber, np.int32)),
+    shard = pa.table({**ids, "RA": pa.array(rng.uniform(0, 360, nfiber)), "DEC": pa.array(rng.uniform(-10, 60, nfiber)),
+                      "PREP_FLAG": pa.array(np.zeros(nfiber, np.int32)),
                       "MGII_FLUX": fixed_size_list(flux.astype(np.float32)),
                       "MGII_IVAR": fixed_size_list(ivar.astype(np.float32))})
     qn = pa.table({**ids, "IS_QSO_QN": pa.array(is_qso), "Z_QN": pa.array(z_qso),

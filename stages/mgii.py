@@ -240,13 +240,23 @@ def measure_absorbers(flux, ivar, z_qso, criteria):
     wave_min, wave_max, _ = search_path(z_qso)
     gap = _observed_span(CIV_GAP_REST, z_qso)[:2]
     found, path = search_doublets(flux, ivar, wave_min, wave_max, running_continuum(flux, ivar), criteria, gap)
-    return [_region_rules(rows, z) for rows, z in zip(found, np.asarray(z_qso, np.float64))], path
+    flat, owner = _flatten(found)
+    lya_civ = (absorber_regions(flat["Z_ABS"], np.asarray(z_qso, np.float64)[owner]) & MgIIRegion.LYA_CIV) != 0
+    keep = ~lya_civ | (flat["SNR_2803"] >= LYA_CIV_MIN_SNR_2803)
+    return _split(flat[keep], owner[keep], len(found)), path
 
 
-def _region_rules(absorbers, z_qso):
-    """The absorbers (ABSORBER_DTYPE rows of one sightline at z_qso) that pass their region's extra rule."""
-    lya_civ = (absorber_regions(absorbers["Z_ABS"], z_qso) & MgIIRegion.LYA_CIV) != 0
-    return absorbers[~lya_civ | (absorbers["SNR_2803"] >= LYA_CIV_MIN_SNR_2803)]
+def _flatten(per_row):
+    """One structured array of all rows of `per_row` (a list of them) and each row's list index (int64)."""
+    counts = np.array([len(rows) for rows in per_row], np.int64)
+    flat = np.concatenate(per_row) if len(per_row) else np.zeros(0, ABSORBER_DTYPE)
+    return flat, np.repeat(np.arange(len(per_row)), counts)
+
+
+def _split(flat, owner, n):
+    """The inverse of `_flatten`: n structured arrays, the rows of flat whose owner (ascending) is each index."""
+    stops = np.cumsum(np.bincount(owner, minlength=n))
+    return [flat[start:stop] for start, stop in zip(np.concatenate([[0], stops[:-1]]), stops)]
 
 
 def process_plate(shard_table, qn_table, zfit_table, model, threshold, criteria=None):
@@ -293,13 +303,16 @@ def process_plate(shard_table, qn_table, zfit_table, model, threshold, criteria=
 
         probability[searched[cnn_ready]] = predictor_for(model)(x[cnn_ready])
     found, path = measure_absorbers(flux, ivar, z_qso[searched], criteria or DoubletCriteria())
-    absorbers = [kept_absorbers(rows, z_qso[row], probability[row], threshold) for row, rows in zip(searched, found)]
-    regions = [absorber_regions(rows["Z_ABS"], z_qso[row]) for row, rows in zip(searched, absorbers)]
+    absorbers, owner = _flatten(found)
+    owner = searched[owner]
+    regions = absorber_regions(absorbers["Z_ABS"], z_qso[owner])
+    counts = counted_absorbers(regions, probability[owner], threshold)
+    absorbers, owner, regions = absorbers[counts], owner[counts], regions[counts]
 
     count = np.where(flags == 0, 0, -1).astype(np.int16)
-    count[searched] = [len(rows) for rows in absorbers]
+    count[searched] = np.bincount(owner, minlength=n)[searched]
     region = np.where(flags == 0, 0, -1).astype(np.int16)
-    region[searched] = [np.bitwise_or.reduce(bits, initial=0) for bits in regions]
+    np.bitwise_or.at(region, owner, regions)
     path_columns = {name: np.full(n, -1.0) for name in ("ZMIN", "ZMAX", "DZ", "EW_LIMIT")}
     for name, values in path_columns.items():
         values[searched] = path[name]
@@ -320,25 +333,24 @@ def process_plate(shard_table, qn_table, zfit_table, model, threshold, criteria=
         "MGII_FLAG": pa.array(flags, pa.int32()),
     })
     sky = {name: shard_table.column(name).to_numpy().astype(np.float64) for name in ("RA", "DEC")}
-    return mgii_table, absorbers_table(plate, mjd, fiberid, sky, z_qso, probability, searched, absorbers, regions)
+    return mgii_table, absorbers_table(plate, mjd, fiberid, sky, z_qso, probability, owner, absorbers, regions)
 
 
-def kept_absorbers(absorbers, z_qso, probability, threshold):
-    """The absorbers (ABSORBER_DTYPE rows of one sightline) that count: those in the CNN window only
-    where the CNN ran (probability >= 0) and said probability >= threshold."""
-    in_window = (absorber_regions(absorbers["Z_ABS"], z_qso) & MgIIRegion.CNN_WINDOW) != 0
-    return absorbers[~in_window | (probability < 0) | (probability >= threshold)]
+def counted_absorbers(regions, probability, threshold):
+    """Which absorbers count (bool, as regions): those in the CNN window only where their sightline's CNN
+    ran (probability >= 0) and said probability >= threshold. regions: REGION bits; probability: their
+    sightline's MGII_PROB."""
+    in_window = (np.asarray(regions) & MgIIRegion.CNN_WINDOW) != 0
+    probability = np.asarray(probability)
+    return ~in_window | (probability < 0) | (probability >= threshold)
 
 
-def absorbers_table(plate, mjd, fiberid, sky, z_qso, probability, rows, absorbers, regions):
-    """The absorbers table: one row per entry of each absorbers[k] (and regions[k]) on fiber row rows[k].
+def absorbers_table(plate, mjd, fiberid, sky, z_qso, probability, owner, found, region):
+    """The absorbers table: one row per absorber found[k] (ABSORBER_DTYPE, REGION bits region[k]) on fiber
+    row owner[k].
 
     sky: {"RA", "DEC"} (n,) degrees of the fibers.
     """
-    counts = np.array([len(found) for found in absorbers], np.int64)
-    owner = np.repeat(np.asarray(rows, np.int64), counts)
-    found = np.concatenate(absorbers) if len(absorbers) else np.zeros(0, ABSORBER_DTYPE)
-    region = np.concatenate(regions) if len(regions) else np.zeros(0, np.int16)
     targetid = target_id(plate[owner], mjd[owner], fiberid[owner])
     columns = {
         "PLATE": pa.array(plate[owner], pa.int32()), "MJD": pa.array(mjd[owner], pa.int32()),

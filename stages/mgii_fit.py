@@ -633,17 +633,20 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
     and outside its gap, and the path searched.
 
     Pixels blue of wave_min (the Lyman-alpha forest, when the window starts
-    there) are left out of every template, FeII lines and vetoes included.
+    there) are left out of the system template's FeII lines and of the
+    vetoes.
     A candidate is dropped when a CIV template explains its lines better
-    (`_civ_better`) or a line of another ion's system sits on one of them
-    (`metal_line_veto`).
+    (`_civ_better`; and, blue of the gap's red end, where CIV absorbers lie,
+    a CIV doublet fit: `civ_fits_better`) or a line of another ion's system
+    sits on one of them (`metal_line_veto`).
 
     Parameters
     ----------
     flux, ivar, continuum : ndarray (n, 3841), on the MgII grid
     wave_min, wave_max : float (n,), search windows (qsopipe.stages.mgii.search_path)
     criteria : DoubletCriteria
-    gap : (gap_min, gap_max) float (n,) each, observed A, where neither line may lie; None: no gap
+    gap : (gap_min, gap_max) float (n,) each, observed A, where neither line may lie; None: no gap (and
+        no CIV fit)
 
     Returns
     -------
@@ -657,8 +660,9 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
     positive = continuum > 0
     safe = np.where(positive, continuum, 1.0)
     depth = np.where(positive, 1.0 - flux / safe, 0.0)
-    weight = np.where(positive & (ivar > 0) & (WAVE >= wave_min[:, None]), ivar * safe ** 2, 0.0)
+    weight = np.where(positive & (ivar > 0), ivar * safe ** 2, 0.0)
     snr, amplitude, amplitude_error = doublet_matched_filter(depth, weight)
+    weight = np.where(WAVE >= wave_min[:, None], weight, 0.0)
     inside = (WAVE >= wave_min[:, None]) & (WAVE * (MGII_2803 / MGII_2796) <= np.asarray(wave_max)[:, None])
     if gap is not None:
         gap_min, gap_max = (np.asarray(edge, np.float64)[:, None] for edge in gap)
@@ -678,8 +682,10 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
     fits = fit_doublets(flux, ivar, continuum, rows, WAVE[peaks] / MGII_2796 - 1.0, ew_guess, criteria.max_iterations,
                         first_pixel=first_pixel)
     ok = accepted_doublets(fits, criteria) & ~_civ_better(snr, depth, weight, rows, peaks)
-    ok[ok] = ~civ_fits_better(flux, ivar, continuum, rows[ok], peaks[ok], first_pixel[ok], fits["CHI2"][ok],
-                              fits["EW_2796"][ok], criteria.max_iterations)
+    if gap is not None:
+        test = np.flatnonzero(ok & (WAVE[peaks] < gap_max[rows, 0]))
+        ok[test] = ~civ_fits_better(flux, ivar, continuum, rows[test], peaks[test], first_pixel[test],
+                                    fits["CHI2"][test], fits["EW_2796"][test], criteria.max_iterations)
     ok[ok] = ~metal_line_veto(depth, weight, rows[ok], fits["Z_ABS"][ok], criteria.veto_snr)
     accepted = {}
     for index in np.flatnonzero(ok)[np.lexsort((-fits["SNR_2796"][ok], rows[ok]))]:
@@ -740,8 +746,10 @@ def searched_path(usable, amplitude_error):
     path["ZMIN"][has] = z_pixel[np.argmax(usable[has], axis=1)]
     path["ZMAX"][has] = z_pixel[usable.shape[1] - 1 - np.argmax(usable[has][:, ::-1], axis=1)]
     path["DZ"] = usable @ dz_pixel
-    limits = np.where(usable[has], EW_LIMIT_SIGMA * rest_ew_error[has], np.nan)
-    path["EW_LIMIT"][has] = np.nanmedian(limits, axis=1)
+    limits = np.sort(np.where(usable[has], EW_LIMIT_SIGMA * rest_ew_error[has], np.inf), axis=1)
+    count = usable[has].sum(axis=1)
+    rows = np.arange(count.size)
+    path["EW_LIMIT"][has] = 0.5 * (limits[rows, (count - 1) // 2] + limits[rows, count // 2])
     return path
 
 
