@@ -50,9 +50,9 @@ log = logging.getLogger(__name__)
 
 #: Fewest grid pixels the CNN window, or the doublet finder's path, must keep on the grid to be searched.
 MIN_WINDOW_PIX = 50
-#: Least SNR_2803 of an absorber between Lyman-alpha and CIV emission, where the lines of CIV systems crowd
-#: the spectrum (the finder's own floor, DoubletCriteria.min_snr_2803, is 1.5; models/weights/mgii.md).
-LYA_CIV_MIN_SNR_2803 = 2.5
+#: Least SNR_2796 and SNR_2803 of an absorber between Lyman-alpha and CIV emission, where the lines of CIV
+#: systems crowd the spectrum (the finder's own floors, DoubletCriteria, are 2.0 and 1.5; models/weights/mgii.md).
+LYA_CIV_MIN_SNR = (3.0, 2.5)
 
 #: Continuum windows, quasar rest frame: (z_max of the bin, window min A, window max A), by z.
 CONTINUUM_WINDOWS = (
@@ -222,7 +222,7 @@ def measure_absorbers(flux, ivar, z_qso, criteria):
     """Find and fit MgII doublets along each spectrum's whole path (`search_path`), less its CIV gap.
 
     Absorbers between Lyman-alpha and CIV emission (REGION LYA_CIV) also
-    need SNR_2803 >= LYA_CIV_MIN_SNR_2803.
+    need SNR_2796 and SNR_2803 of at least LYA_CIV_MIN_SNR.
 
     Parameters
     ----------
@@ -242,7 +242,7 @@ def measure_absorbers(flux, ivar, z_qso, criteria):
     found, path = search_doublets(flux, ivar, wave_min, wave_max, running_continuum(flux, ivar), criteria, gap)
     flat, owner = _flatten(found)
     lya_civ = (absorber_regions(flat["Z_ABS"], np.asarray(z_qso, np.float64)[owner]) & MgIIRegion.LYA_CIV) != 0
-    keep = ~lya_civ | (flat["SNR_2803"] >= LYA_CIV_MIN_SNR_2803)
+    keep = ~lya_civ | ((flat["SNR_2796"] >= LYA_CIV_MIN_SNR[0]) & (flat["SNR_2803"] >= LYA_CIV_MIN_SNR[1]))
     return _split(flat[keep], owner[keep], len(found)), path
 
 
