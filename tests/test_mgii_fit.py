@@ -5,13 +5,14 @@ import pytest
 
 from qsopipe.models.train_mgii import FEII_CONFUSER_LINES
 from qsopipe.pipeline.constants import (
-    CIII_EMISSION, CIV_1548, CIV_1550, FWHM_PER_SIGMA, MGII_2796, MGII_2803, MGII_SYSTEM_FEII_LINES, SPEED_OF_LIGHT_KMS,
+    CIII_EMISSION, CIV_1548, CIV_1550, FWHM_PER_SIGMA, MGII_2796, MGII_2803, MGII_SYSTEM_FEII_LINES, SIII_1526,
+    SIIV_1394, SIIV_1403, SPEED_OF_LIGHT_KMS,
 )
 from qsopipe.stages.mgii_fit import (
     CIV_FILTER_RATIO, CIV_SEPARATION_PIX, DOUBLET_SEPARATION_PIX, FILTER_RATIO, FILTER_SIGMA_PIX,
-    PIXEL_WIDTH, WAVE, DoubletCriteria, accepted_doublets, bridge_masked_pixels,
+    FIT_HALF_WIDTH_PIX, PIXEL_WIDTH, WAVE, DoubletCriteria, accepted_doublets, bridge_masked_pixels, civ_fits_better,
     doublet_filter_snr_at, doublet_matched_filter, doublet_profile, find_absorbers, fit_doublet, fit_doublets,
-    running_continuum, system_snr_at,
+    running_continuum, search_doublets, system_snr_at,
 )
 
 CRITERIA = DoubletCriteria()
@@ -217,3 +218,67 @@ def test_fit_width_outside_the_accepted_range_is_rejected():
     fits = fit_doublets(flux[None], ivar[None], continuum[None], [0], [1.4], [1.0], CRITERIA.max_iterations)
     assert fits["SIGMA_KMS"][0] > CRITERIA.sigma_range_kms[1]
     assert not accepted_doublets(fits, CRITERIA)[0]
+
+
+def _line_pair_at(first_rest, z_first):
+    """An MgII-like pair: a line at first_rest (1 + z_first) and one a doublet separation redder, as
+    [(rest A, z, rest EW A)] of an MgII doublet that is not one (both lines as single lines)."""
+    z_fake = first_rest * (1 + z_first) / MGII_2796 - 1
+    return z_fake, [(MGII_2796, z_fake, 0.8), (MGII_2803, z_fake, 0.6)]
+
+
+@pytest.mark.parametrize("system", ["civ", "siiv"])
+def test_a_line_of_a_civ_or_siiv_system_under_a_candidate_vetoes_it(system):
+    """The candidate's 2796 line is SiII 1526 of a CIV system (CIV doublet found there), or SiIV 1394 of a SiIV
+    doublet (its 1403 partner found): vetoed. Without the system the same pair is an absorber."""
+    z_system = 2.3
+    first = SIII_1526 if system == "civ" else SIIV_1394
+    z_fake, pair = _line_pair_at(first, z_system)
+    lines = ([(CIV_1548, z_system, 1.2), (CIV_1550, z_system, 0.8)] if system == "civ"
+             else [(SIIV_1403, z_system, 0.7)])
+    window = (1250 * 3.6, 2770 * 3.6)
+    alone = find_absorbers(*_spectrum([], snr=30, seed=21, other_lines=pair)[:2], *window, CRITERIA)
+    assert alone["Z_ABS"] == pytest.approx([z_fake], abs=5e-4)
+    flux, ivar, _ = _spectrum([], snr=30, seed=21, other_lines=pair + lines)
+    assert len(find_absorbers(flux, ivar, *window, CRITERIA)) == 0
+
+
+def test_a_real_doublet_beside_a_civ_system_is_kept():
+    """A CIV system whose CIV is much weaker than the MgII line it would explain does not veto it."""
+    z_abs, z_system = 1.3, (MGII_2796 * 2.3 / SIII_1526) - 1
+    flux, ivar, _ = _spectrum([(z_abs, 1.5, 1.2)], snr=30, seed=22,
+                              other_lines=[(CIV_1548, z_system, 0.15), (CIV_1550, z_system, 0.1)])
+    assert find_absorbers(flux, ivar, 1250 * 3.6, 2770 * 3.6, CRITERIA)["Z_ABS"] == pytest.approx([z_abs], abs=3e-4)
+
+
+@pytest.mark.parametrize("ion", ["civ", "mgii"])
+def test_the_civ_doublet_fit_tells_civ_from_mgii(ion):
+    """Over the MgII candidate's pixels, a CIV doublet fits a CIV doublet better, and an MgII doublet worse."""
+    z = 1.75
+    pixel = int(np.searchsorted(WAVE, (CIV_1548 if ion == "civ" else MGII_2796) * (1 + z)))
+    lines = [(CIV_1548, z, 1.2), (CIV_1550, z, 0.8)] if ion == "civ" else [(MGII_2796, z, 1.2), (MGII_2803, z, 0.8)]
+    flux, ivar, continuum = _spectrum([], snr=40, seed=23, other_lines=lines)
+    flux, ivar, continuum = flux[None], ivar[None], continuum[None]
+    first = np.array([pixel - FIT_HALF_WIDTH_PIX])
+    mgii = fit_doublets(flux, ivar, continuum, [0], [WAVE[pixel] / MGII_2796 - 1], [1.0], CRITERIA.max_iterations,
+                        first_pixel=first)
+    better = civ_fits_better(flux, ivar, continuum, np.array([0]), np.array([pixel]), first, mgii["CHI2"],
+                             mgii["EW_2796"], CRITERIA.max_iterations)
+    assert better.tolist() == [ion == "civ"]
+
+
+def test_the_path_leaves_out_the_gap_and_masked_pixels():
+    flux, ivar, continuum = _spectrum([], snr=30, seed=24)
+    window = [1250 * 3.3], [2770 * 3.3]
+    _, whole = search_doublets(flux[None], ivar[None], *window, continuum[None], CRITERIA)
+    _, gapped = search_doublets(flux[None], ivar[None], *window, continuum[None], CRITERIA,
+                                gap=([1522 * 3.3], [1565 * 3.3]))
+    expected_gap = (1565 - 1522 * MGII_2796 / MGII_2803) * 3.3 / MGII_2796
+    assert whole["DZ"][0] - gapped["DZ"][0] == pytest.approx(expected_gap, rel=0.02)
+    assert gapped["ZMIN"][0] == whole["ZMIN"][0] and gapped["ZMAX"][0] == whole["ZMAX"][0]
+    assert whole["ZMIN"][0] == pytest.approx(1250 * 3.3 / MGII_2796 - 1, abs=1e-3)  # one pixel
+    assert whole["ZMAX"][0] == pytest.approx(2770 * 3.3 / MGII_2803 - 1, abs=1e-3)
+    ivar = ivar.copy()
+    ivar[(WAVE > 6000) & (WAVE < 6300)] = 0
+    _, masked = search_doublets(flux[None], ivar[None], *window, continuum[None], CRITERIA)
+    assert whole["DZ"][0] - masked["DZ"][0] == pytest.approx(np.log(6300 / 6000) * 6150 / MGII_2796, rel=0.1)
