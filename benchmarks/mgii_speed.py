@@ -51,7 +51,8 @@ def synthetic_plate(nfiber, seed=0):
                       "PREP_FLAG": pa.array(np.zeros(nfiber, np.int32)),
                       "MGII_FLUX": fixed_size_list(flux.astype(np.float32)),
                       "MGII_IVAR": fixed_size_list(ivar.astype(np.float32))})
-    qn = pa.table({**ids, "IS_QSO_QN": pa.array(is_qso), "Z_QN": pa.array(z_qso),
+    qn = pa.table({**ids, "IS_QSO_QN": pa.array(is_qso), "BAL_FLAG_QN": pa.array(np.zeros(nfiber, np.int16)),
+                   "Z_QN": pa.array(z_qso),
                    "QN_FLAG": pa.array(np.zeros(nfiber, np.int32))})
     return shard, qn, flux.astype(np.float32), ivar.astype(np.float32), z_qso, is_qso
 

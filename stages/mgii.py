@@ -72,6 +72,7 @@ class MgIIFlag(enum.IntFlag):
     PATH_OFF_GRID = 2     #: fewer than MIN_WINDOW_PIX pixels of the doublet finder's path on the 3841-pixel grid
     Z_OUT_OF_RANGE = 4    #: Z (the fit, else Z_QN) not finite or <= 0
     BAD_PREP = 8          #: PREP_FLAG != 0
+    BAL = 16              #: BAL_FLAG_QN = 1: BAL troughs imitate doublets (the DR7/DR12 MgII catalogues omit BALs)
 
 
 def grid_wavelength():
@@ -202,10 +203,12 @@ def prepare_input(flux, ivar, z_qso):
     return x, ready
 
 
-def selection_flags(is_qso, qn_flag, prep_flag):
-    """NOT_QSO and BAD_PREP bits from QuasarNET's decision and the shard's PREP_FLAG; int32 (n,)."""
-    flags = np.where((np.asarray(is_qso) != 1) | (np.asarray(qn_flag) != 0), MgIIFlag.NOT_QSO, 0)
+def selection_flags(is_qso, qn_flag, prep_flag, bal_flag):
+    """NOT_QSO, BAD_PREP and BAL bits from QuasarNET's decision, the shard's PREP_FLAG and BAL_FLAG_QN; int32 (n,)."""
+    not_qso = (np.asarray(is_qso) != 1) | (np.asarray(qn_flag) != 0)
+    flags = np.where(not_qso, MgIIFlag.NOT_QSO, 0)
     flags |= np.where(np.asarray(prep_flag) != 0, MgIIFlag.BAD_PREP, 0)
+    flags |= np.where(~not_qso & (np.asarray(bal_flag) == 1), MgIIFlag.BAL, 0)
     return flags.astype(np.int32)
 
 
@@ -267,7 +270,7 @@ def process_plate(shard_table, qn_table, zfit_table, model, threshold, criteria=
     shard_table : pyarrow.Table, a preprocess shard (PLATE, MJD, FIBERID, RA,
         DEC, PREP_FLAG, MGII_FLUX, MGII_IVAR)
     qn_table : pyarrow.Table, the plate's QuasarNET results, same row order
-        (FIBERID, IS_QSO_QN, QN_FLAG)
+        (FIBERID, IS_QSO_QN, QN_FLAG, BAL_FLAG_QN)
     zfit_table : pyarrow.Table, the plate's redshift-fit results, same row order (FIBERID, Z:
         the fitted redshift where ZWARNING = 0, else Z_QN); Z places the path, the window and the rescaling
     model : a Keras MgII CNN or a qsopipe.models.mgii.MgIIPredictor
@@ -288,7 +291,7 @@ def process_plate(shard_table, qn_table, zfit_table, model, threshold, criteria=
             raise ValueError(f"shard and {name} results do not list the same fibers in the same order")
     z_qso = zfit_table.column("Z").to_numpy().astype(np.float64)
     flags = selection_flags(qn_table.column("IS_QSO_QN").to_numpy(), qn_table.column("QN_FLAG").to_numpy(),
-                            shard_table.column("PREP_FLAG").to_numpy())
+                            shard_table.column("PREP_FLAG").to_numpy(), qn_table.column("BAL_FLAG_QN").to_numpy())
     candidates = np.flatnonzero(flags == 0)
     flags[candidates] |= path_flags(z_qso[candidates])
     searched = np.flatnonzero(flags == 0)

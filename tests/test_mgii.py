@@ -85,8 +85,8 @@ def test_prepare_input_says_where_the_cnn_can_run():
 
 
 def test_selection_flags():
-    flags = selection_flags([1, 0, 1, 1], [0, 0, 2, 0], [0, 0, 0, 4])
-    assert flags.tolist() == [0, MgIIFlag.NOT_QSO, MgIIFlag.NOT_QSO, MgIIFlag.BAD_PREP]
+    flags = selection_flags([1, 0, 1, 1, 1, 0], [0, 0, 2, 0, 0, 0], [0, 0, 0, 4, 0, 0], [0, 0, 0, 0, 1, 1])
+    assert flags.tolist() == [0, MgIIFlag.NOT_QSO, MgIIFlag.NOT_QSO, MgIIFlag.BAD_PREP, MgIIFlag.BAL, MgIIFlag.NOT_QSO]
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +135,7 @@ def _tiny_plate():
                       "PREP_FLAG": pa.array([0, 0, 0, 0, 8], pa.int32()),
                       "MGII_FLUX": fixed_size_list(flux), "MGII_IVAR": fixed_size_list(ivar)})
     qn = pa.table({**ids, "IS_QSO_QN": pa.array([1, 0, 0, 1, 1], pa.int16()),
+                   "BAL_FLAG_QN": pa.array([0, 0, 0, 0, 0], pa.int16()),
                    "Z_QN": pa.array([1.99, 0.0, -1.0, 0.2, 1.5]), "QN_FLAG": pa.array([0, 0, 1, 0, 0], pa.int32())})
     zfit = pa.table({**ids, "Z": pa.array([2.0, 0.0, -1.0, 0.2, 1.5])})
     return shard, qn, zfit
