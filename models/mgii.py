@@ -33,8 +33,6 @@ objects.
 
 import weakref
 
-import numpy as np
-
 from qsopipe.pipeline.grids import MGII_NPIX
 from qsopipe.models.batching import FixedBatchForward
 
