@@ -309,8 +309,8 @@ def process_plate(shard_table, qn_table, zfit_table, model, threshold, criteria=
     absorbers, owner = _flatten(found)
     owner = searched[owner]
     regions = absorber_regions(absorbers["Z_ABS"], z_qso[owner])
-    counts = counted_absorbers(regions, probability[owner], threshold)
-    absorbers, owner, regions = absorbers[counts], owner[counts], regions[counts]
+    counted = counted_absorbers(regions, probability[owner], threshold)
+    absorbers, owner, regions = absorbers[counted], owner[counted], regions[counted]
 
     count = np.where(flags == 0, 0, -1).astype(np.int16)
     count[searched] = np.bincount(owner, minlength=n)[searched]
