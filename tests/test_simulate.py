@@ -166,7 +166,7 @@ def test_mgii_fraction_sets_strong_absorber_share():
 
 def test_mgii_absorbers_cover_the_whole_path():
     rng = np.random.default_rng(4)
-    z_qso = draw_quasar_redshifts(3000, rng)
+    z_qso = draw_quasar_redshifts(6000, rng)
     mgii = draw_mgii_absorbers(z_qso, rng)
     z_min, z_max = mgii_path(z_qso[mgii["row"]])
     assert (mgii["z_abs"] >= z_min).all() and (mgii["z_abs"] <= z_max).all()
