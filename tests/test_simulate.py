@@ -14,6 +14,7 @@ from qsopipe.pipeline.constants import (CIV_1548, CIV_EMISSION, CLASS_PERSON, MG
                                         SIIV_1403, Z_CONF_CONFIDENT)
 from qsopipe.pipeline.grids import mgii_loglam
 from qsopipe.pipeline.sdss import read_spec_plate, read_spplate
+from qsopipe.pipeline.sdss.spec import read_spec
 from qsopipe.stages.simulate import inject_mgii_doublet, simulate_objects, simulate_plate
 from qsopipe.stages.mgii_regions import CIV_GAP_REST, PATH_REST, MgIIRegion, absorber_regions
 from qsopipe.stages.simulate.absorbers import (SIIV_DOUBLET_RATIO, SIIV_TO_CIV, STRONG_EW, draw_confusers,
@@ -300,5 +301,54 @@ def test_simulated_quasars_match_real_boss_quasars(sdss_dir):
     for column in (0, 1):
         sim_values = simulated[:, column][np.isfinite(simulated[:, column])]
         real_values = matched[:, column + 1][np.isfinite(matched[:, column + 1])]
+        assert 0.75 <= np.median(sim_values) / np.median(real_values) <= 1.33
+        assert ks_2samp(sim_values, real_values).pvalue > 0.01
+
+
+def _low_z_line_ratios(loglam, flux, ivar, z):
+    """Smoothed H-beta and MgII peaks over their local continua, and [OIII] 5007 over H-beta (peaks)."""
+    wave = 10 ** loglam / (1 + z)
+    good = ivar > 0
+    smooth = median_filter(np.where(good, flux, np.nan), 11, mode="nearest")
+
+    def level(lo, hi):
+        inside = (wave > lo) & (wave < hi) & good
+        return np.nanmedian(smooth[inside]) if inside.sum() > 5 else np.nan
+
+    def peak(lo, hi):
+        inside = (wave > lo) & (wave < hi) & good
+        return np.nanmax(smooth[inside]) if inside.sum() > 5 else np.nan
+
+    hbeta = peak(4830, 4890)
+    return (hbeta / (0.5 * (level(4720, 4770) + level(5080, 5120))), peak(4990, 5020) / hbeta,
+            peak(2770, 2830) / (0.5 * (level(2650, 2700) + level(2950, 3000))))
+
+
+@pytest.mark.shared
+def test_simulated_low_redshift_quasars_match_real_ones(sdss_dir):
+    """The real quasars below z 1.5 in ../shared (30 with a confident pipeline redshift, 20 below z 0.8).
+
+    H-beta and MgII peak over continuum and [OIII] 5007 over H-beta of
+    simulated quasars at the real ones' redshifts (BOSS-mix magnitudes):
+    medians within 25% of the real medians, two-sample KS not rejecting at
+    p < 0.01 (real medians 1.76, 1.35, 1.92; simulated 1.70, 1.24, 1.90).
+    """
+    real = []
+    for path in sorted(glob.glob(str(sdss_dir / "**" / "spec-*.fits"), recursive=True)):
+        plate = read_spec(path)
+        fiber = plate.fibers[0]
+        z = float(fiber["Z_PIPE"])
+        if str(fiber["CLASS_PIPE"]).strip() == "QSO" and fiber["ZWARNING_PIPE"] == 0 and z < 1.5:
+            real.append((z, *_low_z_line_ratios(plate.loglam, plate.flux[0], plate.ivar[0], z)))
+    real = np.array(real)
+    assert len(real) >= 25
+    loglam = plate_loglam()
+    rng = np.random.default_rng(3)
+    z = rng.choice(real[:, 0], 300)
+    sim = simulate_objects(loglam, ["QSO"] * 300, rng, z=z)
+    simulated = np.array([_low_z_line_ratios(loglam, sim.flux[i], sim.ivar[i], z[i]) for i in range(300)])
+    for column in range(3):
+        sim_values = simulated[:, column][np.isfinite(simulated[:, column])]
+        real_values = real[:, column + 1][np.isfinite(real[:, column + 1])]
         assert 0.75 <= np.median(sim_values) / np.median(real_values) <= 1.33
         assert ks_2samp(sim_values, real_values).pvalue > 0.01
