@@ -1,4 +1,5 @@
-"""QuasarNET's decision rule on decoded finder outputs: IS_QSO_QN, Z_QN and BAL_FLAG_QN.
+"""QuasarNET's decision rule on decoded finder outputs: NLINES_QN, IS_QSO_QN, Z_QN, BAL_FLAG_QN and
+the single-line quasars.
 
 Inputs are the confidences and redshifts of `qsopipe.models.boxes.decode_finders`
 (emission lines in `qsopipe.pipeline.constants.QN_LINES` order). numpy
@@ -8,13 +9,32 @@ run configuration's (pipeline/config.yaml).
 
 import numpy as np
 
+
+def count_lines(confidences, c_th):
+    """NLINES: the number of emission lines with confidence > c_th.
+
+    confidences : (n, nline) emission-line confidences.
+    Returns int16 (n,).
+    """
+    return np.sum(np.asarray(confidences) > c_th, axis=1).astype(np.int16)
+
+
 def classify(confidences, c_th, n_th):
     """IS_QSO: at least n_th emission lines with confidence > c_th.
 
     confidences : (n, nline) emission-line confidences.
     Returns bool (n,).
     """
-    return np.sum(np.asarray(confidences) > c_th, axis=1) >= n_th
+    return count_lines(confidences, c_th) >= n_th
+
+
+def single_line(is_qso, nlines):
+    """Quasars that rest on one line above c_th (the paper's candidates for visual inspection).
+
+    is_qso : bool (n,), IS_QSO; nlines : int (n,), NLINES (`count_lines`).
+    Returns bool (n,).
+    """
+    return np.asarray(is_qso, bool) & (np.asarray(nlines) == 1)
 
 
 def best_redshift(c_lines, z_lines):
