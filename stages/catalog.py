@@ -6,8 +6,9 @@
 checksums, atomically. `command` is the thin `qsopipe catalog` CLI.
 
 Every fiber of every plate in the QuasarNET results is a row. A fiber that
-QuasarNET did not classify (QN_FLAG != 0) has C_* = 0, Z_* = Z_QN = -1,
-IS_QSO_QN = BAL_FLAG_QN = 0. A fiber of a plate without redshift-fit results
+QuasarNET did not classify (a `QNFlag.unclassified` bit in QN_FLAG; a
+single-line quasar is classified) has C_* = 0, Z_* = Z_QN = -1,
+NLINES_QN = IS_QSO_QN = BAL_FLAG_QN = 0. A fiber of a plate without redshift-fit results
 has Z = Z_QN, ZERR = -1, DELTACHI2 = 0, SOURCE_Z 'QN' and ZWARNING bit
 ZWARNING_NO_RESULTS; one without MgII results has MGII_PROB = -1,
 IS_MGII_ABS = N_MGII_ABS = -1 (not searched) and MGII_FLAG bit
@@ -36,13 +37,14 @@ from qsopipe.stages.catalog_columns import (
     ABSORBER_COLUMNS, CATALOG_COLUMNS, CONFIDENCE_COLUMNS, INPUT_COLUMNS, LINE_REDSHIFT_COLUMNS,
     MGII_FLAG_NO_RESULTS, ZWARNING_NO_RESULTS,
 )
+from qsopipe.stages.quasarnet import is_classified
 
 log = logging.getLogger(__name__)
 
 #: Columns every QuasarNET results table must have.
 QN_REQUIRED = (
     "PLATE", "MJD", "FIBERID", *CONFIDENCE_COLUMNS, *LINE_REDSHIFT_COLUMNS,
-    "C_BAL_CIV", "Z_BAL_CIV", "Z_QN", "IS_QSO_QN", "BAL_FLAG_QN", "QN_FLAG",
+    "C_BAL_CIV", "Z_BAL_CIV", "Z_QN", "NLINES_QN", "IS_QSO_QN", "BAL_FLAG_QN", "QN_FLAG",
 )
 #: Defaults of the fiber columns a results table may lack.
 FIBER_DEFAULTS = {"THING_ID": -1, "RA": np.nan, "DEC": np.nan, "OBJTYPE": "", "PREP_FLAG": 0,
@@ -162,15 +164,16 @@ def assemble_catalog(qn_tables, mgii_tables=(), absorber_tables=(), zfit_tables=
 
 
 def _blank_unclassified(columns):
-    """Sentinels in place: C = 0, Z = -1, flags 0 where QN_FLAG != 0 or a value is NaN."""
-    classified = columns["QN_FLAG"] == 0
+    """Sentinels in place: C = 0, Z = -1, NLINES_QN and flags 0 where QuasarNET did not classify the fiber
+    (`is_classified`) or a value is NaN."""
+    classified = is_classified(columns["QN_FLAG"])
     for name in _CONFIDENCES:
         values = columns[name]
         columns[name] = np.where(classified & np.isfinite(values), values, 0).astype(values.dtype)
     for name in _REDSHIFTS:
         values = columns[name]
         columns[name] = np.where(classified & np.isfinite(values), values, -1).astype(values.dtype)
-    for name in ("IS_QSO_QN", "BAL_FLAG_QN"):
+    for name in ("NLINES_QN", "IS_QSO_QN", "BAL_FLAG_QN"):
         columns[name] = np.where(classified, columns[name], 0).astype(columns[name].dtype)
 
 

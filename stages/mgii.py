@@ -45,6 +45,7 @@ from qsopipe.pipeline.stage import Stage, run_stage_on_plates, shard_plates
 from qsopipe.stages.mgii_fit import (ABSORBER_DTYPE, PATH_DTYPE, DoubletCriteria, bridge_masked_pixels,
                                      running_continuum, search_doublets)
 from qsopipe.stages.mgii_regions import CIV_GAP_REST, CNN_WINDOW_REST, PATH_REST, MgIIRegion, absorber_regions
+from qsopipe.stages.quasarnet import is_classified
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ Z_MAX = CONTINUUM_WINDOWS[-1][0]
 class MgIIFlag(enum.IntFlag):
     """MGII_FLAG bits: why a fiber was not searched (0 = searched)."""
 
-    NOT_QSO = 1           #: IS_QSO_QN != 1 or QN_FLAG != 0
+    NOT_QSO = 1           #: IS_QSO_QN != 1, or QN_FLAG has UNUSABLE_INPUT or NONFINITE_OUTPUT
     PATH_OFF_GRID = 2     #: fewer than MIN_WINDOW_PIX pixels of the doublet finder's path on the 3841-pixel grid
     Z_OUT_OF_RANGE = 4    #: Z (the fit, else Z_QN) not finite or <= 0
     BAD_PREP = 8          #: PREP_FLAG != 0
@@ -204,8 +205,12 @@ def prepare_input(flux, ivar, z_qso):
 
 
 def selection_flags(is_qso, qn_flag, prep_flag, bal_flag):
-    """NOT_QSO, BAD_PREP and BAL bits from QuasarNET's decision, the shard's PREP_FLAG and BAL_FLAG_QN; int32 (n,)."""
-    not_qso = (np.asarray(is_qso) != 1) | (np.asarray(qn_flag) != 0)
+    """NOT_QSO, BAD_PREP and BAL bits from QuasarNET's decision, the shard's PREP_FLAG and BAL_FLAG_QN; int32 (n,).
+
+    is_qso, qn_flag, prep_flag, bal_flag : int (n,), IS_QSO_QN, QN_FLAG, PREP_FLAG, BAL_FLAG_QN. A quasar
+    with QN_FLAG SINGLE_LINE is searched like any other.
+    """
+    not_qso = (np.asarray(is_qso) != 1) | ~is_classified(qn_flag)
     flags = np.where(not_qso, MgIIFlag.NOT_QSO, 0)
     flags |= np.where(np.asarray(prep_flag) != 0, MgIIFlag.BAD_PREP, 0)
     flags |= np.where(~not_qso & (np.asarray(bal_flag) == 1), MgIIFlag.BAL, 0)

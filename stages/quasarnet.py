@@ -20,17 +20,29 @@ from qsopipe.pipeline.parquet_io import list_column, read_metadata, with_metadat
 from qsopipe.pipeline.stage import Stage, run_stage_on_plates, shard_plates
 from qsopipe.pipeline.plate import FIBER_COLUMNS
 from qsopipe.stages.catalog_columns import LINE_NAMES
-from qsopipe.stages.decision import bal_flag, best_redshift, classify
+from qsopipe.stages.decision import bal_flag, best_redshift, classify, count_lines, single_line
 from qsopipe.stages.preprocess import PrepFlag
 
 log = logging.getLogger(__name__)
 
 
 class QNFlag(enum.IntFlag):
-    """QN_FLAG bits: why a fiber was not classified (0 = classified)."""
+    """QN_FLAG bits: the `unclassified` ones say why a fiber was not classified; SINGLE_LINE marks a
+    quasar that rests on one line. 0 = classified, and not a single-line quasar."""
 
     UNUSABLE_INPUT = 1     #: PREP_FLAG has an unusable bit (no data, zero rms, too few bins)
     NONFINITE_OUTPUT = 2   #: the network returned NaN or inf
+    SINGLE_LINE = 4        #: a quasar with one line above C_TH (NLINES_QN = 1): the paper's candidate for inspection
+
+    @classmethod
+    def unclassified(cls):
+        """Bits that mean QuasarNET did not classify the fiber; SINGLE_LINE is not one of them."""
+        return cls.UNUSABLE_INPUT | cls.NONFINITE_OUTPUT
+
+
+def is_classified(qn_flag):
+    """Whether QuasarNET classified each fiber: no `QNFlag.unclassified` bit in QN_FLAG. int (n,) -> bool (n,)."""
+    return (np.asarray(qn_flag) & int(QNFlag.unclassified())) == 0
 
 
 def classify_spectra(x, prep_flag, forward, c_th, n_th, bal_th):
@@ -47,8 +59,10 @@ def classify_spectra(x, prep_flag, forward, c_th, n_th, bal_th):
     Returns
     -------
     dict of numpy columns (n,): C_<LINE>, Z_<LINE> (float32), C_BAL_CIV,
-    Z_BAL_CIV (float32), Z_QN (float64), IS_QSO_QN, BAL_FLAG_QN (int16),
-    QN_FLAG (int32). Unclassified rows: C = 0, Z = -1, flags 0.
+    Z_BAL_CIV (float32), Z_QN (float64), NLINES_QN (int16: lines with
+    C > c_th), IS_QSO_QN, BAL_FLAG_QN (int16), QN_FLAG (int32; SINGLE_LINE
+    on quasars with NLINES_QN = 1). Unclassified rows: C = 0, Z = -1,
+    NLINES_QN = 0, IS_QSO_QN = BAL_FLAG_QN = 0.
     """
     n = len(x)
     usable = (np.asarray(prep_flag) & int(PrepFlag.unusable())) == 0
@@ -59,11 +73,13 @@ def classify_spectra(x, prep_flag, forward, c_th, n_th, bal_th):
         confidence[usable], redshift[usable] = decode_finders(out["confidence"], out["offset"])
     finite = np.all(np.isfinite(confidence) & np.isfinite(redshift), axis=1)
     flag = np.where(usable, 0, QNFlag.UNUSABLE_INPUT) | np.where(finite, 0, QNFlag.NONFINITE_OUTPUT)
-    classified = flag == 0
+    classified = is_classified(flag)
     confidence[~classified] = 0.0
     redshift[~classified] = -1.0
     c_lines, z_lines = confidence[:, :N_EMISSION], redshift[:, :N_EMISSION]
-    is_qso = classify(c_lines, c_th, n_th) & classified
+    nlines = np.where(classified, count_lines(c_lines, c_th), 0).astype(np.int16)
+    is_qso = classified & classify(c_lines, c_th, n_th)
+    flag |= np.where(single_line(is_qso, nlines), QNFlag.SINGLE_LINE, 0)
     columns = {}
     for k, name in enumerate(LINE_NAMES):
         columns[f"C_{name}"] = c_lines[:, k].astype(np.float32)
@@ -72,6 +88,7 @@ def classify_spectra(x, prep_flag, forward, c_th, n_th, bal_th):
     columns["C_BAL_CIV"] = confidence[:, BAL_INDEX].astype(np.float32)
     columns["Z_BAL_CIV"] = redshift[:, BAL_INDEX].astype(np.float32)
     columns["Z_QN"] = np.where(classified, best_redshift(c_lines, z_lines), -1.0)
+    columns["NLINES_QN"] = nlines
     columns["IS_QSO_QN"] = is_qso.astype(np.int16)
     columns["BAL_FLAG_QN"] = bal_flag(is_qso, confidence[:, BAL_INDEX], bal_th).astype(np.int16)
     columns["QN_FLAG"] = flag.astype(np.int32)
@@ -115,6 +132,7 @@ class QuasarNetStage(Stage):
     """shard -> quasarnet: class, line confidences and redshifts, BAL flag of every fiber."""
 
     name = "quasarnet"
+    version = 2  # 2: NLINES_QN and the QN_FLAG bit SINGLE_LINE
     reads = ("shard",)
     writes = ("quasarnet",)
 

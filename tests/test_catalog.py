@@ -20,22 +20,30 @@ from qsopipe.stages.catalog_columns import (
     ABSORBER_COLUMNS, CATALOG_COLUMNS, CONFIDENCE_COLUMNS, INPUT_COLUMNS, LINE_REDSHIFT_COLUMNS,
     MAX_DESCRIPTION, MGII_FLAG_NO_RESULTS, ZWARNING_NO_RESULTS, markdown_table,
 )
+from qsopipe.stages.quasarnet import QNFlag, is_classified
 
 C_TH, N_TH, BAL_TH = 0.4, 1, 0.5
 LINES = ("LYA", "CIV", "CIII", "MGII", "HBETA", "HALPHA")
 
 
-def qn_table(plate, mjd, nfiber, seed, flagged=()):
-    """A QuasarNET results table as docs/FORMATS.md gives it, rows in FIBERID order."""
+def qn_table(plate, mjd, nfiber, seed, flagged=(), single_line=()):
+    """A QuasarNET results table as docs/FORMATS.md gives it, rows in FIBERID order.
+
+    Rows `flagged` are unclassified (QN_FLAG UNUSABLE_INPUT) and carry NaN and NLINES_QN = 6 for the
+    catalog to blank; rows `single_line` are quasars on Lya alone (QN_FLAG SINGLE_LINE).
+    """
     rng = np.random.default_rng(seed)
     fiberid = np.arange(1, nfiber + 1, dtype=np.int32)
     conf = rng.uniform(0, 1, (nfiber, 6)).astype(np.float32)
+    conf[list(single_line)] = [0.9, 0.1, 0.1, 0.1, 0.1, 0.1]
     z = rng.uniform(0.5, 3.5, (nfiber, 6)).astype(np.float32)
-    qn_flag = np.zeros(nfiber, dtype=np.int32)
-    qn_flag[list(flagged)] = 1
-    conf[qn_flag != 0] = np.nan
-    z[qn_flag != 0] = np.nan
-    is_qso = ((conf > C_TH).sum(axis=1) >= N_TH).astype(np.int16)
+    classified = np.ones(nfiber, bool)
+    classified[list(flagged)] = False
+    conf[~classified] = np.nan
+    z[~classified] = np.nan
+    nlines = np.where(classified, (conf > C_TH).sum(axis=1), 6).astype(np.int16)
+    is_qso = classified & (nlines >= N_TH)
+    qn_flag = np.where(classified, 0, QNFlag.UNUSABLE_INPUT) | np.where(is_qso & (nlines == 1), QNFlag.SINGLE_LINE, 0)
     best = np.nanargmax(np.where(np.isnan(conf), -1, conf), axis=1)
     c_bal = rng.uniform(0, 1, nfiber).astype(np.float32)
     columns = {
@@ -44,15 +52,16 @@ def qn_table(plate, mjd, nfiber, seed, flagged=()):
         "RA": rng.uniform(0, 360, nfiber), "DEC": rng.uniform(-20, 60, nfiber),
         "OBJTYPE": np.array(["QSO", "GALAXY", "SKY", "STAR"] * nfiber)[:nfiber],
         "BOSS_TARGET1": np.full(nfiber, 1 << 10, np.int64),
-        "PREP_FLAG": qn_flag.copy(),
+        "PREP_FLAG": np.where(classified, 0, 1).astype(np.int32),
         **{f"C_{line}": conf[:, i] for i, line in enumerate(LINES)},
         **{f"Z_{line}": z[:, i] for i, line in enumerate(LINES)},
         "C_BAL_CIV": c_bal,
         "Z_BAL_CIV": rng.uniform(1.5, 3, nfiber).astype(np.float32),
         "Z_QN": z[np.arange(nfiber), best].astype(np.float64),
-        "IS_QSO_QN": np.where(qn_flag == 0, is_qso, 0).astype(np.int16),
-        "BAL_FLAG_QN": np.where(qn_flag == 0, is_qso & (c_bal > BAL_TH), 0).astype(np.int16),
-        "QN_FLAG": qn_flag,
+        "NLINES_QN": nlines,
+        "IS_QSO_QN": is_qso.astype(np.int16),
+        "BAL_FLAG_QN": (is_qso & (c_bal > BAL_TH)).astype(np.int16),
+        "QN_FLAG": qn_flag.astype(np.int32),
     }
     table = pa.table(columns)
     meta = {"c_th": C_TH, "n_th": N_TH, "bal_th": BAL_TH, "qn_model": "/models/qn.keras", "qn_model_sha256": "ab" * 32,
@@ -114,10 +123,11 @@ def zfit_table(qn, failed=(3,)):
 
 @pytest.fixture()
 def results_dir(tmp_path):
-    """RESULTS with two plates: 7001 (redshift fit and MgII run, two flagged fibers) and 7000 (neither)."""
+    """RESULTS with two plates: 7001 (redshift fit and MgII run, two flagged fibers, fiber 6 a single-line
+    quasar with two absorbers) and 7000 (neither)."""
     for folder in ("quasarnet", "mgii", "zfit"):
         (tmp_path / folder).mkdir()
-    qn_a = qn_table(7001, 56600, 12, seed=1, flagged=(0, 7))
+    qn_a = qn_table(7001, 56600, 12, seed=1, flagged=(0, 7), single_line=(5,))
     qn_b = qn_table(7000, 56500, 9, seed=2)
     pq.write_table(qn_a, tmp_path / "quasarnet" / "qn-7001-56600.parquet")
     pq.write_table(qn_b, tmp_path / "quasarnet" / "qn-7000-56500.parquet")
@@ -160,7 +170,7 @@ def test_every_fiber_is_a_row_sorted_and_blanked(results_dir):
     assert key == sorted(key)
     assert catalog["PLATE"][0] == 7000
     assert list(catalog) == [column.name for column in CATALOG_COLUMNS]
-    classified = catalog["QN_FLAG"] == 0
+    classified = is_classified(catalog["QN_FLAG"])
     assert np.sum(~classified) == 2
     for column in CATALOG_COLUMNS:
         if column.dtype.startswith("f"):
@@ -169,6 +179,7 @@ def test_every_fiber_is_a_row_sorted_and_blanked(results_dir):
         assert np.all(catalog[name][~classified] == 0)
     for name in (*LINE_REDSHIFT_COLUMNS, "Z_QN"):
         assert np.all(catalog[name][~classified] == -1)
+    assert np.all(catalog["NLINES_QN"][~classified] == 0)
     no_mgii = catalog["PLATE"] == 7000
     assert np.all(catalog["MGII_PROB"][no_mgii] == -1) and np.all(catalog["N_MGII_ABS"][no_mgii] == -1)
     assert np.all(catalog["MGII_FLAG"][no_mgii] & MGII_FLAG_NO_RESULTS)
@@ -193,7 +204,23 @@ def test_z_is_the_fit_where_zwarning_is_0_else_z_qn(results_dir):
     assert np.all(catalog["ZERR"] == np.where(fitted, 2e-4, -1.0))
     assert np.all(catalog["ZWARNING"][no_fit] == ZWARNING_NO_RESULTS) and np.all(catalog["DELTACHI2"][no_fit] == 0)
     assert np.all(catalog["ZWARNING"][~no_fit] & ZWARNING_NO_RESULTS == 0)
-    assert np.all(catalog["Z"][catalog["QN_FLAG"] != 0] == -1)
+    assert np.all(catalog["Z"][~is_classified(catalog["QN_FLAG"])] == -1)
+
+
+def test_single_line_quasar_stays_a_quasar(results_dir):
+    """Fiber 6 of plate 7001 rests on Lya alone: flagged SINGLE_LINE, and fitted, searched and kept as any quasar."""
+    found = cat.read_results(results_dir)
+    catalog, absorbers = cat.assemble_catalog(found.qn_tables, found.mgii_tables, found.absorber_tables,
+                                              found.zfit_tables)
+    row = np.flatnonzero((catalog["PLATE"] == 7001) & (catalog["FIBERID"] == 6))[0]
+    assert catalog["QN_FLAG"][row] == QNFlag.SINGLE_LINE and catalog["NLINES_QN"][row] == 1
+    assert catalog["IS_QSO_QN"][row] == 1 and catalog["C_LYA"][row] == np.float32(0.9)
+    assert catalog["Z_QN"][row] > 0 and catalog["Z_LYA"][row] > 0
+    assert catalog["SOURCE_Z"][row] == "ZFIT" and catalog["Z"][row] == catalog["Z_QN"][row] + 0.001
+    assert catalog["MGII_FLAG"][row] == 0 and catalog["N_MGII_ABS"][row] == 2
+    assert np.sum(absorbers["TARGETID"] == catalog["TARGETID"][row]) == 2
+    quasars, _ = cat.select_quasars(catalog, absorbers)
+    assert catalog["TARGETID"][row] in quasars["TARGETID"]
 
 
 def test_catalog_round_trips_with_units_descriptions_and_checksums(catalog_path):
@@ -232,9 +259,13 @@ def test_is_qso_recomputed_from_header_thresholds(catalog_path):
         data = f["CATALOG"].read()
     lines = [header[f"LINE{n}"] for n in range(1, 8) if header[f"LINE{n}"] != "BAL_CIV"]
     confidences = np.stack([data[f"C_{line}"] for line in lines], axis=1)
-    recomputed = (confidences > header["C_TH"]).sum(axis=1) >= header["N_TH"]
-    assert np.array_equal(recomputed & (data["QN_FLAG"] == 0), data["IS_QSO_QN"] == 1)
+    classified = is_classified(data["QN_FLAG"])
+    nlines = (confidences > header["C_TH"]).sum(axis=1)
+    assert np.array_equal(np.where(classified, nlines, 0), data["NLINES_QN"])
+    assert np.array_equal((nlines >= header["N_TH"]) & classified, data["IS_QSO_QN"] == 1)
     assert 0 < data["IS_QSO_QN"].sum() < len(data)
+    single_line = (data["IS_QSO_QN"] == 1) & (data["NLINES_QN"] == 1)
+    assert np.array_equal(single_line, (data["QN_FLAG"] & QNFlag.SINGLE_LINE) != 0) and single_line.any()
     bal = (data["IS_QSO_QN"] == 1) & (data["C_BAL_CIV"] > header["BAL_TH"])
     assert np.array_equal(bal, data["BAL_FLAG_QN"] == 1) and 0 < bal.sum() < data["IS_QSO_QN"].sum()
 

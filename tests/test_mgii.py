@@ -16,6 +16,7 @@ from qsopipe.stages.mgii import (
 )
 from qsopipe.stages.mgii_fit import DoubletCriteria, doublet_profile
 from qsopipe.stages.mgii_regions import CIV_GAP_REST, CNN_WINDOW_REST, PATH_REST, MgIIRegion
+from qsopipe.stages.quasarnet import QNFlag
 
 WAVE = grid_wavelength()
 
@@ -85,8 +86,11 @@ def test_prepare_input_says_where_the_cnn_can_run():
 
 
 def test_selection_flags():
-    flags = selection_flags([1, 0, 1, 1, 1, 0], [0, 0, 2, 0, 0, 0], [0, 0, 0, 4, 0, 0], [0, 0, 0, 0, 1, 1])
-    assert flags.tolist() == [0, MgIIFlag.NOT_QSO, MgIIFlag.NOT_QSO, MgIIFlag.BAD_PREP, MgIIFlag.BAL, MgIIFlag.NOT_QSO]
+    """The last fiber is a single-line quasar (QN_FLAG SINGLE_LINE): searched like any quasar."""
+    flags = selection_flags([1, 0, 1, 1, 1, 0, 1], [0, 0, 2, 0, 0, 0, QNFlag.SINGLE_LINE], [0, 0, 0, 4, 0, 0, 0],
+                            [0, 0, 0, 0, 1, 1, 0])
+    assert flags.tolist() == [0, MgIIFlag.NOT_QSO, MgIIFlag.NOT_QSO, MgIIFlag.BAD_PREP, MgIIFlag.BAL, MgIIFlag.NOT_QSO,
+                              0]
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +127,8 @@ def _quasar(z_qso, absorbers=(), snr=40.0, seed=0):
 
 
 def _tiny_plate():
-    """Five fibers: a quasar with absorbers in the CNN window (z 1.2, 1.6) and between Lyman-alpha and CIV
-    (z 0.5), a star, an unclassified fiber, a z=0.2 quasar, bad prep."""
+    """Five fibers: a single-line quasar (QN_FLAG SINGLE_LINE) with absorbers in the CNN window (z 1.2, 1.6)
+    and between Lyman-alpha and CIV (z 0.5), a star, an unclassified fiber, a z=0.2 quasar, bad prep."""
     spectra = [_quasar(2.0, [(0.5, 1.0), (1.2, 1.0), (1.6, 0.8)], seed=1), _quasar(1.0, seed=2),
                _quasar(1.5, seed=3), _quasar(0.2, seed=4), _quasar(1.5, seed=5)]
     flux = np.stack([s[0] for s in spectra])
@@ -136,7 +140,7 @@ def _tiny_plate():
                       "MGII_FLUX": fixed_size_list(flux), "MGII_IVAR": fixed_size_list(ivar)})
     qn = pa.table({**ids, "IS_QSO_QN": pa.array([1, 0, 0, 1, 1], pa.int16()),
                    "BAL_FLAG_QN": pa.array([0, 0, 0, 0, 0], pa.int16()),
-                   "Z_QN": pa.array([1.99, 0.0, -1.0, 0.2, 1.5]), "QN_FLAG": pa.array([0, 0, 1, 0, 0], pa.int32())})
+                   "Z_QN": pa.array([1.99, 0.0, -1.0, 0.2, 1.5]), "QN_FLAG": pa.array([QNFlag.SINGLE_LINE, 0, 1, 0, 0], pa.int32())})
     zfit = pa.table({**ids, "Z": pa.array([2.0, 0.0, -1.0, 0.2, 1.5])})
     return shard, qn, zfit
 

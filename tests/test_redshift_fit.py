@@ -8,6 +8,7 @@ from scipy.interpolate import make_interp_spline
 from qsopipe.pipeline.constants import SPEED_OF_LIGHT_KMS
 from qsopipe.pipeline import grids
 from qsopipe.pipeline.parquet_io import fixed_size_list
+from qsopipe.stages.quasarnet import QNFlag
 from qsopipe.stages.redshift_fit import ZFIT_COLUMNS, FitSettings, ZWarning, fit_plate, fit_redshifts
 from qsopipe.stages.redshift_scan import legendre_basis, scan_chi2
 from qsopipe.stages.redshift_templates import (
@@ -100,14 +101,16 @@ def test_minimum_beyond_the_window_is_flagged_at_its_edge():
     assert out["ZWARNING"][0] & ZWarning.WINDOW_EDGE
 
 
-def _plate_tables(flux, ivar, z_qn, is_qso):
+def _plate_tables(flux, ivar, z_qn, is_qso, qn_flag=None):
     n = len(z_qn)
+    qn_flag = np.zeros(n, np.int32) if qn_flag is None else qn_flag
     ids = {"PLATE": pa.array(np.full(n, 7000, np.int32)), "MJD": pa.array(np.full(n, 57000, np.int32)),
            "FIBERID": pa.array(np.arange(1, n + 1, dtype=np.int32))}
     shard = pa.table({**ids, "MGII_FLUX": fixed_size_list(flux.astype(np.float32)),
                       "MGII_IVAR": fixed_size_list(ivar.astype(np.float32))})
     qn = pa.table({**ids, "Z_QN": pa.array(z_qn), "IS_QSO_QN": pa.array(is_qso.astype(np.int16)),
-                   "BAL_FLAG_QN": pa.array(np.array([0, 1] * (n // 2) + [0] * (n % 2), np.int16))})
+                   "BAL_FLAG_QN": pa.array(np.array([0, 1] * (n // 2) + [0] * (n % 2), np.int16)),
+                   "QN_FLAG": pa.array(np.asarray(qn_flag, np.int32))})
     return shard, qn
 
 
@@ -119,7 +122,8 @@ def test_fit_plate_falls_back_to_z_qn_exactly_when_zwarning_is_set():
     ivar[3] = 0.0
     z_qn = redshifts * 1.003
     is_qso = np.array([1, 1, 1, 1, 1, 0, 1])
-    shard, qn = _plate_tables(flux, ivar, z_qn, is_qso)
+    single_line = np.array([1, 0, 0, 0, 1, 0, 0], bool)  # quasars on one line: fitted like the others
+    shard, qn = _plate_tables(flux, ivar, z_qn, is_qso, np.where(single_line, QNFlag.SINGLE_LINE, 0))
     table = fit_plate(shard, qn)
     assert table.schema.names == list(ZFIT_COLUMNS) and table.num_rows == 7
     assert [table.schema.field(name).type for name in ZFIT_COLUMNS] == list(ZFIT_COLUMNS.values())
@@ -128,6 +132,7 @@ def test_fit_plate_falls_back_to_z_qn_exactly_when_zwarning_is_set():
     assert table["SOURCE_Z"].to_pylist() == ["ZFIT" if w == 0 else "QN" for w in warning]
     assert warning[3] & ZWarning.NO_DATA and warning[5] == ZWarning.NOT_FITTED
     assert np.count_nonzero(warning == 0) == 5 and np.isfinite(z).all()
+    assert np.all(warning[single_line] == 0)
     assert table["FIBERID"].to_pylist() == list(range(1, 8))
 
 
