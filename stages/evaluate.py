@@ -14,6 +14,12 @@ Definitions follow Busca & Balland (2018, QuasarNET):
   completeness = truth quasars classified quasar with right z / truth quasars;
   catastrophic rate = truth quasars classified quasar with |dv| >= 6000 /
   quasar classifications.
+- automatic subset: the quasar classifications without the QN_FLAG bit
+  SINGLE_LINE (one line above c_th, the paper's candidates for visual
+  inspection), scored as above; `automatic` also gives the fraction of the
+  evaluated spectra flagged SINGLE_LINE and the purity of those quasars.
+- per star subtype: the truth SIM_SUBTYPE of stars (CLASS_PERSON 1, the
+  simulated truth's spectral types), the number and fraction called quasar.
 - BAL sample: truth quasars classified quasar with CIV(1548) on the
   QuasarNET grid. A BAL when the visual flag (BAL_FLAG_VI == 1 or
   CLASS_PERSON 30) and BI_CIV > 0 both say so, a non-BAL when neither does;
@@ -41,6 +47,7 @@ from qsopipe.pipeline.sdss.catalogs import balnicity_bal, read_dr12q, read_spall
 from qsopipe.pipeline.sdss.fitsfile import open_fits, read_columns
 from qsopipe.stages.catalog_columns import CONFIDENCE_COLUMNS
 from qsopipe.stages.decision import classify
+from qsopipe.stages.quasarnet import QNFlag, is_classified
 
 #: Largest |dv| (km/s) of a right redshift.
 DV_MAX = 6000.0
@@ -124,7 +131,7 @@ def threshold_curves(confidences, classifiable, right_z, truth_qso, truth_galaxy
     """Purity and completeness as c_th of the rule `qsopipe.stages.decision.classify` varies.
 
     confidences : (npair, nline) line confidences; classifiable : bool (npair,)
-    (QN_FLAG == 0). Returns {'c_th', 'purity', 'completeness'} lists.
+    (no unclassified bit in QN_FLAG). Returns {'c_th', 'purity', 'completeness'} lists.
     """
     purity, completeness = [], []
     for c_th in c_grid:
@@ -133,6 +140,22 @@ def threshold_curves(confidences, classifiable, right_z, truth_qso, truth_galaxy
         purity.append(counts["purity"])
         completeness.append(counts["completeness"])
     return {"c_th": [float(c) for c in c_grid], "purity": purity, "completeness": completeness}
+
+
+def automatic_subset(classified, single_line, right_z, truth_qso, truth_galaxy):
+    """The automatic subset (quasar classifications without SINGLE_LINE) and the single-line quasars.
+
+    All arguments are bool arrays over the evaluated pairs; single_line is
+    QN_FLAG's SINGLE_LINE bit. Returns `classification_counts` of the
+    subset, plus n_single_line (single-line quasars), fraction_single_line
+    (of the evaluated spectra) and single_line_purity.
+    """
+    inspected = classified & single_line
+    single = classification_counts(inspected, right_z, truth_qso, truth_galaxy)
+    return {**classification_counts(classified & ~single_line, right_z, truth_qso, truth_galaxy),
+            "n_single_line": single["n_classified_qso"],
+            "fraction_single_line": _ratio(single["n_classified_qso"], inspected.size),
+            "single_line_purity": single["purity"]}
 
 
 def redshift_bins(z_true, z_qn, classified, right_z, truth_qso, truth_galaxy, edges=Z_EDGES):
@@ -245,8 +268,9 @@ def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=
     Parameters
     ----------
     catalog : {name: array}: PLATE, MJD, FIBERID, THING_ID, IS_QSO_QN, Z_QN,
-        Z (optional: the best redshift, scored as dv_z), QN_FLAG, C_LYA..C_HALPHA, C_BAL_CIV, BAL_FLAG_QN, MGII_PROB,
-        IS_MGII_ABS, MGII_FLAG.
+        Z (optional: the best redshift, scored as dv_z), NLINES_QN (optional: a catalog written before
+        QN_FLAG had SINGLE_LINE lacks it and gets `automatic` None), QN_FLAG, C_LYA..C_HALPHA, C_BAL_CIV,
+        BAL_FLAG_QN, MGII_PROB, IS_MGII_ABS, MGII_FLAG.
     truth : {name: array}, `qsopipe.pipeline.sdss.catalogs.DR12Q_COLUMNS`.
     catalog_absorbers : {name: array} with TARGETID, Z_ABS, or None.
     truth_absorbers : {name: array} with PLATE, MJD, FIBERID, Z_ABS, EW_2796,
@@ -261,6 +285,7 @@ def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=
     keep = ~(is_qso_class & ~confident)
     cat_index, truth_index, by_thing = cat_index[keep], truth_index[keep], by_thing[keep]
     cls, z_true = cls[keep], z_true[keep]
+    subtype = np.asarray(truth["SIM_SUBTYPE"])[truth_index]
 
     truth_qso = np.isin(cls, QUASAR_CLASSES)
     truth_galaxy = cls == CLASS_PERSON["GALAXY"]
@@ -268,7 +293,8 @@ def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=
     classified = column["IS_QSO_QN"] == 1
     dv = velocity_offset(column["Z_QN"], z_true)
     right_z = np.isfinite(dv) & (np.abs(dv) < DV_MAX)
-    classifiable = column["QN_FLAG"] == 0
+    classifiable = is_classified(column["QN_FLAG"])
+    single_line = (column["QN_FLAG"] & QNFlag.SINGLE_LINE) != 0
     confidences = np.stack([column[name] for name in CONFIDENCE_COLUMNS], axis=1)
 
     metrics = {
@@ -277,6 +303,8 @@ def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=
         "n_excluded": int((~keep).sum()), "n_evaluated": int(cat_index.size),
         "c_th": c_th, "n_th": n_th, "bal_th": bal_th,
         "qso": classification_counts(classified, right_z, truth_qso, truth_galaxy),
+        "automatic": (automatic_subset(classified, single_line, right_z, truth_qso, truth_galaxy)
+                      if "NLINES_QN" in column else None),
         "dv": velocity_statistics(dv[truth_qso & classified]),
         "dv_z": (velocity_statistics(velocity_offset(column["Z"], z_true)[truth_qso & classified])
                  if "Z" in column else None),
@@ -286,6 +314,7 @@ def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=
             for n in (1, 2)
         },
         "per_class": per_class(cls, classified, right_z),
+        "per_star_subtype": per_star_subtype(cls, subtype, classified),
     }
 
     bal_vi = np.asarray(truth["BAL_FLAG_VI"])[truth_index]
@@ -315,6 +344,24 @@ def per_class(cls, classified, right_z):
             "fraction_classified_qso": _ratio((mine & classified).sum(), mine.sum()),
             "fraction_right_z_of_qso": _ratio((mine & classified & right_z).sum(), (mine & classified).sum()),
         }
+    return out
+
+
+def per_star_subtype(cls, subtype, classified):
+    """Per star subtype: number and fraction classified quasar; None when no star has a subtype.
+
+    cls : int (npair,), CLASS_PERSON; subtype : str (npair,), SIM_SUBTYPE
+    ('' where none); classified : bool (npair,), IS_QSO_QN == 1.
+    Returns {subtype: {'n', 'n_classified_qso', 'fraction_classified_qso'}}.
+    """
+    star = (cls == CLASS_PERSON["STAR"]) & (subtype != "")
+    if not star.any():
+        return None
+    out = {}
+    for name in np.unique(subtype[star]):
+        mine = star & (subtype == name)
+        out[str(name)] = {"n": int(mine.sum()), "n_classified_qso": int((mine & classified).sum()),
+                          "fraction_classified_qso": _ratio((mine & classified).sum(), mine.sum())}
     return out
 
 
@@ -357,7 +404,8 @@ def json_ready(value):
     return value
 
 
-CATALOG_READ = ("PLATE", "MJD", "FIBERID", "THING_ID", "IS_QSO_QN", "Z_QN", "Z", "QN_FLAG", *CONFIDENCE_COLUMNS,
+CATALOG_READ = ("PLATE", "MJD", "FIBERID", "THING_ID", "IS_QSO_QN", "Z_QN", "Z", "NLINES_QN", "QN_FLAG",
+                *CONFIDENCE_COLUMNS,
                 "C_BAL_CIV", "BAL_FLAG_QN", "MGII_PROB", "IS_MGII_ABS", "MGII_FLAG")
 
 
@@ -385,7 +433,7 @@ def truth_from_spall(spall):
     """DR12Q-style truth from spAll columns: CLASS -> CLASS_PERSON, Z -> Z_VI.
 
     Z_CONF_PERSON is 3 where ZWARNING == 0, else 1 (so uncertain quasars are
-    left out); BAL_FLAG_VI is -1 (unknown: no BAL scoring).
+    left out); BAL_FLAG_VI is -1 (unknown: no BAL scoring); SIM_SUBTYPE is ''.
     """
     classes = np.char.upper(np.char.strip(np.asarray(spall["CLASS"]).astype(str)))
     n = len(classes)
@@ -395,6 +443,7 @@ def truth_from_spall(spall):
         "Z_VI": np.asarray(spall["Z"], dtype=np.float64),
         "Z_CONF_PERSON": np.where(np.asarray(spall["ZWARNING"]) == 0, Z_CONF_CONFIDENT, 1).astype(np.int16),
         "BAL_FLAG_VI": np.full(n, -1, dtype=np.int16), "BI_CIV": np.full(n, np.nan),
+        "SIM_SUBTYPE": np.full(n, "", dtype="U8"),
     }
 
 

@@ -12,21 +12,25 @@ from qsopipe.pipeline.ids import target_id
 from qsopipe.stages import evaluate as ev
 from qsopipe.stages.catalog import write_catalog
 from qsopipe.stages.catalog_columns import ABSORBER_COLUMNS, CATALOG_COLUMNS, CONFIDENCE_COLUMNS
+from qsopipe.stages.quasarnet import QNFlag
 
 # Fibers 1..11 of plate 1, MJD 2. Truth rows: fiber -> (CLASS_PERSON, Z_VI, Z_CONF_PERSON, BAL_FLAG_VI).
 TRUTH = {
     1: (3, 2.0, 3, 0),    # quasar, found
-    2: (3, 2.0, 3, 0),    # quasar, classified with dv ~ 10000 km/s: catastrophic
+    2: (3, 2.0, 3, 0),    # quasar, classified with dv ~ 10000 km/s: catastrophic (on a single line)
     3: (30, 2.5, 3, 1),   # BAL quasar, found, BAL flagged
     4: (3, 1.0, 3, 0),    # quasar, missed
-    5: (1, 0.0, 3, 0),    # star classified quasar: wrong
+    5: (1, 0.0, 3, 0),    # star (WD) classified quasar on a single line: wrong
     6: (4, 0.5, 3, 0),    # galaxy classified quasar with right z: correct
     7: (4, 0.5, 3, 0),    # galaxy, not quasar
     8: (3, 1.8, 2, 0),    # uncertain quasar: excluded
-    9: (1, 0.0, 3, 0),    # star, not quasar
+    9: (1, 0.0, 3, 0),    # star (M), not quasar
 }
+#: Simulated subtypes of the truth stars ('' elsewhere).
+STAR_SUBTYPES = {5: "WD", 9: "M"}
 # Fiber 10 matches truth (plate 9, MJD 9, fiber 5) on THING_ID 1010; fiber 11 matches nothing.
-# Catalog: fiber -> (IS_QSO_QN, Z_QN, lines with C = 0.9 (others 0.1), BAL_FLAG_QN, MGII searched, IS_MGII_ABS)
+# Catalog: fiber -> (IS_QSO_QN, Z_QN, lines with C = 0.9 (others 0.1), BAL_FLAG_QN, MGII searched, IS_MGII_ABS);
+# the quasars on one line (fibers 2 and 5) carry QN_FLAG SINGLE_LINE.
 CATALOG = {
     1: (1, 2.0, 2, 1, True, 1), 2: (1, 2.1, 1, 0, True, 1), 3: (1, 2.5, 2, 1, True, 0), 4: (0, 1.0, 0, 0, False, 0),
     5: (1, 1.5, 1, 0, False, 0), 6: (1, 0.5, 2, 0, False, 0), 7: (0, 0.5, 0, 0, False, 0),
@@ -45,6 +49,7 @@ def make_truth():
         "Z_CONF_PERSON": np.array([r[2] for r in rows], np.int16),
         "BAL_FLAG_VI": np.array([r[3] for r in rows], np.int16),
         "BI_CIV": np.where(np.array([r[3] for r in rows]) == 1, 500.0, 0.0),
+        "SIM_SUBTYPE": np.array([STAR_SUBTYPES.get(f, "") for f in fibers] + [""], "U8"),
     }
 
 
@@ -64,6 +69,9 @@ def make_catalog():
         confidences[i, :r[2]] = 0.9
     for j, name in enumerate(CONFIDENCE_COLUMNS):
         catalog[name] = confidences[:, j]
+    catalog["NLINES_QN"] = np.array([r[2] for r in rows], np.int16)
+    single_line = (catalog["IS_QSO_QN"] == 1) & (catalog["NLINES_QN"] == 1)
+    catalog["QN_FLAG"] = np.where(single_line, QNFlag.SINGLE_LINE, 0).astype(np.int32)
     catalog["BAL_FLAG_QN"] = np.array([r[3] for r in rows], np.int16)
     catalog["C_BAL_CIV"] = np.where(catalog["BAL_FLAG_QN"] == 1, 0.8, 0.2).astype(np.float32)
     searched = np.array([r[4] for r in rows])
@@ -142,6 +150,43 @@ def test_hand_made_metrics():
     assert per_class["GALAXY"]["fraction_right_z_of_qso"] == 1.0
 
 
+def test_automatic_subset_leaves_out_the_single_line_quasars():
+    """Quasars 1, 3, 6, 10 are automatic (all right); 2 (catastrophic) and 5 (a star) rest on one line, 2 of
+    the 9 spectra evaluated."""
+    automatic = ev.evaluate(make_catalog(), make_truth())["automatic"]
+    assert (automatic["n_classified_qso"], automatic["n_correct"], automatic["n_truth_qso_found"]) == (4, 4, 3)
+    assert automatic["purity"] == 1.0 and automatic["completeness"] == pytest.approx(3 / 5)
+    assert automatic["catastrophic_rate"] == 0.0
+    assert automatic["n_single_line"] == 2 and automatic["fraction_single_line"] == pytest.approx(2 / 9)
+    assert automatic["single_line_purity"] == 0.0
+
+
+def test_single_line_quasars_stay_classifiable_in_the_threshold_curves():
+    """At the catalog's c_th the n_th = 1 curve is the catalog's own decision, single-line quasars included."""
+    metrics = ev.evaluate(make_catalog(), make_truth())
+    at_04 = metrics["threshold_curves"]["n_th_1"]["c_th"].index(0.4)
+    assert metrics["threshold_curves"]["n_th_1"]["purity"][at_04] == metrics["qso"]["purity"] == pytest.approx(4 / 6)
+    catalog = make_catalog()
+    catalog["QN_FLAG"][catalog["FIBERID"] == 5] |= QNFlag.UNUSABLE_INPUT
+    curves = ev.evaluate(catalog, make_truth())["threshold_curves"]["n_th_1"]
+    assert curves["purity"][at_04] == pytest.approx(4 / 5)
+
+
+def test_catalog_without_nlines_has_no_automatic_subset():
+    catalog = make_catalog()
+    del catalog["NLINES_QN"]
+    assert ev.evaluate(catalog, make_truth())["automatic"] is None
+
+
+def test_per_star_subtype_fraction_called_quasar():
+    per_subtype = ev.evaluate(make_catalog(), make_truth())["per_star_subtype"]
+    assert per_subtype == {"M": {"n": 1, "n_classified_qso": 0, "fraction_classified_qso": 0.0},
+                           "WD": {"n": 1, "n_classified_qso": 1, "fraction_classified_qso": 1.0}}
+    truth = make_truth()
+    truth["SIM_SUBTYPE"][:] = ""
+    assert ev.evaluate(make_catalog(), truth)["per_star_subtype"] is None
+
+
 def _write_truth(path, truth, truth_abs):
     with fitsio.FITS(str(path), "rw", clobber=True) as fits:
         fits.write(truth, extname="TRUTH")
@@ -179,6 +224,8 @@ def test_command_writes_json_and_plots(tmp_path, catalog_and_truth):
     assert result.exit_code == 0
     metrics = json.loads(result.stdout)
     assert metrics["qso"]["purity"] == pytest.approx(4 / 6) and metrics["c_th"] == 0.4
+    assert metrics["automatic"]["purity"] == 1.0 and metrics["automatic"]["n_single_line"] == 2
+    assert metrics["per_star_subtype"]["WD"]["fraction_classified_qso"] == 1.0
     assert json.loads((tmp_path / "m.json").read_text()) == metrics
     plots = sorted(p.name for p in (tmp_path / "catalog-evaluate").iterdir())
     assert plots == ["bal_vs_threshold.png", "dv_histogram.png", "mgii_completeness_vs_ew.png",
@@ -199,6 +246,6 @@ def test_spall_labels(tmp_path):
              "Z": catalog["Z_QN"], "ZWARNING": np.zeros(11, np.int64)}
     metrics = ev.evaluate(catalog, ev.truth_from_spall(spall))
     assert set(metrics["per_class"]) == {"QSO", "STAR", "GALAXY"}
-    assert metrics["bal"] is None and metrics["mgii"] is None
+    assert metrics["bal"] is None and metrics["mgii"] is None and metrics["per_star_subtype"] is None
     # QSO rows 1-4 and 11: 4 classified with their own redshift; row 4 not classified.
     assert metrics["qso"]["completeness"] == pytest.approx(4 / 5)

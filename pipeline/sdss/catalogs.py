@@ -20,12 +20,13 @@ SPALL_COLUMNS = {
     "Z": ("f8", np.nan), "Z_ERR": ("f8", np.nan), "ZWARNING": ("i8", 0),
 }
 
-#: DR12Q-superset truth columns: name -> (dtype, default when absent).
+#: DR12Q-superset truth columns: name -> (dtype, default when absent). SIM_SUBTYPE is the simulated
+#: truth's subtype (a star's spectral type, 'BAL', ...), '' in real catalogs.
 DR12Q_COLUMNS = {
     "PLATE": ("i4", None), "MJD": ("i4", None), "FIBERID": ("i4", None),
     "THING_ID": ("i8", -1), "RA": ("f8", np.nan), "DEC": ("f8", np.nan),
     "CLASS_PERSON": ("i2", -1), "Z_VI": ("f8", np.nan), "Z_CONF_PERSON": ("i2", -1),
-    "BAL_FLAG_VI": ("i2", -1), "BI_CIV": ("f8", np.nan),
+    "BAL_FLAG_VI": ("i2", -1), "BI_CIV": ("f8", np.nan), "SIM_SUBTYPE": ("U8", ""),
 }
 
 
