@@ -94,7 +94,6 @@ def dask_client(cluster, workers, config):
 
     from qsopipe.pipeline.shutdown_noise import QuietShutdown, drop_shutdown_races
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Worker processes inherit the environment; configure_threads reads this before TF starts.
     os.environ["QSOPIPE_TF_THREADS"] = str(config["tf_threads"])
     logging.getLogger("distributed").setLevel(max(logging.WARNING, logging.getLogger().level))
