@@ -22,6 +22,7 @@ from qsopipe.stages.simulate.bal import balnicity_index
 from qsopipe.stages.simulate.command import command
 from qsopipe.stages.simulate.grid import plate_loglam
 from qsopipe.stages.simulate.quasar import draw_quasar_redshifts
+from qsopipe.stages.simulate.resolution import gaussian_matrix, wavedisp
 
 NFIBERS = 300
 PLUGMAP_COLUMNS = ("FIBERID", "RA", "DEC", "OBJTYPE", "MAG", "XFOCAL", "YFOCAL", "THING_ID",
@@ -302,3 +303,31 @@ def test_simulated_quasars_match_real_boss_quasars(sdss_dir):
         real_values = matched[:, column + 1][np.isfinite(matched[:, column + 1])]
         assert 0.75 <= np.median(sim_values) / np.median(real_values) <= 1.33
         assert ks_2samp(sim_values, real_values).pvalue > 0.01
+
+
+def test_gaussian_matrix_rows_have_the_asked_width():
+    sigma = np.tile([0.0, 0.2, 0.36, 0.7, 1.0, 1.4], 40)
+    matrix = gaussian_matrix(sigma).toarray().astype(np.float64)
+    offset = np.arange(sigma.size)[None, :] - np.arange(sigma.size)[:, None]
+    inner = slice(10, sigma.size - 10)
+    np.testing.assert_allclose(matrix.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose((matrix * offset).sum(axis=1)[inner], 0.0, atol=1e-5)
+    np.testing.assert_allclose(np.sqrt((matrix * offset**2).sum(axis=1))[inner], sigma[inner], atol=1e-3)
+
+
+@pytest.mark.shared
+def test_wavedisp_follows_real_boss_wdisp(sdss_dir):
+    """The simulator's WAVEDISP is within 0.06 pixel of the median WDISP of the real DR16 spec-lite files."""
+    loglam = plate_loglam()
+    curves = []
+    for path in sorted(glob.glob(str(sdss_dir / "dr16_spec_lite_picca" / "*" / "spec-*.fits"))):
+        coadd = fitsio.read(path, 1, columns=["LOGLAM", "WDISP", "IVAR"])
+        good = (coadd["IVAR"] > 0) & (coadd["WDISP"] > 0.3)
+        curves.append(np.interp(loglam, coadd["LOGLAM"][good], coadd["WDISP"][good], left=np.nan, right=np.nan))
+    curves = np.array(curves)
+    covered = np.isfinite(curves).any(axis=0)
+    assert len(curves) >= 40 and covered.mean() > 0.95
+    real = np.nanmedian(curves[:, covered], axis=0)
+    assert np.abs(wavedisp(loglam)[covered] - real).max() < 0.06
+    observed = simulate_objects(loglam, ["QSO", "STAR"], np.random.default_rng(0))
+    np.testing.assert_array_equal(observed.wavedisp[1], wavedisp(loglam))
