@@ -20,6 +20,7 @@ from qsopipe.stages.simulate.absorbers import (SIIV_DOUBLET_RATIO, SIIV_TO_CIV, 
                                               draw_mgii_absorbers, mgii_path)
 from qsopipe.stages.simulate.bal import balnicity_index
 from qsopipe.stages.simulate.command import command
+from qsopipe.stages.simulate.extinction import milky_way_k
 from qsopipe.stages.simulate.grid import plate_loglam
 from qsopipe.stages.simulate.quasar import draw_quasar_redshifts
 from qsopipe.stages.simulate.resolution import gaussian_matrix, wavedisp
@@ -331,3 +332,13 @@ def test_wavedisp_follows_real_boss_wdisp(sdss_dir):
     assert np.abs(wavedisp(loglam)[covered] - real).max() < 0.06
     observed = simulate_objects(loglam, ["QSO", "STAR"], np.random.default_rng(0))
     np.testing.assert_array_equal(observed.wavedisp[1], wavedisp(loglam))
+
+
+def test_milky_way_law_is_normalised_to_e_b_minus_v():
+    assert milky_way_k(1e4 / 1.82) == pytest.approx(3.1, abs=1e-6)
+    assert milky_way_k(4400.0) - milky_way_k(5500.0) == pytest.approx(1.0, abs=0.05)
+    wave = np.geomspace(3100.0, 30000.0, 500)
+    assert (np.diff(milky_way_k(wave)) < 0).all()
+    assert milky_way_k(1e4 / 1.1 - 1e-6) == pytest.approx(milky_way_k(1e4 / 1.1 + 1e-6), rel=0.01)
+    with pytest.raises(ValueError):
+        milky_way_k(2000.0)
