@@ -21,7 +21,8 @@ Archetypes whose flux dips below -MAX_NEGATIVE times their mean flux over
 5500-6900 A anywhere on the spPlate range are dropped (the 5-vector
 reconstruction overshoots deep CaII H&K cores and the blue ends of cool
 stars); of the rest, N_KEEP per type are kept, spread evenly in rank of the
-g/i flux ratio (a temperature proxy), and rescaled to unit mean flux over
+g/i flux ratio (a temperature proxy; for WD, DA_SHARE of them among the DA
+archetypes and the rest among the DB), and rescaled to unit mean flux over
 5500-6900 A. The eigenspectra are scaled to order-1 values (and the first one
 flipped where the originals use a negative first coefficient, as for M), and
 the CV eigenspectra to a first vector of unit mean flux over 5500-6900 A.
@@ -66,6 +67,13 @@ MAX_NEGATIVE = 0.02
 N_KEEP = 400
 R_BAND = (5500.0, 6900.0)
 G_BAND, I_BAND = (4000.0, 5500.0), (6900.0, 8400.0)
+#: White dwarfs: DA archetypes have an H-beta core below DA_HBETA_DEPTH of the continuum
+#: at HBETA_CONTINUUM (A); the originals hold 53% DA and 47% DB, the kept set DA_SHARE DA
+#: (DA outnumber DB several times over among SDSS white dwarfs, Kleinman et al. 2013).
+HBETA = 4862.7
+HBETA_CONTINUUM = ((4700.0, 4730.0), (5010.0, 5040.0))
+DA_HBETA_DEPTH = 0.9
+DA_SHARE = 0.8
 
 
 def grid_k():
@@ -111,26 +119,47 @@ def band_mean(flux, band):
     return flux[..., (wave >= band[0]) & (wave < band[1])].mean(axis=-1)
 
 
-def select_archetypes(basis, coeff, n_keep=N_KEEP, chunk=2000):
-    """Indices of the kept archetypes and the count accepted by the positivity cut.
+def archetype_properties(basis, coeff, chunk=2000):
+    """Per archetype (narch,): accepted by the positivity cut, G_BAND / I_BAND flux ratio, H-beta core depth.
 
     basis (nbasis, NT) on grid_k(), coeff (narch, nbasis). An archetype is
     accepted when its flux on the spPlate pixels stays above -MAX_NEGATIVE
-    times its R_BAND mean; n_keep accepted ones are taken evenly spread in
-    rank of their G_BAND / I_BAND mean-flux ratio.
+    times its R_BAND mean. The H-beta depth is the mean flux within 3 A of
+    the line over the mean of HBETA_CONTINUUM.
     """
     inside = (grid_k() >= 0) & (grid_k() < NPIX)
-    accepted, colour = [], []
+    accepted, colour, hbeta = [], [], []
     for start in range(0, coeff.shape[0], chunk):
         flux = coeff[start:start + chunk] @ basis
         level = band_mean(flux, R_BAND)
-        good = (level > 0) & (flux[:, inside].min(axis=1) >= -MAX_NEGATIVE * level)
-        accepted.append(start + np.flatnonzero(good))
-        colour.append((band_mean(flux, G_BAND) / band_mean(flux, I_BAND))[good])
-    accepted, colour = np.concatenate(accepted), np.concatenate(colour)
-    ranked = accepted[np.argsort(colour, kind="stable")]
+        accepted.append((level > 0) & (flux[:, inside].min(axis=1) >= -MAX_NEGATIVE * level))
+        colour.append(band_mean(flux, G_BAND) / band_mean(flux, I_BAND))
+        continuum = np.mean([band_mean(flux, window) for window in HBETA_CONTINUUM], axis=0)
+        hbeta.append(band_mean(flux, (HBETA - 3.0, HBETA + 3.0)) / continuum)
+    return np.concatenate(accepted), np.concatenate(colour), np.concatenate(hbeta)
+
+
+def spread_in_rank(candidates, colour, n_keep):
+    """n_keep of the indices `candidates`, evenly spread in rank of colour[candidates]; sorted."""
+    ranked = candidates[np.argsort(colour[candidates], kind="stable")]
     picks = ((np.arange(n_keep) + 0.5) * ranked.size / n_keep).astype(np.int64)
-    return np.sort(ranked[picks]), accepted.size
+    return np.sort(ranked[picks])
+
+
+def select_archetypes(name, basis, coeff):
+    """Indices of the kept archetypes of type `name` and the count accepted by the positivity cut.
+
+    N_KEEP accepted archetypes spread evenly in rank of their G_BAND / I_BAND
+    ratio; for WD, DA_SHARE of them among the DA archetypes (H-beta core depth
+    below DA_HBETA_DEPTH) and the rest among the others (DB, helium lines).
+    """
+    accepted, colour, hbeta = archetype_properties(basis, coeff)
+    if name != "WD":
+        return spread_in_rank(np.flatnonzero(accepted), colour, N_KEEP), int(accepted.sum())
+    n_da = int(round(DA_SHARE * N_KEEP))
+    da = spread_in_rank(np.flatnonzero(accepted & (hbeta < DA_HBETA_DEPTH)), colour, n_da)
+    other = spread_in_rank(np.flatnonzero(accepted & (hbeta >= DA_HBETA_DEPTH)), colour, N_KEEP - n_da)
+    return np.sort(np.concatenate([da, other])), int(accepted.sum())
 
 
 def archetype_arrays(basis, coeff):
@@ -151,9 +180,11 @@ def build(source):
     provenance = {"grid": {"coeff0": COEFF0, "coeff1": COEFF1, "kmin": int(grid_k()[0]), "npix": int(grid_k().size),
                            "rv_max_kms": RV_MAX_KMS},
                   "resolution": {"sigma_px": SIGMA_PX, "native_sigma_kms_upper_bound": NATIVE_SIGMA_KMS,
-                                 "kernel_px": kernel_px(), "subsample": SUBSAMPLE, "observed_types": list(OBSERVED_TYPES)},
+                                 "kernel_px": kernel_px(), "subsample": SUBSAMPLE,
+                                 "observed_types": list(OBSERVED_TYPES)},
                   "selection": {"max_negative": MAX_NEGATIVE, "n_keep": N_KEEP, "r_band": R_BAND,
-                                "colour": [G_BAND, I_BAND]},
+                                "colour": [G_BAND, I_BAND], "wd_da_share": DA_SHARE,
+                                "wd_da_hbeta_depth": DA_HBETA_DEPTH, "hbeta_continuum": HBETA_CONTINUUM},
                   "files": {}}
     for name in types:
         filename = f"rrtemplate-STAR-{name}-v0.1.fits"
@@ -167,7 +198,7 @@ def build(source):
             arrays[f"{name}_basis"] = (shipped / band_mean(shipped[0], R_BAND)).astype(np.float32)
         else:
             shipped = convolve_onto_grid(basis, wave, kernel_px())
-            keep, n_accepted = select_archetypes(shipped, coeff)
+            keep, n_accepted = select_archetypes(name, shipped, coeff)
             arrays[f"{name}_basis"], arrays[f"{name}_coeff"] = archetype_arrays(shipped, coeff[keep])
             entry.update({"archetypes": int(coeff.shape[0]), "accepted": int(n_accepted), "kept": int(keep.size)})
         provenance["files"][name] = entry
