@@ -32,6 +32,9 @@ def milky_way_k(wavelength_A, r_v=R_V_MILKY_WAY):
 
 
 def milky_way_transmission(loglam, ebv):
-    """Foreground transmission 10^(-0.4 E(B-V) k(lambda)) (n, npix) float32 at observed log10(A) loglam (npix,), E(B-V) (n,) mag."""
+    """Foreground transmission 10^(-0.4 E(B-V) k(lambda)), (n, npix) float32.
+
+    loglam : (npix,) observed log10(A); ebv : (n,) E(B-V) in mag.
+    """
     k = milky_way_k(10.0 ** np.asarray(loglam, np.float64)).astype(np.float32)
     return np.power(np.float32(10.0), np.float32(-0.4) * np.asarray(ebv, np.float32)[:, None] * k[None, :])
