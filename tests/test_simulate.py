@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from scipy.ndimage import median_filter
 from scipy.stats import ks_2samp
 
-from qsopipe.pipeline.constants import (CIV_1548, CIV_EMISSION, CLASS_PERSON, MGII_2796, MGII_2803, SIIV_1394,
-                                        SIIV_1403, Z_CONF_CONFIDENT)
+from qsopipe.pipeline.constants import (CIV_1548, CIV_EMISSION, CLASS_PERSON, HBETA, HDELTA, MGII_2796, MGII_2803,
+                                        SIIV_1394, SIIV_1403, SPEED_OF_LIGHT_KMS, Z_CONF_CONFIDENT)
 from qsopipe.pipeline.grids import mgii_loglam
 from qsopipe.pipeline.sdss import read_spec_plate, read_spplate
 from qsopipe.pipeline.sdss.spec import read_spec
@@ -21,8 +21,13 @@ from qsopipe.stages.simulate.absorbers import (SIIV_DOUBLET_RATIO, SIIV_TO_CIV, 
                                               draw_mgii_absorbers, mgii_path)
 from qsopipe.stages.simulate.bal import balnicity_index
 from qsopipe.stages.simulate.command import command
+from qsopipe.stages.simulate.extinction import milky_way_k
 from qsopipe.stages.simulate.grid import plate_loglam
+from qsopipe.stages.simulate.photometry import magnitudes
 from qsopipe.stages.simulate.quasar import draw_quasar_redshifts
+from qsopipe.stages.simulate.resolution import gaussian_matrix, wavedisp
+from qsopipe.stages.simulate.stars import (STAR_TYPE_NAMES, STAR_TYPES, draw_star_types, resolution_matrix,
+                                           shift_to_grid, star_spectra)
 
 NFIBERS = 300
 PLUGMAP_COLUMNS = ("FIBERID", "RA", "DEC", "OBJTYPE", "MAG", "XFOCAL", "YFOCAL", "THING_ID",
@@ -352,3 +357,148 @@ def test_simulated_low_redshift_quasars_match_real_ones(sdss_dir):
         real_values = real[:, column + 1][np.isfinite(real[:, column + 1])]
         assert 0.75 <= np.median(sim_values) / np.median(real_values) <= 1.33
         assert ks_2samp(sim_values, real_values).pvalue > 0.01
+
+
+def test_gaussian_matrix_rows_have_the_asked_width():
+    sigma = np.tile([0.0, 0.2, 0.36, 0.7, 1.0, 1.4], 40)
+    matrix = gaussian_matrix(sigma).toarray().astype(np.float64)
+    offset = np.arange(sigma.size)[None, :] - np.arange(sigma.size)[:, None]
+    inner = slice(10, sigma.size - 10)
+    np.testing.assert_allclose(matrix.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose((matrix * offset).sum(axis=1)[inner], 0.0, atol=1e-5)
+    np.testing.assert_allclose(np.sqrt((matrix * offset**2).sum(axis=1))[inner], sigma[inner], atol=1e-3)
+
+
+@pytest.mark.shared
+def test_wavedisp_follows_real_boss_wdisp(sdss_dir):
+    """The simulator's WAVEDISP is within 0.06 pixel of the median WDISP of the real DR16 spec-lite files."""
+    loglam = plate_loglam()
+    curves = []
+    for path in sorted(glob.glob(str(sdss_dir / "dr16_spec_lite_picca" / "*" / "spec-*.fits"))):
+        coadd = fitsio.read(path, 1, columns=["LOGLAM", "WDISP", "IVAR"])
+        good = (coadd["IVAR"] > 0) & (coadd["WDISP"] > 0.3)
+        curves.append(np.interp(loglam, coadd["LOGLAM"][good], coadd["WDISP"][good], left=np.nan, right=np.nan))
+    curves = np.array(curves)
+    covered = np.isfinite(curves).any(axis=0)
+    assert len(curves) >= 40 and covered.mean() > 0.95
+    real = np.nanmedian(curves[:, covered], axis=0)
+    assert np.abs(wavedisp(loglam)[covered] - real).max() < 0.06
+    observed = simulate_objects(loglam, ["QSO", "STAR"], np.random.default_rng(0))
+    np.testing.assert_array_equal(observed.wavedisp[1], wavedisp(loglam))
+
+
+def test_milky_way_law_is_normalised_to_e_b_minus_v():
+    assert milky_way_k(1e4 / 1.82) == pytest.approx(3.1, abs=1e-6)
+    assert milky_way_k(4400.0) - milky_way_k(5500.0) == pytest.approx(1.0, abs=0.05)
+    wave = np.geomspace(3100.0, 30000.0, 500)
+    assert (np.diff(milky_way_k(wave)) < 0).all()
+    assert milky_way_k(1e4 / 1.1 - 1e-6) == pytest.approx(milky_way_k(1e4 / 1.1 + 1e-6), rel=0.01)
+    with pytest.raises(ValueError):
+        milky_way_k(2000.0)
+
+
+def _band_mean(loglam, flux, lo, hi):
+    """Mean of noiseless flux (n, npix) over lo-hi A, (n,)."""
+    wave = 10 ** loglam
+    return flux[:, (wave >= lo) & (wave < hi)].mean(axis=1)
+
+
+def _type_spectra(name, n, seed, **kwargs):
+    loglam = plate_loglam()
+    kind = np.full(n, STAR_TYPE_NAMES.index(name))
+    return loglam, star_spectra(loglam, kind, np.random.default_rng(seed), **kwargs)[0]
+
+
+def test_star_subtypes_come_with_their_shares():
+    kind = draw_star_types(40000, np.random.default_rng(8))
+    for k, (name, share) in enumerate(STAR_TYPES):
+        assert np.mean(kind == k) == pytest.approx(share, abs=4 * np.sqrt(share * (1 - share) / 40000)), name
+    assert (draw_star_types(50, np.random.default_rng(8), standard=np.ones(50, bool))
+            == STAR_TYPE_NAMES.index("F")).all()
+    sim = simulate_objects(plate_loglam(), ["STAR"] * 1500 + ["STD"] * 20, np.random.default_rng(9), with_noise=False)
+    subtype = sim.truth["SUBTYPE"]
+    assert set(subtype[:1500]) == set(STAR_TYPE_NAMES) and set(subtype[1500:]) == {"F"}
+
+
+def test_star_spectra_are_finite_and_positive():
+    wave = 10 ** plate_loglam()
+    for name in STAR_TYPE_NAMES:
+        _, flux = _type_spectra(name, 200, 1)
+        assert np.isfinite(flux).all() and (flux >= 0).all(), name
+        assert (flux[:, wave > 4500] > 0).all(), name
+        if name not in ("K", "M", "CARBON"):
+            assert (flux > 0).all(), name
+
+
+def test_star_features_by_type():
+    """Noiseless line and band indices: TiO5 (Reid et al. 1995, vacuum), H-delta core depth,
+    H-beta wings 40 A from the line, all over nearby continuum windows."""
+    indices = {}
+    for name in ("F", "G", "K", "A", "M", "WD", "CV"):
+        loglam, flux = _type_spectra(name, 300, 2, velocity_kms=np.zeros(300))
+        band = lambda lo, hi: _band_mean(loglam, flux, lo, hi)  # noqa: E731
+        indices[name] = {
+            "tio5": band(7128, 7137) / band(7044, 7048),
+            "hdelta": band(HDELTA - 3, HDELTA + 3) / (0.5 * (band(4030, 4060) + band(4150, 4180))),
+            "hbeta": band(HBETA - 3, HBETA + 3) / (0.5 * (band(4780, 4800) + band(4930, 4950))),
+            "hbeta_wings": (0.5 * (band(HBETA - 44, HBETA - 36) + band(HBETA + 36, HBETA + 44))
+                            / (0.5 * (band(4700, 4730) + band(5010, 5040))))}
+    median = {name: {key: np.median(v) for key, v in values.items()} for name, values in indices.items()}
+    assert median["M"]["tio5"] < 0.6 and np.mean(indices["M"]["tio5"] < 0.9) > 0.85
+    assert min(median[name]["tio5"] for name in ("F", "G", "A", "WD")) > 0.93
+    assert median["A"]["hdelta"] < 0.45 < median["F"]["hdelta"] < median["G"]["hdelta"] < median["K"]["hdelta"]
+    assert np.mean(indices["WD"]["hbeta_wings"] < 0.9) > 0.5 and np.mean(indices["A"]["hbeta_wings"] < 0.9) < 0.05
+    assert np.mean(indices["CV"]["hbeta"] > 1.3) > 0.9
+
+
+def test_radial_velocity_shifts_lines():
+    """The velocity that best maps the star at rest onto the moving one (Balmer lines, 3800-5000 A) is the one drawn."""
+    velocity = np.array([0.0, 300.0, -450.0])
+    loglam, flux = _type_spectra("A", 3, 4, velocity_kms=velocity, ebv=np.zeros(3))
+    _, rest = _type_spectra("A", 3, 4, velocity_kms=np.zeros(3), ebv=np.zeros(3))
+    wave = 10 ** loglam
+    lines = (wave > 3800) & (wave < 5000)
+    trial = np.arange(-600.0, 600.1, 2.0)
+    for row, v in enumerate(velocity):
+        moved = [np.interp(wave[lines], wave * (1 + t / SPEED_OF_LIGHT_KMS), rest[row]) for t in trial]
+        misfit = np.sum((np.array(moved) - flux[row, lines]) ** 2, axis=1)
+        assert trial[np.argmin(misfit)] == pytest.approx(v, abs=8.0)
+
+
+def test_extinction_reddens_stars():
+    loglam = plate_loglam()
+    ebv = np.array([0.0, 0.1, 0.3])
+    colours = []
+    for value in ebv:
+        _, flux = _type_spectra("F", 20, 6, ebv=np.full(20, value))
+        mags = magnitudes(loglam, flux)
+        colours.append(mags[:, 1] - mags[:, 2])
+    reddening = np.array(colours) - colours[0]
+    assert (reddening[1] > 0).all() and (reddening[2] > reddening[1]).all()
+    np.testing.assert_allclose(reddening[2], 0.3 * (milky_way_k(4690.0) - milky_way_k(6160.0)), rtol=0.1)
+
+
+def test_star_spectra_reach_the_instrument_resolution():
+    """A line at the templates' shipped resolution, shifted and convolved, has the width WAVEDISP says."""
+    templates = np.load(Path(__file__).parents[1] / "stages" / "templates" / "star_archetypes.npz")
+    loglam = plate_loglam()
+    grid = templates["kmin"] + np.arange(templates["A_basis"].shape[1])
+    rng = np.random.default_rng(7)
+    velocity = rng.uniform(-300, 300, 400)
+    for centre in (500, 2500, 4300):
+        template = np.exp(-0.5 * ((grid - centre) / float(templates["sigma_px"])) ** 2)[None, :].repeat(400, 0)
+        shifted = shift_to_grid(template.astype(np.float32), loglam, velocity / SPEED_OF_LIGHT_KMS)
+        line = (resolution_matrix(loglam) @ shifted.T).T
+        pixels = np.arange(loglam.size)
+        mean = (line * pixels).sum(axis=1) / line.sum(axis=1)
+        variance = (line * (pixels[None, :] - mean[:, None]) ** 2).sum(axis=1) / line.sum(axis=1)
+        assert np.sqrt(variance.mean()) == pytest.approx(wavedisp(loglam)[centre], rel=0.03)
+        assert np.sqrt(variance).max() < 1.1 * wavedisp(loglam)[centre]
+
+
+def test_same_seed_same_stars():
+    kinds = ["STAR"] * 40 + ["STD"] * 3
+    first = simulate_objects(plate_loglam(), kinds, np.random.default_rng(12))
+    second = simulate_objects(plate_loglam(), kinds, np.random.default_rng(12))
+    np.testing.assert_array_equal(first.flux, second.flux)
+    np.testing.assert_array_equal(first.truth, second.truth)

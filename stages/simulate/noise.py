@@ -14,6 +14,7 @@ from importlib.resources import files
 import numpy as np
 
 from qsopipe.stages.simulate.deviates import standard_normal
+from qsopipe.stages.simulate.resolution import wavedisp
 
 #: SDSS SPPIXMASK bits used here.
 NOPLUG, COMBINEREJ, NODATA, BRIGHTSKY, PARTIALREJECT = 0, 25, 24, 23, 19
@@ -68,7 +69,7 @@ def observe(loglam, flux_true, rng, depth=None, dead=None, calibrate=True):
     depth : (n,) noise multiplier t_f (default lognormal, 0.05 dex per fiber);
     dead : (n,) bool, fibers returned with flux 0, ivar 0, and_mask NOPLUG|NODATA.
     Returns dict of (n, npix) arrays: 'flux', 'ivar' (float32), 'and_mask',
-    'or_mask' (int32), 'sky', 'wavedisp' (float32).
+    'or_mask' (int32), 'sky', 'wavedisp' (float32; resolution.wavedisp, the same for every fiber).
     """
     n, npix = flux_true.shape
     ref = reference_on(loglam)
@@ -101,10 +102,8 @@ def observe(loglam, flux_true, rng, depth=None, dead=None, calibrate=True):
     or_mask = and_mask.copy()
     _sprinkle(or_mask, PARTIALREJECT, 30.0, rng)
     sky_scale = (depth / 0.9).astype(np.float32)[:, None]
-    wave = 10.0 ** loglam
-    wavedisp = (1.0 + 0.25 * ((wave - 6500.0) / 3500.0) ** 2).astype(np.float32)
     return {"flux": flux, "ivar": ivar, "and_mask": and_mask, "or_mask": or_mask,
-            "sky": sky_scale * ref["sky"][None, :], "wavedisp": np.broadcast_to(wavedisp, (n, npix))}
+            "sky": sky_scale * ref["sky"][None, :], "wavedisp": np.broadcast_to(wavedisp(loglam), (n, npix))}
 
 
 def _and_mask(ref, n, npix, rng):

@@ -94,8 +94,8 @@ def simulate_objects(loglam, kinds, rng, *, z=None, mag=None, mgii_fraction=None
                                                                       "Z_ABS": "z_abs", "EW": "ew", "FWHM": "fwhm"})
     rows = np.flatnonzero(np.isin(kinds, ("STAR", "STD")))
     if rows.size:
-        star_kind, temperature = stars.draw_star_types(rows.size, rng, standard=kinds[rows] == "STD")
-        flux[rows], truth["Z_VI"][rows] = stars.star_spectra(loglam, star_kind, temperature, rng)
+        star_kind = stars.draw_star_types(rows.size, rng, standard=kinds[rows] == "STD")
+        flux[rows], truth["Z_VI"][rows] = stars.star_spectra(loglam, star_kind, rng)
         truth["SUBTYPE"][rows] = np.array(stars.STAR_TYPE_NAMES)[star_kind]
     rows = np.flatnonzero(np.isin(kinds, ("GALAXY", "BLGALAXY")))
     if rows.size:

@@ -1,17 +1,12 @@
-"""Building blocks for stellar and galaxy continua: Planck curves, absorption lines, molecular bands."""
+"""Building blocks for galaxy and carbon-star continua: Planck curves, absorption lines, molecular bands."""
 
 import numpy as np
 
-from qsopipe.pipeline.constants import (
-    HALPHA, HBETA, HC_OVER_K, HDELTA, HEPSILON, HGAMMA, H_ETA, H_THETA, H_ZETA,
-)
+from qsopipe.pipeline.constants import HC_OVER_K
 from qsopipe.stages.simulate.grid import rest_loglam
 
-#: Balmer series (vacuum A), Halpha to H10.
-BALMER_A = (HALPHA, HBETA, HGAMMA, HDELTA, HEPSILON, H_ZETA, H_ETA, H_THETA)
-#: Molecular band heads (A) and the direction in which they fade:
+#: Carbon-star C2 Swan and CN band heads (A) and the direction in which they fade:
 #: +1 the band degrades to the red of the head, -1 to the blue.
-TIO_BANDS = ((4955.0, 1), (5167.0, 1), (5448.0, 1), (5847.0, 1), (6159.0, 1), (6651.0, 1), (7054.0, 1), (7589.0, 1), (8432.0, 1))
 C2_CN_BANDS = ((4737.0, -1), (5165.0, -1), (5636.0, -1), (6060.0, -1), (7878.0, 1), (8750.0, 1), (9150.0, 1))
 
 
