@@ -28,6 +28,7 @@ shard and its QuasarNET results into the per-fiber redshift table.
 """
 
 import enum
+import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -37,7 +38,7 @@ from qsopipe.pipeline import grids
 from qsopipe.pipeline.constants import CIV_1548, SIIV_1394, SPEED_OF_LIGHT_KMS
 from qsopipe.pipeline.digests import sha256_of_file
 from qsopipe.pipeline.parquet_io import list_column, with_metadata
-from qsopipe.stages.redshift_scan import product_kernels, scan_chi2
+from qsopipe.stages.redshift_scan import ScanKernels, scan_chi2
 from qsopipe.stages.redshift_templates import (
     PIXEL_KMS, TEMPLATE_FILE, load_templates, redshift_of_shift, shift_of_redshift)
 
@@ -216,7 +217,7 @@ def _scan_window(flux, weight, window, template, settings):
     rows = np.repeat(np.arange(len(flux)), 2)
     shifts = candidates.reshape(-1, 1) - half + np.arange(2 * half + 1)
     chi2, coeff = scan_chi2(flux[rows], weight[rows], shifts[:, 0] + template.kmin, 2 * half + 1,
-                            template.basis, settings.npoly)
+                            scan_kernels(template, factor)[1], settings.npoly)
     inside = (shifts >= window.first[rows, None]) & (shifts <= window.last[rows, None])
     chi2 = np.where(inside & np.isfinite(chi2), chi2, np.inf)
     return _refine(shifts.reshape(len(flux), -1), chi2.reshape(len(flux), -1),
@@ -229,15 +230,24 @@ def _coarse_scan(flux, weight, window, template, settings):
     binned_weight = bin_sum(weight, factor)
     binned_flux = np.divide(bin_sum(weight * flux, factor), binned_weight,
                             out=np.zeros_like(binned_weight), where=binned_weight > 0)
-    basis, kmin = bin_mean_rest(template.basis, template.kmin, factor)
-    products, pairs = product_kernels(template.basis)
-    products = bin_mean_rest(products, template.kmin, factor)[0]
+    kernels, _ = scan_kernels(template, factor)
     first = -(-window.first // factor)
     nlag = int(np.max(window.last // factor - first)) + 1
-    chi2, _ = scan_chi2(binned_flux, binned_weight, first + kmin, nlag, basis, settings.npoly, (products, pairs))
+    chi2, _ = scan_chi2(binned_flux, binned_weight, first + template.kmin // factor, nlag, kernels, settings.npoly)
     shift = (first[:, None] + np.arange(nlag)) * factor
     inside = shift <= window.last[:, None]
     return shift, np.where(inside & np.isfinite(chi2), chi2, np.inf)
+
+
+@functools.lru_cache(maxsize=8)
+def scan_kernels(template, factor):
+    """(coarse, fine) ScanKernels of a template, made once per process: the coarse ones are the eigenspectra
+    and their full-resolution products averaged over rest bins of `factor` pixels (`bin_mean_rest`, first
+    bin template.kmin // factor), the fine ones the template's own."""
+    fine = ScanKernels(template.basis)
+    coarse = ScanKernels(bin_mean_rest(template.basis, template.kmin, factor)[0],
+                         bin_mean_rest(fine.products, template.kmin, factor)[0])
+    return coarse, fine
 
 
 def bin_sum(values, factor):

@@ -33,21 +33,58 @@ def legendre_basis(npix, npoly):
     return np.stack([legendre.legval(x, np.eye(npoly)[p]) for p in range(npoly)])
 
 
-def window_correlations(signals, starts, kernels, nlag, spans=None):
+class ScanKernels:
+    """A template's kernels for `scan_chi2`: its eigenspectra and their pairwise products T_a T_b (a <= b).
+
+    Their shifted copies (`layout`) depend only on the kernels and the lag count, so they are laid out
+    once for each lag count and kept with the kernels.
+
+    basis : float (nbasis, nk), eigenspectra, zero outside [0, nk)
+    products : optional float (npair, nk), the products in `pairs` order [default: from `basis`; the coarse
+        scan passes the binned products of the full-resolution eigenspectra]
+    """
+
+    def __init__(self, basis, products=None):
+        basis = np.asarray(basis, np.float64)
+        self.basis = basis
+        self.pairs = [(a, b) for a in range(basis.shape[0]) for b in range(a, basis.shape[0])]
+        self.products = np.stack([basis[a] * basis[b] for a, b in self.pairs]) if products is None else products
+        self._layouts = {}
+
+    def layout(self, nlag):
+        """Shifted copies for nlag lags: float32 (nk + nlag - 1, ng nlag) of the weight kernels (the
+        products, then the eigenspectra; ng = npair + nbasis) and of the eigenspectra (ng = nbasis),
+        T[u, g nlag + d] = kernel g at index u - d (`shifted_copies`)."""
+        if nlag not in self._layouts:
+            self._layouts[nlag] = (shifted_copies(np.concatenate([self.products, self.basis]), nlag),
+                                   shifted_copies(self.basis, nlag))
+        return self._layouts[nlag]
+
+
+def shifted_copies(kernels, nlag):
+    """float32 (nk + nlag - 1, ng nlag): T[u, g nlag + d] = kernels[g, u - d], 0 where u - d is outside [0, nk)."""
+    ng, nk = kernels.shape
+    segment = np.zeros((ng, nk + 2 * (nlag - 1)), np.float32)
+    segment[:, nlag - 1:nlag - 1 + nk] = kernels
+    shifted = sliding_window_view(segment, nlag, axis=1)[:, :, ::-1]
+    return np.ascontiguousarray(shifted.transpose(1, 0, 2)).reshape(nk + nlag - 1, ng * nlag)
+
+
+def window_correlations(signals, starts, layout, nlag, spans=None):
     """Correlations of every signal with every kernel at nlag consecutive offsets.
 
     X[r, g, d] = sum_i signals[r, i] * kernels[g, i - starts[r] - d], with
-    kernels zero outside [0, nk). The kernels' shifted copies are laid out
-    once (`_toeplitz`, rows u = i - starts[r]); rows are sorted by start and
-    cut into blocks of close starts, each placed on a common axis (cut to
-    the pixels where some signal of the block is not 0) and multiplied once
-    by its slice of that matrix.
+    kernels zero outside [0, nk), from their shifted copies `layout`
+    (`shifted_copies`, rows u = i - starts[r]). Rows are sorted by start and
+    cut into blocks of close starts, each placed on a common axis of u (cut
+    to where some signal of the block is not 0 and the kernels are not all
+    0) and multiplied once by its slice of the layout.
 
     Parameters
     ----------
     signals : float (nrow, npix)
     starts : int (nrow,), kernel index of signal pixel 0 at offset d = 0, negated
-    kernels : float (ng, nk)
+    layout : float32 (nk + nlag - 1, ng nlag), `shifted_copies(kernels, nlag)`
     nlag : int
     spans : optional (lo, hi) int (nrow,) each, pixels outside [lo, hi) of a signal being 0 [default:
         from the signals, `used_spans`]
@@ -56,24 +93,24 @@ def window_correlations(signals, starts, kernels, nlag, spans=None):
     -------
     float64 (nrow, ng, nlag), from float32 products
     """
-    nrow, npix = signals.shape
-    out = np.empty((nrow, kernels.shape[0], nlag))
-    if nrow == 0:
-        return out
-    first_u = -int(starts.max())
-    toeplitz = _toeplitz(kernels, nlag, first_u, npix - int(starts.min()) - first_u)
+    nrow = signals.shape[0]
+    nu = layout.shape[0]
+    out = np.zeros((nrow, layout.shape[1] // nlag, nlag))
     lo_pix, hi_pix = used_spans(signals) if spans is None else spans
     order = np.argsort(starts, kind="stable")
     for rows in _blocks(starts[order], order):
-        last = int(starts[rows].max())
-        offsets = last - starts[rows]
-        lo, hi = int(np.min(offsets + lo_pix[rows])), int(np.max(offsets + hi_pix[rows]))
-        placed = np.zeros((len(rows), max(hi - lo, 0)), np.float32)
-        for k, row in enumerate(rows):
-            begin, end = lo_pix[row], hi_pix[row]
-            placed[k, offsets[k] + begin - lo:offsets[k] + end - lo] = signals[row, begin:end]
-        first = -last - first_u + lo
-        out[rows] = (placed @ toeplitz[first:first + hi - lo]).reshape(len(rows), -1, nlag)
+        start = starts[rows]
+        begin, end = np.maximum(lo_pix[rows], start), np.minimum(hi_pix[rows], start + nu)
+        some = end > begin
+        if not some.any():
+            continue
+        u_lo, u_hi = int(np.min((begin - start)[some])), int(np.max((end - start)[some]))
+        placed = np.zeros((len(rows), u_hi - u_lo), np.float32)
+        for k, (row, first, stop, shift) in enumerate(zip(rows.tolist(), begin.tolist(), end.tolist(),
+                                                          (start + u_lo).tolist())):
+            if stop > first:
+                placed[k, first - shift:stop - shift] = signals[row, first:stop]
+        out[rows] = (placed @ layout[u_lo:u_hi]).reshape(len(rows), -1, nlag)
     return out
 
 
@@ -93,24 +130,7 @@ def _blocks(sorted_starts, order):
             first = k
 
 
-def _toeplitz(kernels, nlag, first_u, length):
-    """float32 T[u - first_u, g * nlag + d] = kernels[g, u - d] (0 outside [0, nk)), `length` rows u from first_u."""
-    ng, nk = kernels.shape
-    segment = np.zeros((ng, length + nlag - 1), np.float32)
-    lo, hi = max(first_u - (nlag - 1), 0), min(first_u + length, nk)
-    if hi > lo:
-        segment[:, lo - first_u + nlag - 1:hi - first_u + nlag - 1] = kernels[:, lo:hi]
-    shifted = sliding_window_view(segment, nlag, axis=1)[:, :, ::-1]
-    return np.ascontiguousarray(shifted.transpose(1, 0, 2)).reshape(length, ng * nlag)
-
-
-def product_kernels(basis):
-    """Pairwise products T_a T_b (a <= b) of the eigenspectra: ((npair, nrest), list of (a, b))."""
-    pairs = [(a, b) for a in range(basis.shape[0]) for b in range(a, basis.shape[0])]
-    return np.stack([basis[a] * basis[b] for a, b in pairs]), pairs
-
-
-def scan_chi2(flux, weight, starts, nlag, basis, npoly, products=None):
+def scan_chi2(flux, weight, starts, nlag, kernels, npoly):
     """chi2 and coefficients of the template + polynomial fit at nlag consecutive shifts per spectrum.
 
     At offset d, spectrum r is compared with the template whose pixel
@@ -123,25 +143,24 @@ def scan_chi2(flux, weight, starts, nlag, basis, npoly, products=None):
     weight : float (nrow, npix), inverse variance, 0 on pixels left out
     starts : int (nrow,)
     nlag : int
-    basis : float64 (nbasis, nk), eigenspectra, zero outside [0, nk)
+    kernels : ScanKernels, the eigenspectra (nbasis, nk) and their products
     npoly : int, polynomial terms (>= 1)
-    products : optional `product_kernels(basis)` computed once
 
     Returns
     -------
     chi2 : float64 (nrow, nlag), nan where the system could not be solved
     coeff : float64 (nrow, nlag, nbasis + npoly), template coefficients first
     """
-    nbasis = basis.shape[0]
-    kernels_tt, pairs = product_kernels(basis) if products is None else products
+    nbasis, pairs = kernels.basis.shape[0], kernels.pairs
+    weight_layout, basis_layout = kernels.layout(nlag)
     flux, weight = np.asarray(flux, np.float32), np.asarray(weight, np.float32)
     poly = legendre_basis(flux.shape[1], npoly).astype(np.float32)
     weighted_flux = weight * flux
     spans = used_spans(weight)
-    with_weight = window_correlations(weight, starts, np.concatenate([kernels_tt, basis]), nlag, spans)
+    with_weight = window_correlations(weight, starts, weight_layout, nlag, spans)
     signals = np.concatenate([weight[:, None, :] * poly[None, 1:], weighted_flux[:, None, :]], axis=1)
     nsignal = signals.shape[1]
-    with_basis = window_correlations(signals.reshape(-1, flux.shape[1]), np.repeat(starts, nsignal), basis, nlag,
+    with_basis = window_correlations(signals.reshape(-1, flux.shape[1]), np.repeat(starts, nsignal), basis_layout, nlag,
                                      [np.repeat(span, nsignal) for span in spans]).reshape(len(flux), nsignal,
                                                                                              nbasis, nlag)
     nrow, size = len(flux), nbasis + npoly

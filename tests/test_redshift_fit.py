@@ -9,7 +9,7 @@ from qsopipe.pipeline.constants import SPEED_OF_LIGHT_KMS
 from qsopipe.pipeline import grids
 from qsopipe.pipeline.parquet_io import fixed_size_list
 from qsopipe.stages.redshift_fit import ZFIT_COLUMNS, FitSettings, ZWarning, fit_plate, fit_redshifts
-from qsopipe.stages.redshift_scan import legendre_basis, scan_chi2
+from qsopipe.stages.redshift_scan import ScanKernels, legendre_basis, scan_chi2
 from qsopipe.stages.redshift_templates import (
     TEMPLATE_FILE, load_templates, redshift_of_shift, shift_of_redshift)
 
@@ -45,7 +45,7 @@ def test_scan_chi2_matches_a_direct_least_squares_fit():
     basis = rng.normal(size=(3, nk))
     flux, weight = rng.normal(size=(nrow, npix)), rng.uniform(0.5, 2.0, size=(nrow, npix))
     starts = rng.integers(-50, 450, size=nrow)
-    chi2, coeff = scan_chi2(flux, weight, starts, nlag, basis, npoly)
+    chi2, coeff = scan_chi2(flux, weight, starts, nlag, ScanKernels(basis), npoly)
     poly = legendre_basis(npix, npoly)
     for row in range(nrow):
         for lag in range(nlag):
