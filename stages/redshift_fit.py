@@ -216,12 +216,12 @@ def _scan_window(flux, weight, window, template, settings):
     half = factor // 2 + 2
     rows = np.repeat(np.arange(len(flux)), 2)
     shifts = candidates.reshape(-1, 1) - half + np.arange(2 * half + 1)
-    chi2, coeff = scan_chi2(flux[rows], weight[rows], shifts[:, 0] + template.kmin, 2 * half + 1,
-                            scan_kernels(template, factor)[1], settings.npoly)
+    chi2, amplitude = scan_chi2(flux[rows], weight[rows], shifts[:, 0] + template.kmin, 2 * half + 1,
+                                scan_kernels(template, factor)[1], settings.npoly)
     inside = (shifts >= window.first[rows, None]) & (shifts <= window.last[rows, None])
     chi2 = np.where(inside & np.isfinite(chi2), chi2, np.inf)
-    return _refine(shifts.reshape(len(flux), -1), chi2.reshape(len(flux), -1),
-                   coeff.reshape(len(flux), -1, coeff.shape[-1]), window, exclusion, 2 * half + 1, settings)
+    return _refine(shifts.reshape(len(flux), -1), chi2.reshape(len(flux), -1), amplitude.reshape(len(flux), -1),
+                   window, exclusion, 2 * half + 1, settings)
 
 
 def _coarse_scan(flux, weight, window, template, settings):
@@ -287,11 +287,11 @@ def _candidate_shifts(shift, chi2, exclusion):
     return np.stack([shift[np.arange(n), best], shift[np.arange(n), second]], axis=1)
 
 
-def _refine(shift, chi2, coeff, window, exclusion, nlag, settings):
+def _refine(shift, chi2, amplitude, window, exclusion, nlag, settings):
     """Best fine shift, parabola, DELTACHI2 and warnings from pooled fine scans.
 
     shift, chi2 : (n, m) whole shifts and chi2 of both fine scans side by side (nlag each);
-    coeff : (n, m, nbasis + npoly).
+    amplitude : (n, m), of the first eigenspectrum.
     """
     n = len(chi2)
     rows = np.arange(n)
@@ -318,7 +318,7 @@ def _refine(shift, chi2, coeff, window, exclusion, nlag, settings):
     warning[edge] |= ZWarning.WINDOW_EDGE
     warning[~measured & ~edge] |= ZWarning.FIT_FAILED
     warning[~(deltachi2 >= settings.min_deltachi2)] |= ZWarning.SMALL_DELTA_CHI2
-    warning[~(coeff[rows, best, 0] > 0)] |= ZWarning.NEGATIVE_AMPLITUDE
+    warning[~(amplitude[rows, best] > 0)] |= ZWarning.NEGATIVE_AMPLITUDE
     good = measured & np.isfinite(z)
     return {"Z_FIT": np.where(good, z, -1.0), "ZERR": np.where(good, zerr, -1.0), "ZWARNING": warning,
             "DELTACHI2": np.where(np.isfinite(deltachi2), deltachi2, 0.0).astype(np.float32),

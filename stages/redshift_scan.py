@@ -131,7 +131,7 @@ def _blocks(sorted_starts, order):
 
 
 def scan_chi2(flux, weight, starts, nlag, kernels, npoly):
-    """chi2 and coefficients of the template + polynomial fit at nlag consecutive shifts per spectrum.
+    """chi2 and first-eigenspectrum amplitude of the template + polynomial fit at nlag consecutive shifts per spectrum.
 
     At offset d, spectrum r is compared with the template whose pixel
     index is i - starts[r] - d at observed pixel i (for a template with
@@ -149,48 +149,74 @@ def scan_chi2(flux, weight, starts, nlag, kernels, npoly):
     Returns
     -------
     chi2 : float64 (nrow, nlag), nan where the system could not be solved
-    coeff : float64 (nrow, nlag, nbasis + npoly), template coefficients first
+    amplitude : float64 (nrow, nlag), coefficient of the first eigenspectrum (nan with chi2)
     """
     nbasis, pairs = kernels.basis.shape[0], kernels.pairs
     weight_layout, basis_layout = kernels.layout(nlag)
     flux, weight = np.asarray(flux, np.float32), np.asarray(weight, np.float32)
-    poly = legendre_basis(flux.shape[1], npoly).astype(np.float32)
+    nrow, npix = flux.shape
+    poly = legendre_basis(npix, npoly).astype(np.float32)
     weighted_flux = weight * flux
     spans = used_spans(weight)
-    with_weight = window_correlations(weight, starts, weight_layout, nlag, spans)
+    with_weight = window_correlations(weight, starts, weight_layout, nlag, spans).transpose(1, 0, 2)
     signals = np.concatenate([weight[:, None, :] * poly[None, 1:], weighted_flux[:, None, :]], axis=1)
     nsignal = signals.shape[1]
-    with_basis = window_correlations(signals.reshape(-1, flux.shape[1]), np.repeat(starts, nsignal), basis_layout, nlag,
-                                     [np.repeat(span, nsignal) for span in spans]).reshape(len(flux), nsignal,
-                                                                                             nbasis, nlag)
-    nrow, size = len(flux), nbasis + npoly
-    matrix = np.empty((nrow, nlag, size, size))
-    for k, (a, b) in enumerate(pairs):
-        matrix[:, :, a, b] = matrix[:, :, b, a] = with_weight[:, k]
-    cross = np.concatenate([with_weight[:, None, len(pairs):], with_basis[:, :-1]], axis=1)
-    matrix[:, :, :nbasis, nbasis:] = cross.transpose(0, 3, 2, 1)
-    matrix[:, :, nbasis:, :nbasis] = cross.transpose(0, 3, 1, 2)
-    matrix[:, :, nbasis:, nbasis:] = (weight @ (poly[:, None] * poly[None]).reshape(npoly * npoly, -1).T).reshape(
-        nrow, 1, npoly, npoly)
-    rhs = np.empty((nrow, nlag, size))
-    rhs[:, :, :nbasis] = with_basis[:, -1].transpose(0, 2, 1)
-    rhs[:, :, nbasis:] = (weighted_flux @ poly.T)[:, None]
-    coeff = solve_normal_equations(matrix, rhs)
-    chi2 = np.einsum("ri,ri->r", weighted_flux, flux, dtype=np.float64)[:, None] - np.einsum("rdk,rdk->rd", rhs, coeff)
-    return chi2, coeff
+    with_basis = window_correlations(signals.reshape(-1, npix), np.repeat(starts, nsignal), basis_layout, nlag,
+                                     [np.repeat(span, nsignal) for span in spans])
+    with_basis = with_basis.reshape(nrow, nsignal, nbasis, nlag).transpose(1, 2, 0, 3)
+    poly_poly = (weight @ (poly[:, None] * poly[None]).reshape(npoly * npoly, -1).T).reshape(nrow, npoly, npoly)
+    poly_poly = poly_poly.astype(np.float64)
+    # unknowns: the polynomials (whose block is the same at every shift), then the eigenspectra from the last to
+    # the first, whose amplitude is then the last unknown
+    pair_index = {pair: k for k, pair in enumerate(pairs)}
+    cross = [with_weight[len(pairs):]] + list(with_basis[:-1])  # [p][a]: sum w P_p T_a
+    eigen = list(range(nbasis))[::-1]
+    matrix = [[poly_poly[:, p, q, None] for q in range(p + 1)] for p in range(npoly)]
+    matrix += [[cross[p][a] for p in range(npoly)] + [with_weight[pair_index[min(a, b), max(a, b)]]
+                                                       for b in eigen[:i + 1]] for i, a in enumerate(eigen)]
+    rhs = list((weighted_flux @ poly.T).T[:, :, None].astype(np.float64)) + [with_basis[-1, a] for a in eigen]
+    fwf = np.einsum("ri,ri->r", weighted_flux, flux, dtype=np.float64)[:, None]
+    return cholesky_chi2(matrix, rhs, fwf)
 
 
-def solve_normal_equations(matrix, rhs):
-    """Solutions of stacked symmetric systems (..., n, n) x = (..., n), Jacobi-scaled with a tiny ridge.
+def cholesky_chi2(matrix, rhs, total):
+    """chi2 = total - rhs . x and the last unknown x[-1] of symmetric systems matrix x = rhs.
 
-    Rows whose matrix has a zero diagonal entry get that coefficient 0;
-    nan in, nan out (never an exception).
+    The systems are Jacobi-scaled (unit diagonal, a diagonal entry 0 left
+    as it is) with RIDGE added to the diagonal, which keeps degenerate
+    systems solvable, and factorised by Cholesky, entry by entry, each
+    entry an array over all the systems; chi2 and x[-1] then need the
+    forward substitution only.
+
+    Parameters
+    ----------
+    matrix : list of n lists, matrix[i][j] for j <= i: float arrays broadcastable to a common shape S
+    rhs : list of n float arrays broadcastable to S
+    total : float array broadcastable to S (the sum of w f^2)
+
+    Returns
+    -------
+    chi2, last : float64 arrays of shape S, nan where a system is not finite or not positive definite
     """
-    diagonal = np.diagonal(matrix, axis1=-2, axis2=-1)
-    scale = 1.0 / np.sqrt(np.where(diagonal > 0, diagonal, 1.0))
-    scaled = matrix * scale[..., :, None] * scale[..., None, :]
-    scaled += RIDGE * np.eye(matrix.shape[-1])
-    finite = np.isfinite(np.einsum("...ij->...", scaled) + np.einsum("...i->...", rhs))
-    solution = np.full(rhs.shape, np.nan)
-    solution[finite] = np.linalg.solve(scaled[finite], (rhs * scale)[finite][..., None])[..., 0]
-    return solution * scale
+    n = len(rhs)
+    scale = [1.0 / np.sqrt(np.where(matrix[i][i] > 0, matrix[i][i], 1.0)) for i in range(n)]
+    factor = [[None] * n for _ in range(n)]
+    inverse, solved = [None] * n, [None] * n
+    chi2 = total
+    with np.errstate(invalid="ignore"):
+        for j in range(n):
+            pivot = matrix[j][j] * (scale[j] * scale[j]) + RIDGE
+            for k in range(j):
+                pivot = pivot - factor[j][k] * factor[j][k]
+            inverse[j] = 1.0 / np.sqrt(pivot)
+            for i in range(j + 1, n):
+                entry = matrix[i][j] * (scale[i] * scale[j])
+                for k in range(j):
+                    entry = entry - factor[i][k] * factor[j][k]
+                factor[i][j] = entry * inverse[j]
+            value = rhs[j] * scale[j]
+            for k in range(j):
+                value = value - factor[j][k] * solved[k]
+            solved[j] = value * inverse[j]
+            chi2 = chi2 - solved[j] * solved[j]
+    return chi2, solved[-1] * inverse[-1] * scale[-1]
