@@ -216,8 +216,8 @@ def _scan_window(flux, weight, window, template, settings):
     half = factor // 2 + 2
     rows = np.repeat(np.arange(len(flux)), 2)
     shifts = candidates.reshape(-1, 1) - half + np.arange(2 * half + 1)
-    chi2, amplitude = scan_chi2(flux[rows], weight[rows], shifts[:, 0] + template.kmin, 2 * half + 1,
-                                scan_kernels(template, factor)[1], settings.npoly)
+    chi2, amplitude = scan_chi2(flux, weight, shifts[:, 0] + template.kmin, 2 * half + 1,
+                                scan_kernels(template, factor)[1], settings.npoly, rows)
     inside = (shifts >= window.first[rows, None]) & (shifts <= window.last[rows, None])
     chi2 = np.where(inside & np.isfinite(chi2), chi2, np.inf)
     return _refine(shifts.reshape(len(flux), -1), chi2.reshape(len(flux), -1), amplitude.reshape(len(flux), -1),

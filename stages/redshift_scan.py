@@ -70,48 +70,54 @@ def shifted_copies(kernels, nlag):
     return np.ascontiguousarray(shifted.transpose(1, 0, 2)).reshape(nk + nlag - 1, ng * nlag)
 
 
-def window_correlations(signals, starts, layout, nlag, spans=None):
-    """Correlations of every signal with every kernel at nlag consecutive offsets.
+def window_correlations(signals, source, starts, spans, layouts, nlag):
+    """Correlations of the spectra's signals with the kernels at nlag consecutive offsets, for many rows.
 
-    X[r, g, d] = sum_i signals[r, i] * kernels[g, i - starts[r] - d], with
-    kernels zero outside [0, nk), from their shifted copies `layout`
+    Row r correlates the signals of spectrum source[r] at start starts[r]:
+    X[g, r, d] = sum_i signals[0, source[r], i] * kernels0[g, i - starts[r] - d] and
+    Y[s, g, r, d] = sum_i signals[1 + s, source[r], i] * kernels1[g, i - starts[r] - d],
+    kernels zero outside [0, nk), from their shifted copies `layouts`
     (`shifted_copies`, rows u = i - starts[r]). Rows are sorted by start and
-    cut into blocks of close starts, each placed on a common axis of u (cut
-    to where some signal of the block is not 0 and the kernels are not all
-    0) and multiplied once by its slice of the layout.
+    cut into blocks of close starts; the signals of a block are placed once on
+    a common axis of u (cut to where some signal of the block is not 0 and the
+    kernels are not all 0) and multiplied by the layouts' slices.
 
     Parameters
     ----------
-    signals : float (nrow, npix)
+    signals : float32 (nsignal, nspec, npix)
+    source : int (nrow,), the spectrum of each row
     starts : int (nrow,), kernel index of signal pixel 0 at offset d = 0, negated
-    layout : float32 (nk + nlag - 1, ng nlag), `shifted_copies(kernels, nlag)`
+    spans : (lo, hi) int (nspec,) each, pixels outside [lo, hi) of a spectrum's signals being 0 (`used_spans`)
+    layouts : float32 (nk + nlag - 1, ng0 nlag) and (nk + nlag - 1, ng1 nlag), `ScanKernels.layout(nlag)`
     nlag : int
-    spans : optional (lo, hi) int (nrow,) each, pixels outside [lo, hi) of a signal being 0 [default:
-        from the signals, `used_spans`]
 
     Returns
     -------
-    float64 (nrow, ng, nlag), from float32 products
+    X : float64 (ng0, nrow, nlag); Y : float64 (nsignal - 1, ng1, nrow, nlag); from float32 products
     """
-    nrow = signals.shape[0]
-    nu = layout.shape[0]
-    out = np.zeros((nrow, layout.shape[1] // nlag, nlag))
-    lo_pix, hi_pix = used_spans(signals) if spans is None else spans
+    nsignal, nrow = signals.shape[0], len(starts)
+    first_layout, other_layout = layouts
+    nu = first_layout.shape[0]
+    first_out = np.zeros((first_layout.shape[1] // nlag, nrow, nlag))
+    other_out = np.zeros((nsignal - 1, other_layout.shape[1] // nlag, nrow, nlag))
     order = np.argsort(starts, kind="stable")
     for rows in _blocks(starts[order], order):
-        start = starts[rows]
-        begin, end = np.maximum(lo_pix[rows], start), np.minimum(hi_pix[rows], start + nu)
+        spectra, start = source[rows], starts[rows]
+        begin, end = np.maximum(spans[0][spectra], start), np.minimum(spans[1][spectra], start + nu)
         some = end > begin
         if not some.any():
             continue
         u_lo, u_hi = int(np.min((begin - start)[some])), int(np.max((end - start)[some]))
-        placed = np.zeros((len(rows), u_hi - u_lo), np.float32)
-        for k, (row, first, stop, shift) in enumerate(zip(rows.tolist(), begin.tolist(), end.tolist(),
+        placed = np.zeros((nsignal, len(rows), u_hi - u_lo), np.float32)
+        for k, (spectrum, lo, hi, shift) in enumerate(zip(spectra.tolist(), begin.tolist(), end.tolist(),
                                                           (start + u_lo).tolist())):
-            if stop > first:
-                placed[k, first - shift:stop - shift] = signals[row, first:stop]
-        out[rows] = (placed @ layout[u_lo:u_hi]).reshape(len(rows), -1, nlag)
-    return out
+            if hi > lo:
+                placed[:, k, lo - shift:hi - shift] = signals[:, spectrum, lo:hi]
+        first = placed[0] @ first_layout[u_lo:u_hi]
+        first_out[:, rows] = first.reshape(len(rows), -1, nlag).transpose(1, 0, 2)
+        other = placed[1:].reshape(-1, u_hi - u_lo) @ other_layout[u_lo:u_hi]
+        other_out[:, :, rows] = other.reshape(nsignal - 1, len(rows), -1, nlag).transpose(0, 2, 1, 3)
+    return first_out, other_out
 
 
 def used_spans(signals):
@@ -130,53 +136,52 @@ def _blocks(sorted_starts, order):
             first = k
 
 
-def scan_chi2(flux, weight, starts, nlag, kernels, npoly):
-    """chi2 and first-eigenspectrum amplitude of the template + polynomial fit at nlag consecutive shifts per spectrum.
+def scan_chi2(flux, weight, starts, nlag, kernels, npoly, source=None):
+    """chi2 and first-eigenspectrum amplitude of the template + polynomial fit at nlag consecutive shifts per row.
 
-    At offset d, spectrum r is compared with the template whose pixel
-    index is i - starts[r] - d at observed pixel i (for a template with
+    At offset d, row r compares spectrum source[r] with the template whose
+    pixel index is i - starts[r] - d at observed pixel i (for a template with
     first rest pixel kmin at shift j: starts = j0 + kmin, j = j0 + d).
 
     Parameters
     ----------
-    flux : float (nrow, npix), flux (any units)
-    weight : float (nrow, npix), inverse variance, 0 on pixels left out
+    flux : float (nspec, npix), flux (any units)
+    weight : float (nspec, npix), inverse variance, 0 on pixels left out
     starts : int (nrow,)
     nlag : int
     kernels : ScanKernels, the eigenspectra (nbasis, nk) and their products
     npoly : int, polynomial terms (>= 1)
+    source : optional int (nrow,), the spectrum of each row [default: row r is spectrum r]
 
     Returns
     -------
     chi2 : float64 (nrow, nlag), nan where the system could not be solved
     amplitude : float64 (nrow, nlag), coefficient of the first eigenspectrum (nan with chi2)
     """
-    nbasis, pairs = kernels.basis.shape[0], kernels.pairs
-    weight_layout, basis_layout = kernels.layout(nlag)
     flux, weight = np.asarray(flux, np.float32), np.asarray(weight, np.float32)
-    nrow, npix = flux.shape
+    nspec, npix = flux.shape
+    source = np.arange(nspec) if source is None else np.asarray(source)
     poly = legendre_basis(npix, npoly).astype(np.float32)
-    weighted_flux = weight * flux
-    spans = used_spans(weight)
-    with_weight = window_correlations(weight, starts, weight_layout, nlag, spans).transpose(1, 0, 2)
-    signals = np.concatenate([weight[:, None, :] * poly[None, 1:], weighted_flux[:, None, :]], axis=1)
-    nsignal = signals.shape[1]
-    with_basis = window_correlations(signals.reshape(-1, npix), np.repeat(starts, nsignal), basis_layout, nlag,
-                                     [np.repeat(span, nsignal) for span in spans])
-    with_basis = with_basis.reshape(nrow, nsignal, nbasis, nlag).transpose(1, 2, 0, 3)
-    poly_poly = (weight @ (poly[:, None] * poly[None]).reshape(npoly * npoly, -1).T).reshape(nrow, npoly, npoly)
-    poly_poly = poly_poly.astype(np.float64)
+    signals = np.empty((npoly + 1, nspec, npix), np.float32)  # w, w P_1 .. w P_{npoly-1}, w f
+    signals[0] = weight
+    np.multiply(weight, poly[1:, None, :], out=signals[1:npoly])
+    np.multiply(weight, flux, out=signals[npoly])
+    with_weight, with_basis = window_correlations(signals, source, starts, used_spans(weight), kernels.layout(nlag),
+                                                  nlag)
+    poly_poly = (weight @ (poly[:, None] * poly[None]).reshape(npoly * npoly, -1).T).astype(np.float64)[source]
+    poly_flux = (signals[npoly] @ poly.T).astype(np.float64)[source]
+    total = np.sum(signals[npoly] * flux, axis=1, dtype=np.float64)[source, None]
     # unknowns: the polynomials (whose block is the same at every shift), then the eigenspectra from the last to
     # the first, whose amplitude is then the last unknown
+    pairs, nbasis = kernels.pairs, kernels.basis.shape[0]
     pair_index = {pair: k for k, pair in enumerate(pairs)}
     cross = [with_weight[len(pairs):]] + list(with_basis[:-1])  # [p][a]: sum w P_p T_a
     eigen = list(range(nbasis))[::-1]
-    matrix = [[poly_poly[:, p, q, None] for q in range(p + 1)] for p in range(npoly)]
+    matrix = [[poly_poly[:, p * npoly + q, None] for q in range(p + 1)] for p in range(npoly)]
     matrix += [[cross[p][a] for p in range(npoly)] + [with_weight[pair_index[min(a, b), max(a, b)]]
                                                        for b in eigen[:i + 1]] for i, a in enumerate(eigen)]
-    rhs = list((weighted_flux @ poly.T).T[:, :, None].astype(np.float64)) + [with_basis[-1, a] for a in eigen]
-    fwf = np.einsum("ri,ri->r", weighted_flux, flux, dtype=np.float64)[:, None]
-    return cholesky_chi2(matrix, rhs, fwf)
+    rhs = [poly_flux[:, p, None] for p in range(npoly)] + [with_basis[-1, a] for a in eigen]
+    return cholesky_chi2(matrix, rhs, total)
 
 
 def cholesky_chi2(matrix, rhs, total):
