@@ -251,11 +251,15 @@ def scan_kernels(template, factor):
 
 
 def bin_sum(values, factor):
-    """Sums over consecutive groups of `factor` pixels: (n, npix) -> (n, ceil(npix / factor))."""
+    """Sums over consecutive groups of `factor` pixels (the last group may be shorter): (n, npix) ->
+    (n, ceil(npix / factor)), of the dtype of `values` (float32 or float64)."""
     n, npix = values.shape
-    padded = np.zeros((n, -(-npix // factor) * factor), values.dtype)
-    padded[:, :npix] = values
-    return padded.reshape(n, -1, factor).sum(axis=2)
+    whole = npix // factor
+    out = np.empty((n, -(-npix // factor)), values.dtype)
+    out[:, :whole] = values[:, :whole * factor].reshape(n, whole, factor) @ np.ones(factor, values.dtype)
+    if out.shape[1] > whole:
+        out[:, whole] = values[:, whole * factor:].sum(axis=1)
+    return out
 
 
 def bin_mean_rest(kernels, kmin, factor):
