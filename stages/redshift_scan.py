@@ -101,6 +101,7 @@ def window_correlations(signals, source, starts, spans, layouts, nlag):
     first_out = np.zeros((first_layout.shape[1] // nlag, nrow, nlag))
     other_out = np.zeros((nsignal - 1, other_layout.shape[1] // nlag, nrow, nlag))
     order = np.argsort(starts, kind="stable")
+    scratch = np.empty(nsignal * CHUNK_ROWS * min(nu, signals.shape[2] + MAX_SPREAD), np.float32)
     for rows in _blocks(starts[order], order):
         spectra, start = source[rows], starts[rows]
         begin, end = np.maximum(spans[0][spectra], start), np.minimum(spans[1][spectra], start + nu)
@@ -108,7 +109,8 @@ def window_correlations(signals, source, starts, spans, layouts, nlag):
         if not some.any():
             continue
         u_lo, u_hi = int(np.min((begin - start)[some])), int(np.max((end - start)[some]))
-        placed = np.zeros((nsignal, len(rows), u_hi - u_lo), np.float32)
+        placed = scratch[:nsignal * len(rows) * (u_hi - u_lo)].reshape(nsignal, len(rows), u_hi - u_lo)
+        placed[...] = 0.0
         for k, (spectrum, lo, hi, shift) in enumerate(zip(spectra.tolist(), begin.tolist(), end.tolist(),
                                                           (start + u_lo).tolist())):
             if hi > lo:
