@@ -115,14 +115,21 @@ def fit_redshifts(flux, ivar, z_qn, fit, bal=None, settings=FitSettings(), templ
            "DELTACHI2": np.zeros(n, np.float32), "CHI2": np.full(n, np.inf), "NPIX": np.zeros(n, np.int32),
            "TEMPLATE": np.full(n, -1, np.int16)}
     valid_z = np.isfinite(z_qn) & (z_qn > -1)
+    fitted = np.flatnonzero(fit & valid_z)
+    z_qn_fitted = z_qn[fitted]
+    weight = usable_weight(flux[fitted], ivar[fitted], z_qn_fitted, bal[fitted], settings)
+    flux = usable_flux(flux[fitted], weight)
     in_range = np.zeros(n, bool)
     for index, template in enumerate(templates):
-        rows = np.flatnonzero(fit & valid_z & (z_qn >= template.zmin) & (z_qn <= template.zmax))
+        chosen = (z_qn_fitted >= template.zmin) & (z_qn_fitted <= template.zmax)
+        rows = fitted[chosen]
         in_range[rows] = True
         if rows.size == 0:
             continue
-        weight = usable_weight(flux[rows], ivar[rows], z_qn[rows], bal[rows], settings)
-        result = fit_template(flux[rows], weight, z_qn[rows], template, settings)
+        if rows.size == fitted.size:
+            result = fit_template(flux, weight, z_qn[rows], template, settings)
+        else:
+            result = fit_template(flux[chosen], weight[chosen], z_qn[rows], template, settings)
         better = result["CHI2"] < out["CHI2"][rows]
         first = out["TEMPLATE"][rows] < 0
         take = rows[better | first]
@@ -135,20 +142,34 @@ def fit_redshifts(flux, ivar, z_qn, fit, bal=None, settings=FitSettings(), templ
 
 
 def usable_weight(flux, ivar, z_qn, bal, settings=FitSettings()):
-    """Fit weights (n, 3841) float32: ivar where positive and finite with finite flux, 0 elsewhere and
-    on BAL troughs (rows with `bal`: rest wavelengths from BAL_LINES x Doppler(-bal_kms) up to each line,
-    placed with z_qn)."""
-    weight = np.where(np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0), ivar, 0.0).astype(np.float32)
-    rest = 10.0 ** grids.mgii_loglam()[None, :] / (1.0 + z_qn[:, None])
-    weight[rest < settings.forest_rest_max] = 0.0
-    if np.any(bal):
-        beta = settings.bal_kms / SPEED_OF_LIGHT_KMS
-        blue_edge = np.sqrt((1 - beta) / (1 + beta))
-        trough = np.zeros((int(np.sum(bal)), rest.shape[1]), bool)
+    """Fit weights (n, 3841) float32: ivar where positive and finite with finite flux and at rest wavelengths
+    (placed with z_qn) from forest_rest_max on, 0 elsewhere and on BAL troughs (rows with `bal`: rest
+    wavelengths from BAL_LINES x Doppler(-bal_kms) up to each line)."""
+    wave = observed_wavelengths()
+    weight = np.zeros(flux.shape, np.float32)
+    np.copyto(weight, ivar, where=np.isfinite(flux) & (ivar > 0) & (ivar < np.inf), casting="unsafe")
+    for row, end in enumerate(np.searchsorted(wave, settings.forest_rest_max * (1.0 + z_qn)).tolist()):
+        weight[row, :end] = 0.0
+    beta = settings.bal_kms / SPEED_OF_LIGHT_KMS
+    blue_edge = np.sqrt((1 - beta) / (1 + beta))
+    for row in np.flatnonzero(bal):
         for line in BAL_LINES:
-            trough |= (rest[bal] >= line * blue_edge) & (rest[bal] <= line)
-        weight[bal] = np.where(trough, 0.0, weight[bal])
+            observed = line * (1.0 + z_qn[row])
+            weight[row, np.searchsorted(wave, observed * blue_edge):np.searchsorted(wave, observed, "right")] = 0.0
     return weight
+
+
+def usable_flux(flux, weight):
+    """float32 (n, 3841): flux where weight > 0, 0 elsewhere (so that it is finite)."""
+    out = np.zeros(weight.shape, np.float32)
+    np.copyto(out, flux, where=weight > 0, casting="unsafe")
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def observed_wavelengths():
+    """Wavelengths (A) of the MgII grid's pixels, float64 (3841,)."""
+    return 10.0 ** grids.mgii_loglam()
 
 
 def fit_template(flux, weight, z_qn, template, settings=FitSettings()):
@@ -156,7 +177,7 @@ def fit_template(flux, weight, z_qn, template, settings=FitSettings()):
 
     Parameters
     ----------
-    flux : ndarray (n, 3841); weight : float32 (n, 3841) from `usable_weight`
+    flux : float32 (n, 3841), 0 where weight is 0 (`usable_flux`); weight : float32 (n, 3841) from `usable_weight`
     z_qn : float64 (n,), inside [template.zmin, template.zmax]
     template : RestTemplate; settings : FitSettings
 
@@ -165,19 +186,22 @@ def fit_template(flux, weight, z_qn, template, settings=FitSettings()):
     dict of (n,) arrays, as `fit_redshifts` (without TEMPLATE); CHI2 is inf
     where no fit was made.
     """
-    flux = np.where(weight > 0, flux, 0.0).astype(np.float32)
-    n, npix = flux.shape
+    n = len(flux)
     window = _Window.around(z_qn, template, settings)
-    weight = weight * window.coverage(npix, template, settings.coarse_factor)
-    npix_fit = (weight > 0).sum(axis=1).astype(np.int32)
+    weight = np.array(weight, np.float32)
+    for row, (low, high) in enumerate(zip(*window.coverage(template, settings.coarse_factor))):
+        weight[row, :max(low, 0)] = 0.0
+        weight[row, max(high, 0):] = 0.0
+    npix_fit = np.count_nonzero(weight, axis=1).astype(np.int32)
     warning = np.where(npix_fit == 0, ZWarning.NO_DATA,
                        np.where(npix_fit < settings.min_pixels, ZWarning.FEW_PIXELS, 0)).astype(np.int32)
     out = {"Z_FIT": np.full(n, -1.0), "ZERR": np.full(n, -1.0), "ZWARNING": warning,
            "DELTACHI2": np.zeros(n, np.float32), "CHI2": np.full(n, np.inf), "NPIX": npix_fit}
     rows = np.flatnonzero(warning == 0)
     if rows.size:
-        scan = _scan_window(flux[rows], weight[rows], window.take(rows), template, settings)
-        for name, values in scan.items():
+        if rows.size < n:
+            flux, weight, window = flux[rows], weight[rows], window.take(rows)
+        for name, values in _scan_window(flux, weight, window, template, settings).items():
             out[name][rows] = values
     return out
 
@@ -199,12 +223,11 @@ class _Window:
     def take(self, rows):
         return _Window(self.first[rows], self.last[rows])
 
-    def coverage(self, npix, template, margin):
-        """Observed pixels (n, npix) the template covers at every shift of the window, `margin` pixels inside."""
-        pixel = np.arange(npix)[None, :]
-        low = (self.last + template.kmin + margin)[:, None]
-        high = (self.first + template.kmin + template.nrest - margin)[:, None]
-        return (pixel >= low) & (pixel < high)
+    def coverage(self, template, margin):
+        """Observed pixels [low, high) the template covers at every shift of the window, `margin` pixels
+        inside: two lists of n ints."""
+        return ((self.last + template.kmin + margin).tolist(),
+                (self.first + template.kmin + template.nrest - margin).tolist())
 
 
 def _scan_window(flux, weight, window, template, settings):
