@@ -116,9 +116,11 @@ def fit_redshifts(flux, ivar, z_qn, fit, bal=None, settings=FitSettings(), templ
            "TEMPLATE": np.full(n, -1, np.int16)}
     valid_z = np.isfinite(z_qn) & (z_qn > -1)
     fitted = np.flatnonzero(fit & valid_z)
+    if fitted.size < n:
+        flux, ivar = flux[fitted], ivar[fitted]
     z_qn_fitted = z_qn[fitted]
-    weight = usable_weight(flux[fitted], ivar[fitted], z_qn_fitted, bal[fitted], settings)
-    flux = usable_flux(flux[fitted], weight)
+    weight = usable_weight(flux, ivar, z_qn_fitted, bal[fitted], settings)
+    flux = usable_flux(flux, weight)
     in_range = np.zeros(n, bool)
     for index, template in enumerate(templates):
         chosen = (z_qn_fitted >= template.zmin) & (z_qn_fitted <= template.zmax)

@@ -15,6 +15,8 @@ all, and no ZWARNING changes); the sum of w f^2, from which the fit's part
 is subtracted, and the normal equations are float64.
 """
 
+import functools
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from numpy.polynomial import legendre
@@ -31,6 +33,16 @@ def legendre_basis(npix, npoly):
     """Legendre polynomials P_0..P_{npoly-1} at x = -1..1 over npix pixels: float64 (npoly, npix)."""
     x = np.linspace(-1.0, 1.0, npix)
     return np.stack([legendre.legval(x, np.eye(npoly)[p]) for p in range(npoly)])
+
+
+@functools.lru_cache(maxsize=8)
+def _polynomials(npix, npoly):
+    """`legendre_basis` as float32 (npoly, npix) and its pairwise products P_p P_q, float32 (npix, npoly * npoly)
+    (column p npoly + q); made once, read-only."""
+    poly = legendre_basis(npix, npoly).astype(np.float32)
+    products = np.ascontiguousarray((poly[:, None] * poly[None]).reshape(npoly * npoly, npix).T)
+    poly.flags.writeable = products.flags.writeable = False
+    return poly, products
 
 
 class ScanKernels:
@@ -163,14 +175,14 @@ def scan_chi2(flux, weight, starts, nlag, kernels, npoly, source=None):
     flux, weight = np.asarray(flux, np.float32), np.asarray(weight, np.float32)
     nspec, npix = flux.shape
     source = np.arange(nspec) if source is None else np.asarray(source)
-    poly = legendre_basis(npix, npoly).astype(np.float32)
+    poly, poly_products = _polynomials(npix, npoly)
     signals = np.empty((npoly + 1, nspec, npix), np.float32)  # w, w P_1 .. w P_{npoly-1}, w f
     signals[0] = weight
     np.multiply(weight, poly[1:, None, :], out=signals[1:npoly])
     np.multiply(weight, flux, out=signals[npoly])
     with_weight, with_basis = window_correlations(signals, source, starts, used_spans(weight), kernels.layout(nlag),
                                                   nlag)
-    poly_poly = (weight @ (poly[:, None] * poly[None]).reshape(npoly * npoly, -1).T).astype(np.float64)[source]
+    poly_poly = (weight @ poly_products).astype(np.float64)[source]
     poly_flux = (signals[npoly] @ poly.T).astype(np.float64)[source]
     total = np.sum(signals[npoly] * flux, axis=1, dtype=np.float64)[source, None]
     # unknowns: the polynomials (whose block is the same at every shift), then the eigenspectra from the last to
