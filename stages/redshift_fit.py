@@ -121,23 +121,20 @@ def fit_redshifts(flux, ivar, z_qn, fit, bal=None, settings=FitSettings(), templ
     z_qn_fitted = z_qn[fitted]
     weight = usable_weight(flux, ivar, z_qn_fitted, bal[fitted], settings)
     flux = usable_flux(flux, weight)
+    # one fit for each fiber and template whose redshift range holds its Z_QN
+    chosen = [np.flatnonzero((z_qn_fitted >= t.zmin) & (z_qn_fitted <= t.zmax)) for t in templates]
+    source, which = np.concatenate(chosen), np.repeat(np.arange(len(templates)), [c.size for c in chosen])
+    rows = fitted[source]
     in_range = np.zeros(n, bool)
-    for index, template in enumerate(templates):
-        chosen = (z_qn_fitted >= template.zmin) & (z_qn_fitted <= template.zmax)
-        rows = fitted[chosen]
-        in_range[rows] = True
-        if rows.size == 0:
-            continue
-        if rows.size == fitted.size:
-            result = fit_template(flux, weight, z_qn[rows], template, settings)
-        else:
-            result = fit_template(flux[chosen], weight[chosen], z_qn[rows], template, settings)
-        better = result["CHI2"] < out["CHI2"][rows]
-        first = out["TEMPLATE"][rows] < 0
-        take = rows[better | first]
+    in_range[rows] = True
+    if rows.size:
+        result = fit_templates(flux, weight, source, z_qn[rows], which, templates, settings)
+        # each fiber takes its fit of lowest CHI2, of the first template where they are equal
+        order = np.lexsort((which, result["CHI2"], rows))
+        best = order[np.r_[True, rows[order][1:] != rows[order][:-1]]]
         for name, values in result.items():
-            out[name][take] = values[better | first]
-        out["TEMPLATE"][take] = index
+            out[name][rows[best]] = values[best]
+        out["TEMPLATE"][rows[best]] = which[best]
     out["ZWARNING"][fit & ~in_range] |= np.int32(ZWarning.OUT_OF_RANGE)
     out["CHI2"][~np.isfinite(out["CHI2"])] = 0.0
     return out
@@ -174,24 +171,27 @@ def observed_wavelengths():
     return 10.0 ** grids.mgii_loglam()
 
 
-def fit_template(flux, weight, z_qn, template, settings=FitSettings()):
-    """Fit one template to every spectrum, in a window around z_qn clipped to the template's range.
+def fit_templates(flux, weight, source, z_qn, which, templates, settings=FitSettings()):
+    """Fit templates to spectra, each in a window around z_qn clipped to the template's range.
 
     Parameters
     ----------
-    flux : float32 (n, 3841), 0 where weight is 0 (`usable_flux`); weight : float32 (n, 3841) from `usable_weight`
-    z_qn : float64 (n,), inside [template.zmin, template.zmax]
-    template : RestTemplate; settings : FitSettings
+    flux : float32 (nspec, 3841), 0 where weight is 0 (`usable_flux`); weight : float32 (nspec, 3841)
+        (`usable_weight`)
+    source : int (n,), the spectrum of each fit
+    z_qn : float64 (n,), inside the fit's template's [zmin, zmax]
+    which : int (n,), the template of each fit, its index in `templates`
+    templates : sequence of RestTemplate (the same number of eigenspectra in each); settings : FitSettings
 
     Returns
     -------
     dict of (n,) arrays, as `fit_redshifts` (without TEMPLATE); CHI2 is inf
     where no fit was made.
     """
-    n = len(flux)
-    window = _Window.around(z_qn, template, settings)
-    weight = np.array(weight, np.float32)
-    for row, (low, high) in enumerate(zip(*window.coverage(template, settings.coarse_factor))):
+    n = len(source)
+    window = _Window.around(z_qn, which, templates, settings)
+    flux, weight = flux[source], weight[source]
+    for row, (low, high) in enumerate(zip(*window.coverage(settings.coarse_factor))):
         weight[row, :max(low, 0)] = 0.0
         weight[row, max(high, 0):] = 0.0
     npix_fit = np.count_nonzero(weight, axis=1).astype(np.int32)
@@ -203,62 +203,68 @@ def fit_template(flux, weight, z_qn, template, settings=FitSettings()):
     if rows.size:
         if rows.size < n:
             flux, weight, window = flux[rows], weight[rows], window.take(rows)
-        for name, values in _scan_window(flux, weight, window, template, settings).items():
+        for name, values in _scan_window(flux, weight, window, templates, settings).items():
             out[name][rows] = values
     return out
 
 
 @dataclass(frozen=True)
 class _Window:
-    """Search windows of n spectra: whole shifts first..last (inclusive, int (n,) each)."""
+    """Search windows of n fits: whole shifts first..last (inclusive); the fit's template (which, its index)
+    and that template's rest pixels kmin .. kmin + nrest; int (n,) each."""
 
     first: np.ndarray
     last: np.ndarray
+    which: np.ndarray
+    kmin: np.ndarray
+    nrest: np.ndarray
 
     @classmethod
-    def around(cls, z_qn, template, settings):
+    def around(cls, z_qn, which, templates, settings):
         half = int(round(settings.window_kms / PIXEL_KMS))
         centre = np.rint(shift_of_redshift(z_qn)).astype(np.int64)
-        lowest, highest = template.shift_range()
-        return cls(np.clip(centre - half, lowest, highest), np.clip(centre + half, lowest, highest))
+        lowest, highest = np.array([t.shift_range() for t in templates]).T[:, which]
+        kmin, nrest = np.array([(t.kmin, t.nrest) for t in templates]).T[:, which]
+        return cls(np.clip(centre - half, lowest, highest), np.clip(centre + half, lowest, highest), which, kmin,
+                   nrest)
 
     def take(self, rows):
-        return _Window(self.first[rows], self.last[rows])
+        return _Window(self.first[rows], self.last[rows], self.which[rows], self.kmin[rows], self.nrest[rows])
 
-    def coverage(self, template, margin):
+    def coverage(self, margin):
         """Observed pixels [low, high) the template covers at every shift of the window, `margin` pixels
         inside: two lists of n ints."""
-        return ((self.last + template.kmin + margin).tolist(),
-                (self.first + template.kmin + template.nrest - margin).tolist())
+        return (self.last + self.kmin + margin).tolist(), (self.first + self.kmin + self.nrest - margin).tolist()
 
 
-def _scan_window(flux, weight, window, template, settings):
+def _scan_window(flux, weight, window, templates, settings):
     """Coarse scan, fine scans of the two best minima, parabola: the fit columns of usable spectra."""
     factor = settings.coarse_factor
     exclusion = settings.exclusion_kms / PIXEL_KMS
-    coarse_shift, coarse_chi2 = _coarse_scan(flux, weight, window, template, settings)
+    coarse_shift, coarse_chi2 = _coarse_scan(flux, weight, window, templates, settings)
     candidates = _candidate_shifts(coarse_shift, coarse_chi2, exclusion)
     half = factor // 2 + 2
     rows = np.repeat(np.arange(len(flux)), 2)
     shifts = candidates.reshape(-1, 1) - half + np.arange(2 * half + 1)
-    chi2, amplitude = scan_chi2(flux, weight, shifts[:, 0] + template.kmin, 2 * half + 1,
-                                scan_kernels(template, factor)[1], settings.npoly, rows)
+    chi2, amplitude = scan_chi2(flux, weight, shifts[:, 0] + window.kmin[rows], 2 * half + 1,
+                                [scan_kernels(t, factor)[1] for t in templates], settings.npoly, rows,
+                                window.which[rows])
     inside = (shifts >= window.first[rows, None]) & (shifts <= window.last[rows, None])
     chi2 = np.where(inside & np.isfinite(chi2), chi2, np.inf)
     return _refine(shifts.reshape(len(flux), -1), chi2.reshape(len(flux), -1), amplitude.reshape(len(flux), -1),
                    window, exclusion, 2 * half + 1, settings)
 
 
-def _coarse_scan(flux, weight, window, template, settings):
+def _coarse_scan(flux, weight, window, templates, settings):
     """Shifts (n, nlag) int and chi2 (n, nlag) (inf outside the window) of the binned scan."""
     factor = settings.coarse_factor
     binned_weight = bin_sum(weight, factor)
     binned_flux = np.divide(bin_sum(weight * flux, factor), binned_weight,
                             out=np.zeros_like(binned_weight), where=binned_weight > 0)
-    kernels, _ = scan_kernels(template, factor)
     first = -(-window.first // factor)
     nlag = int(np.max(window.last // factor - first)) + 1
-    chi2, _ = scan_chi2(binned_flux, binned_weight, first + template.kmin // factor, nlag, kernels, settings.npoly)
+    chi2, _ = scan_chi2(binned_flux, binned_weight, first + window.kmin // factor, nlag,
+                        [scan_kernels(t, factor)[0] for t in templates], settings.npoly, kernel=window.which)
     shift = (first[:, None] + np.arange(nlag)) * factor
     inside = shift <= window.last[:, None]
     return shift, np.where(inside & np.isfinite(chi2), chi2, np.inf)

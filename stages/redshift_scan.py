@@ -82,17 +82,19 @@ def shifted_copies(kernels, nlag):
     return np.ascontiguousarray(shifted.transpose(1, 0, 2)).reshape(nk + nlag - 1, ng * nlag)
 
 
-def window_correlations(signals, source, starts, spans, layouts, nlag):
+def window_correlations(signals, source, starts, spans, layouts, nlag, kernel):
     """Correlations of the spectra's signals with the kernels at nlag consecutive offsets, for many rows.
 
-    Row r correlates the signals of spectrum source[r] at start starts[r]:
-    X[g, r, d] = sum_i signals[0, source[r], i] * kernels0[g, i - starts[r] - d] and
-    Y[s, g, r, d] = sum_i signals[1 + s, source[r], i] * kernels1[g, i - starts[r] - d],
-    kernels zero outside [0, nk), from their shifted copies `layouts`
-    (`shifted_copies`, rows u = i - starts[r]). Rows are sorted by start and
-    cut into blocks of close starts; the signals of a block are placed once on
-    a common axis of u (cut to where some signal of the block is not 0 and the
-    kernels are not all 0) and multiplied by the layouts' slices.
+    Row r correlates the signals of spectrum source[r] at start starts[r]
+    with the kernels of set k = kernel[r]:
+    X[g, r, d] = sum_i signals[0, source[r], i] * kernels0_k[g, i - starts[r] - d] and
+    Y[s, g, r, d] = sum_i signals[1 + s, source[r], i] * kernels1_k[g, i - starts[r] - d],
+    kernels zero outside [0, nk), from their shifted copies `layouts[k]`
+    (`shifted_copies`, rows u = i - starts[r]). Rows are sorted by kernel set
+    and start and cut into blocks of close starts; the signals of a block are
+    placed once on a common axis of u (cut to where some signal of the block
+    is not 0 and the kernels are not all 0) and multiplied by the layouts'
+    slices.
 
     Parameters
     ----------
@@ -100,23 +102,26 @@ def window_correlations(signals, source, starts, spans, layouts, nlag):
     source : int (nrow,), the spectrum of each row
     starts : int (nrow,), kernel index of signal pixel 0 at offset d = 0, negated
     spans : (lo, hi) int (nspec,) each, pixels outside [lo, hi) of a spectrum's signals being 0 (`used_spans`)
-    layouts : float32 (nk + nlag - 1, ng0 nlag) and (nk + nlag - 1, ng1 nlag), `ScanKernels.layout(nlag)`
+    layouts : per kernel set, float32 (nk + nlag - 1, ng0 nlag) and (nk + nlag - 1, ng1 nlag),
+        `ScanKernels.layout(nlag)`; ng0 and ng1 the same for every set
     nlag : int
+    kernel : int (nrow,), the kernel set of each row
 
     Returns
     -------
     X : float64 (ng0, nrow, nlag); Y : float64 (nsignal - 1, ng1, nrow, nlag); from float32 products
     """
     nsignal, nrow = signals.shape[0], len(starts)
-    first_layout, other_layout = layouts
-    nu = first_layout.shape[0]
-    first_out = np.zeros((first_layout.shape[1] // nlag, nrow, nlag))
-    other_out = np.zeros((nsignal - 1, other_layout.shape[1] // nlag, nrow, nlag))
-    order = np.argsort(starts, kind="stable")
-    scratch = np.empty(nsignal * CHUNK_ROWS * min(nu, signals.shape[2] + MAX_SPREAD), np.float32)
-    for rows in _blocks(starts[order], order):
+    first_out = np.zeros((layouts[0][0].shape[1] // nlag, nrow, nlag))
+    other_out = np.zeros((nsignal - 1, layouts[0][1].shape[1] // nlag, nrow, nlag))
+    order = np.lexsort((starts, kernel))
+    widest = max(first_layout.shape[0] for first_layout, _ in layouts)
+    scratch = np.empty(nsignal * CHUNK_ROWS * min(widest, signals.shape[2] + MAX_SPREAD), np.float32)
+    for rows in _blocks(starts[order], kernel[order], order):
+        first_layout, other_layout = layouts[kernel[rows[0]]]
         spectra, start = source[rows], starts[rows]
-        begin, end = np.maximum(spans[0][spectra], start), np.minimum(spans[1][spectra], start + nu)
+        begin = np.maximum(spans[0][spectra], start)
+        end = np.minimum(spans[1][spectra], start + first_layout.shape[0])
         some = end > begin
         if not some.any():
             continue
@@ -141,20 +146,22 @@ def used_spans(signals):
     return np.where(some, used.argmax(axis=1), 0), np.where(some, signals.shape[1] - used[:, ::-1].argmax(axis=1), 0)
 
 
-def _blocks(sorted_starts, order):
-    """Index arrays of rows (in `order`) with at most CHUNK_ROWS rows and MAX_SPREAD spread of starts."""
+def _blocks(sorted_starts, sorted_kernel, order):
+    """Index arrays of rows (in `order`) of one kernel set, with at most CHUNK_ROWS rows and MAX_SPREAD spread
+    of starts."""
     first = 0
     for k in range(1, len(order) + 1):
-        if k == len(order) or k - first == CHUNK_ROWS or sorted_starts[k] - sorted_starts[first] > MAX_SPREAD:
+        if (k == len(order) or k - first == CHUNK_ROWS or sorted_starts[k] - sorted_starts[first] > MAX_SPREAD
+                or sorted_kernel[k] != sorted_kernel[first]):
             yield order[first:k]
             first = k
 
 
-def scan_chi2(flux, weight, starts, nlag, kernels, npoly, source=None):
+def scan_chi2(flux, weight, starts, nlag, kernels, npoly, source=None, kernel=None):
     """chi2 and first-eigenspectrum amplitude of the template + polynomial fit at nlag consecutive shifts per row.
 
-    At offset d, row r compares spectrum source[r] with the template whose
-    pixel index is i - starts[r] - d at observed pixel i (for a template with
+    At offset d, row r compares spectrum source[r] with its template (kernel[r])
+    whose pixel index is i - starts[r] - d at observed pixel i (for a template with
     first rest pixel kmin at shift j: starts = j0 + kmin, j = j0 + d).
 
     Parameters
@@ -163,9 +170,10 @@ def scan_chi2(flux, weight, starts, nlag, kernels, npoly, source=None):
     weight : float (nspec, npix), inverse variance, 0 on pixels left out
     starts : int (nrow,)
     nlag : int
-    kernels : ScanKernels, the eigenspectra (nbasis, nk) and their products
+    kernels : sequence of ScanKernels, the eigenspectra (nbasis, nk; the same nbasis in each) and their products
     npoly : int, polynomial terms (>= 1)
     source : optional int (nrow,), the spectrum of each row [default: row r is spectrum r]
+    kernel : optional int (nrow,), the index in `kernels` of each row's template [default: 0]
 
     Returns
     -------
@@ -180,14 +188,15 @@ def scan_chi2(flux, weight, starts, nlag, kernels, npoly, source=None):
     signals[0] = weight
     np.multiply(weight, poly[1:, None, :], out=signals[1:npoly])
     np.multiply(weight, flux, out=signals[npoly])
-    with_weight, with_basis = window_correlations(signals, source, starts, used_spans(weight), kernels.layout(nlag),
-                                                  nlag)
+    kernel = np.zeros(len(starts), int) if kernel is None else np.asarray(kernel)
+    with_weight, with_basis = window_correlations(signals, source, starts, used_spans(weight),
+                                                  [k.layout(nlag) for k in kernels], nlag, kernel)
     poly_poly = (weight @ poly_products).astype(np.float64)[source]
     poly_flux = (signals[npoly] @ poly.T).astype(np.float64)[source]
     total = np.sum(signals[npoly] * flux, axis=1, dtype=np.float64)[source, None]
     # unknowns: the polynomials (whose block is the same at every shift), then the eigenspectra from the last to
     # the first, whose amplitude is then the last unknown
-    pairs, nbasis = kernels.pairs, kernels.basis.shape[0]
+    pairs, nbasis = kernels[0].pairs, kernels[0].basis.shape[0]
     pair_index = {pair: k for k, pair in enumerate(pairs)}
     cross = [with_weight[len(pairs):]] + list(with_basis[:-1])  # [p][a]: sum w P_p T_a
     eigen = list(range(nbasis))[::-1]

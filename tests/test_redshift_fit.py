@@ -45,7 +45,7 @@ def test_scan_chi2_matches_a_direct_least_squares_fit():
     basis = rng.normal(size=(3, nk))
     flux, weight = rng.normal(size=(nrow, npix)), rng.uniform(0.5, 2.0, size=(nrow, npix))
     starts = rng.integers(-50, 450, size=nrow)
-    chi2, amplitude = scan_chi2(flux, weight, starts, nlag, ScanKernels(basis), npoly)
+    chi2, amplitude = scan_chi2(flux, weight, starts, nlag, [ScanKernels(basis)], npoly)
     poly = legendre_basis(npix, npoly)
     for row in range(nrow):
         for lag in range(nlag):
