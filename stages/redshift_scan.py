@@ -25,7 +25,7 @@ from numpy.polynomial import legendre
 CHUNK_ROWS = 32
 #: Largest spread of start offsets (pixels) within one matrix product: keeps the placed block narrow.
 MAX_SPREAD = 1024
-#: Ridge added to the unit-diagonal (Jacobi-scaled) normal matrix; keeps degenerate systems solvable.
+#: Relative ridge added to the normal matrix's diagonal; keeps degenerate systems solvable.
 RIDGE = 1e-10
 
 
@@ -210,11 +210,12 @@ def scan_chi2(flux, weight, starts, nlag, kernels, npoly, source=None, kernel=No
 def cholesky_chi2(matrix, rhs, total):
     """chi2 = total - rhs . x and the last unknown x[-1] of symmetric systems matrix x = rhs.
 
-    The systems are Jacobi-scaled (unit diagonal, a diagonal entry 0 left
-    as it is) with RIDGE added to the diagonal, which keeps degenerate
-    systems solvable, and factorised by Cholesky, entry by entry, each
-    entry an array over all the systems; chi2 and x[-1] then need the
-    forward substitution only.
+    RIDGE times each diagonal entry (RIDGE itself where the entry is not
+    positive) is added to it, which keeps degenerate systems solvable; the
+    systems are factorised by Cholesky, entry by entry, each entry an array
+    over all the systems (diagonal scaling changes a Cholesky factorisation
+    only by the same scaling, so none is applied); chi2 and x[-1] then need
+    the forward substitution only.
 
     Parameters
     ----------
@@ -227,24 +228,24 @@ def cholesky_chi2(matrix, rhs, total):
     chi2, last : float64 arrays of shape S, nan where a system is not finite or not positive definite
     """
     n = len(rhs)
-    scale = [1.0 / np.sqrt(np.where(matrix[i][i] > 0, matrix[i][i], 1.0)) for i in range(n)]
     factor = [[None] * n for _ in range(n)]
     inverse, solved = [None] * n, [None] * n
     chi2 = total
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):
         for j in range(n):
-            pivot = matrix[j][j] * (scale[j] * scale[j]) + RIDGE
+            diagonal = matrix[j][j]
+            pivot = diagonal + RIDGE * np.where(diagonal > 0, diagonal, 1.0)
             for k in range(j):
                 pivot = pivot - factor[j][k] * factor[j][k]
             inverse[j] = 1.0 / np.sqrt(pivot)
             for i in range(j + 1, n):
-                entry = matrix[i][j] * (scale[i] * scale[j])
+                entry = matrix[i][j]
                 for k in range(j):
                     entry = entry - factor[i][k] * factor[j][k]
                 factor[i][j] = entry * inverse[j]
-            value = rhs[j] * scale[j]
+            value = rhs[j]
             for k in range(j):
                 value = value - factor[j][k] * solved[k]
             solved[j] = value * inverse[j]
             chi2 = chi2 - solved[j] * solved[j]
-    return chi2, solved[-1] * inverse[-1] * scale[-1]
+    return chi2, solved[-1] * inverse[-1]
