@@ -147,7 +147,7 @@ def usable_weight(flux, ivar, z_qn, bal, settings=FitSettings()):
     wave = observed_wavelengths()
     weight = np.zeros(flux.shape, np.float32)
     np.copyto(weight, ivar, where=np.isfinite(flux) & (ivar > 0) & (ivar < np.inf), casting="unsafe")
-    for row, end in enumerate(np.searchsorted(wave, settings.forest_rest_max * (1.0 + z_qn)).tolist()):
+    for row, end in enumerate(forest_end(z_qn, settings).tolist()):
         weight[row, :end] = 0.0
     beta = settings.bal_kms / SPEED_OF_LIGHT_KMS
     blue_edge = np.sqrt((1 - beta) / (1 + beta))
@@ -156,6 +156,11 @@ def usable_weight(flux, ivar, z_qn, bal, settings=FitSettings()):
             observed = line * (1.0 + z_qn[row])
             weight[row, np.searchsorted(wave, observed * blue_edge):np.searchsorted(wave, observed, "right")] = 0.0
     return weight
+
+
+def forest_end(z_qn, settings=FitSettings()):
+    """int (n,): the first pixel at rest wavelengths (placed with z_qn) from forest_rest_max on."""
+    return np.searchsorted(observed_wavelengths(), settings.forest_rest_max * (1.0 + np.asarray(z_qn)))
 
 
 def usable_flux(flux, weight):
@@ -188,12 +193,15 @@ def fit_templates(flux, weight, source, z_qn, which, templates, settings=FitSett
     dict of (n,) arrays, as `fit_redshifts` (without TEMPLATE); CHI2 is inf
     where no fit was made.
     """
-    n = len(source)
+    n, npix = len(source), flux.shape[1]
     window = _Window.around(z_qn, which, templates, settings)
     flux, weight = flux[source], weight[source]
-    for row, (low, high) in enumerate(zip(*window.coverage(settings.coarse_factor))):
-        weight[row, :max(low, 0)] = 0.0
-        weight[row, max(high, 0):] = 0.0
+    low, high = window.coverage(settings.coarse_factor)
+    low = np.clip(np.maximum(low, forest_end(z_qn, settings)), 0, npix)
+    high = np.clip(high, low, npix)
+    for row, (lo, hi) in enumerate(zip(low.tolist(), high.tolist())):
+        weight[row, :lo] = 0.0
+        weight[row, hi:] = 0.0
     npix_fit = np.count_nonzero(weight, axis=1).astype(np.int32)
     warning = np.where(npix_fit == 0, ZWarning.NO_DATA,
                        np.where(npix_fit < settings.min_pixels, ZWarning.FEW_PIXELS, 0)).astype(np.int32)
@@ -202,8 +210,8 @@ def fit_templates(flux, weight, source, z_qn, which, templates, settings=FitSett
     rows = np.flatnonzero(warning == 0)
     if rows.size:
         if rows.size < n:
-            flux, weight, window = flux[rows], weight[rows], window.take(rows)
-        for name, values in _scan_window(flux, weight, window, templates, settings).items():
+            flux, weight, window, low, high = flux[rows], weight[rows], window.take(rows), low[rows], high[rows]
+        for name, values in _scan_window(flux, weight, (low, high), window, templates, settings).items():
             out[name][rows] = values
     return out
 
@@ -233,30 +241,33 @@ class _Window:
 
     def coverage(self, margin):
         """Observed pixels [low, high) the template covers at every shift of the window, `margin` pixels
-        inside: two lists of n ints."""
-        return (self.last + self.kmin + margin).tolist(), (self.first + self.kmin + self.nrest - margin).tolist()
+        inside: int (n,) each."""
+        return self.last + self.kmin + margin, self.first + self.kmin + self.nrest - margin
 
 
-def _scan_window(flux, weight, window, templates, settings):
-    """Coarse scan, fine scans of the two best minima, parabola: the fit columns of usable spectra."""
+def _scan_window(flux, weight, spans, window, templates, settings):
+    """Coarse scan, fine scans of the two best minima, parabola: the fit columns of usable spectra (weights 0
+    outside pixels spans = (lo, hi), int (n,) each)."""
     factor = settings.coarse_factor
     exclusion = settings.exclusion_kms / PIXEL_KMS
-    coarse_shift, coarse_chi2 = _coarse_scan(flux, weight, window, templates, settings)
+    coarse_shift, coarse_chi2 = _coarse_scan(flux, weight, (spans[0] // factor, -(-spans[1] // factor)), window,
+                                             templates, settings)
     candidates = _candidate_shifts(coarse_shift, coarse_chi2, exclusion)
     half = factor // 2 + 2
     rows = np.repeat(np.arange(len(flux)), 2)
     shifts = candidates.reshape(-1, 1) - half + np.arange(2 * half + 1)
     chi2, amplitude = scan_chi2(flux, weight, shifts[:, 0] + window.kmin[rows], 2 * half + 1,
                                 [scan_kernels(t, factor)[1] for t in templates], settings.npoly, rows,
-                                window.which[rows])
+                                window.which[rows], spans)
     inside = (shifts >= window.first[rows, None]) & (shifts <= window.last[rows, None])
     chi2 = np.where(inside & np.isfinite(chi2), chi2, np.inf)
     return _refine(shifts.reshape(len(flux), -1), chi2.reshape(len(flux), -1), amplitude.reshape(len(flux), -1),
                    window, exclusion, 2 * half + 1, settings)
 
 
-def _coarse_scan(flux, weight, window, templates, settings):
-    """Shifts (n, nlag) int and chi2 (n, nlag) (inf outside the window) of the binned scan."""
+def _coarse_scan(flux, weight, spans, window, templates, settings):
+    """Shifts (n, nlag) int and chi2 (n, nlag) (inf outside the window) of the binned scan (binned weights 0
+    outside bins spans = (lo, hi), int (n,) each)."""
     factor = settings.coarse_factor
     binned_weight = bin_sum(weight, factor)
     binned_flux = np.divide(bin_sum(weight * flux, factor), binned_weight,
@@ -264,7 +275,8 @@ def _coarse_scan(flux, weight, window, templates, settings):
     first = -(-window.first // factor)
     nlag = int(np.max(window.last // factor - first)) + 1
     chi2, _ = scan_chi2(binned_flux, binned_weight, first + window.kmin // factor, nlag,
-                        [scan_kernels(t, factor)[0] for t in templates], settings.npoly, kernel=window.which)
+                        [scan_kernels(t, factor)[0] for t in templates], settings.npoly, kernel=window.which,
+                        spans=spans)
     shift = (first[:, None] + np.arange(nlag)) * factor
     inside = shift <= window.last[:, None]
     return shift, np.where(inside & np.isfinite(chi2), chi2, np.inf)

@@ -157,7 +157,7 @@ def _blocks(sorted_starts, sorted_kernel, order):
             first = k
 
 
-def scan_chi2(flux, weight, starts, nlag, kernels, npoly, source=None, kernel=None):
+def scan_chi2(flux, weight, starts, nlag, kernels, npoly, source=None, kernel=None, spans=None):
     """chi2 and first-eigenspectrum amplitude of the template + polynomial fit at nlag consecutive shifts per row.
 
     At offset d, row r compares spectrum source[r] with its template (kernel[r])
@@ -174,6 +174,8 @@ def scan_chi2(flux, weight, starts, nlag, kernels, npoly, source=None, kernel=No
     npoly : int, polynomial terms (>= 1)
     source : optional int (nrow,), the spectrum of each row [default: row r is spectrum r]
     kernel : optional int (nrow,), the index in `kernels` of each row's template [default: 0]
+    spans : optional (lo, hi) int (nspec,) each, weight being 0 outside pixels [lo, hi) [default: from the
+        weights, `used_spans`]
 
     Returns
     -------
@@ -189,8 +191,9 @@ def scan_chi2(flux, weight, starts, nlag, kernels, npoly, source=None, kernel=No
     np.multiply(weight, poly[1:, None, :], out=signals[1:npoly])
     np.multiply(weight, flux, out=signals[npoly])
     kernel = np.zeros(len(starts), int) if kernel is None else np.asarray(kernel)
-    with_weight, with_basis = window_correlations(signals, source, starts, used_spans(weight),
-                                                  [k.layout(nlag) for k in kernels], nlag, kernel)
+    spans = used_spans(weight) if spans is None else spans
+    with_weight, with_basis = window_correlations(signals, source, starts, spans, [k.layout(nlag) for k in kernels],
+                                                  nlag, kernel)
     poly_poly = (weight @ poly_products).astype(np.float64)[source]
     poly_flux = (signals[npoly] @ poly.T).astype(np.float64)[source]
     total = np.sum(signals[npoly] * flux, axis=1, dtype=np.float64)[source, None]
