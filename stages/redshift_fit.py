@@ -116,19 +116,14 @@ def fit_redshifts(flux, ivar, z_qn, fit, bal=None, settings=FitSettings(), templ
            "TEMPLATE": np.full(n, -1, np.int16)}
     valid_z = np.isfinite(z_qn) & (z_qn > -1)
     fitted = np.flatnonzero(fit & valid_z)
-    if fitted.size < n:
-        flux, ivar = flux[fitted], ivar[fitted]
-    z_qn_fitted = z_qn[fitted]
-    weight = usable_weight(flux, ivar, z_qn_fitted, bal[fitted], settings)
-    flux = usable_flux(flux, weight)
     # one fit for each fiber and template whose redshift range holds its Z_QN
-    chosen = [np.flatnonzero((z_qn_fitted >= t.zmin) & (z_qn_fitted <= t.zmax)) for t in templates]
-    source, which = np.concatenate(chosen), np.repeat(np.arange(len(templates)), [c.size for c in chosen])
-    rows = fitted[source]
+    chosen = [fitted[(z_qn[fitted] >= t.zmin) & (z_qn[fitted] <= t.zmax)] for t in templates]
+    rows, which = np.concatenate(chosen), np.repeat(np.arange(len(templates)), [c.size for c in chosen])
     in_range = np.zeros(n, bool)
     in_range[rows] = True
     if rows.size:
-        result = fit_templates(flux, weight, source, z_qn[rows], which, templates, settings)
+        spectra = usable_spectra(flux, ivar, rows, z_qn[rows], bal[rows], settings)
+        result = fit_templates(*spectra, z_qn[rows], which, templates, settings)
         # each fiber takes its fit of lowest CHI2, of the first template where they are equal
         order = np.lexsort((which, result["CHI2"], rows))
         best = order[np.r_[True, rows[order][1:] != rows[order][:-1]]]
@@ -140,34 +135,35 @@ def fit_redshifts(flux, ivar, z_qn, fit, bal=None, settings=FitSettings(), templ
     return out
 
 
-def usable_weight(flux, ivar, z_qn, bal, settings=FitSettings()):
-    """Fit weights (n, 3841) float32: ivar where positive and finite with finite flux and at rest wavelengths
-    (placed with z_qn) from forest_rest_max on, 0 elsewhere and on BAL troughs (rows with `bal`: rest
-    wavelengths from BAL_LINES x Doppler(-bal_kms) up to each line)."""
-    wave = observed_wavelengths()
-    weight = np.zeros(flux.shape, np.float32)
-    np.copyto(weight, ivar, where=np.isfinite(flux) & (ivar > 0) & (ivar < np.inf), casting="unsafe")
+def usable_spectra(flux, ivar, rows, z_qn, bal, settings=FitSettings()):
+    """The flux and fit weights of spectra `rows`, float32 (n, 3841) each.
+
+    A pixel is usable where ivar is positive and finite and the flux finite;
+    elsewhere both are 0. The weights are ivar on usable pixels at rest
+    wavelengths (placed with z_qn) from forest_rest_max on, 0 elsewhere and
+    on BAL troughs (rows with `bal`: rest wavelengths from BAL_LINES x
+    Doppler(-bal_kms) up to each line).
+    """
+    flux = np.take(flux, rows, axis=0).astype(np.float32, copy=False)
+    weight = np.take(ivar, rows, axis=0).astype(np.float32, copy=False)
+    unusable = ~((weight > 0) & (weight < np.inf) & np.isfinite(flux))
+    np.copyto(flux, 0.0, where=unusable)
+    np.copyto(weight, 0.0, where=unusable)
     for row, end in enumerate(forest_end(z_qn, settings).tolist()):
         weight[row, :end] = 0.0
+    wave = observed_wavelengths()
     beta = settings.bal_kms / SPEED_OF_LIGHT_KMS
     blue_edge = np.sqrt((1 - beta) / (1 + beta))
     for row in np.flatnonzero(bal):
         for line in BAL_LINES:
             observed = line * (1.0 + z_qn[row])
             weight[row, np.searchsorted(wave, observed * blue_edge):np.searchsorted(wave, observed, "right")] = 0.0
-    return weight
+    return flux, weight
 
 
 def forest_end(z_qn, settings=FitSettings()):
     """int (n,): the first pixel at rest wavelengths (placed with z_qn) from forest_rest_max on."""
     return np.searchsorted(observed_wavelengths(), settings.forest_rest_max * (1.0 + np.asarray(z_qn)))
-
-
-def usable_flux(flux, weight):
-    """float32 (n, 3841): flux where weight > 0, 0 elsewhere (so that it is finite)."""
-    out = np.zeros(weight.shape, np.float32)
-    np.copyto(out, flux, where=weight > 0, casting="unsafe")
-    return out
 
 
 @functools.lru_cache(maxsize=1)
@@ -176,15 +172,14 @@ def observed_wavelengths():
     return 10.0 ** grids.mgii_loglam()
 
 
-def fit_templates(flux, weight, source, z_qn, which, templates, settings=FitSettings()):
-    """Fit templates to spectra, each in a window around z_qn clipped to the template's range.
+def fit_templates(flux, weight, z_qn, which, templates, settings=FitSettings()):
+    """Fit a template to each spectrum, in a window around z_qn clipped to the template's range.
 
     Parameters
     ----------
-    flux : float32 (nspec, 3841), 0 where weight is 0 (`usable_flux`); weight : float32 (nspec, 3841)
-        (`usable_weight`)
-    source : int (n,), the spectrum of each fit
-    z_qn : float64 (n,), inside the fit's template's [zmin, zmax]
+    flux, weight : float32 (n, 3841) from `usable_spectra`; weight is set to 0 outside what each template
+        covers, in place
+    z_qn : float64 (n,), inside the spectrum's template's [zmin, zmax]
     which : int (n,), the template of each fit, its index in `templates`
     templates : sequence of RestTemplate (the same number of eigenspectra in each); settings : FitSettings
 
@@ -193,9 +188,8 @@ def fit_templates(flux, weight, source, z_qn, which, templates, settings=FitSett
     dict of (n,) arrays, as `fit_redshifts` (without TEMPLATE); CHI2 is inf
     where no fit was made.
     """
-    n, npix = len(source), flux.shape[1]
+    n, npix = flux.shape
     window = _Window.around(z_qn, which, templates, settings)
-    flux, weight = flux[source], weight[source]
     low, high = window.coverage(settings.coarse_factor)
     low = np.clip(np.maximum(low, forest_end(z_qn, settings)), 0, npix)
     high = np.clip(high, low, npix)
