@@ -64,12 +64,11 @@ class ScanKernels:
         self._layouts = {}
 
     def layout(self, nlag):
-        """Shifted copies for nlag lags: float32 (nk + nlag - 1, ng nlag) of the weight kernels (the
-        products, then the eigenspectra; ng = npair + nbasis) and of the eigenspectra (ng = nbasis),
+        """Shifted copies for nlag lags, float32 (nk + nlag - 1, ng nlag): of the products (ng = npair),
+        correlated with the weights, and of the eigenspectra (ng = nbasis), correlated with every signal;
         T[u, g nlag + d] = kernel g at index u - d (`shifted_copies`)."""
         if nlag not in self._layouts:
-            self._layouts[nlag] = (shifted_copies(np.concatenate([self.products, self.basis]), nlag),
-                                   shifted_copies(self.basis, nlag))
+            self._layouts[nlag] = (shifted_copies(self.products, nlag), shifted_copies(self.basis, nlag))
         return self._layouts[nlag]
 
 
@@ -88,7 +87,7 @@ def window_correlations(signals, source, starts, spans, layouts, nlag, kernel):
     Row r correlates the signals of spectrum source[r] at start starts[r]
     with the kernels of set k = kernel[r]:
     X[g, r, d] = sum_i signals[0, source[r], i] * kernels0_k[g, i - starts[r] - d] and
-    Y[s, g, r, d] = sum_i signals[1 + s, source[r], i] * kernels1_k[g, i - starts[r] - d],
+    Y[s, g, r, d] = sum_i signals[s, source[r], i] * kernels1_k[g, i - starts[r] - d],
     kernels zero outside [0, nk), from their shifted copies `layouts[k]`
     (`shifted_copies`, rows u = i - starts[r]). Rows are sorted by kernel set
     and start and cut into blocks of close starts; the signals of a block are
@@ -109,11 +108,11 @@ def window_correlations(signals, source, starts, spans, layouts, nlag, kernel):
 
     Returns
     -------
-    X : float64 (ng0, nrow, nlag); Y : float64 (nsignal - 1, ng1, nrow, nlag); from float32 products
+    X : float64 (ng0, nrow, nlag); Y : float64 (nsignal, ng1, nrow, nlag); from float32 products
     """
     nsignal, nrow = signals.shape[0], len(starts)
     first_out = np.zeros((layouts[0][0].shape[1] // nlag, nrow, nlag))
-    other_out = np.zeros((nsignal - 1, layouts[0][1].shape[1] // nlag, nrow, nlag))
+    other_out = np.zeros((nsignal, layouts[0][1].shape[1] // nlag, nrow, nlag))
     order = np.lexsort((starts, kernel))
     widest = max(first_layout.shape[0] for first_layout, _ in layouts)
     scratch = np.empty(nsignal * CHUNK_ROWS * min(widest, signals.shape[2] + MAX_SPREAD), np.float32)
@@ -134,8 +133,8 @@ def window_correlations(signals, source, starts, spans, layouts, nlag, kernel):
                 placed[:, k, lo - shift:hi - shift] = signals[:, spectrum, lo:hi]
         first = placed[0] @ first_layout[u_lo:u_hi]
         first_out[:, rows] = first.reshape(len(rows), -1, nlag).transpose(1, 0, 2)
-        other = placed[1:].reshape(-1, u_hi - u_lo) @ other_layout[u_lo:u_hi]
-        other_out[:, :, rows] = other.reshape(nsignal - 1, len(rows), -1, nlag).transpose(0, 2, 1, 3)
+        other = placed.reshape(-1, u_hi - u_lo) @ other_layout[u_lo:u_hi]
+        other_out[:, :, rows] = other.reshape(nsignal, len(rows), -1, nlag).transpose(0, 2, 1, 3)
     return first_out, other_out
 
 
@@ -201,7 +200,7 @@ def scan_chi2(flux, weight, starts, nlag, kernels, npoly, source=None, kernel=No
     # the first, whose amplitude is then the last unknown
     pairs, nbasis = kernels[0].pairs, kernels[0].basis.shape[0]
     pair_index = {pair: k for k, pair in enumerate(pairs)}
-    cross = [with_weight[len(pairs):]] + list(with_basis[:-1])  # [p][a]: sum w P_p T_a
+    cross = with_basis[:-1]  # [p][a]: sum w P_p T_a
     eigen = list(range(nbasis))[::-1]
     matrix = [[poly_poly[:, p * npoly + q, None] for q in range(p + 1)] for p in range(npoly)]
     matrix += [[cross[p][a] for p in range(npoly)] + [with_weight[pair_index[min(a, b), max(a, b)]]
