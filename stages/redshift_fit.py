@@ -28,6 +28,7 @@ shard and its QuasarNET results into the per-fiber redshift table.
 """
 
 import enum
+import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -37,7 +38,7 @@ from qsopipe.pipeline import grids
 from qsopipe.pipeline.constants import CIV_1548, SIIV_1394, SPEED_OF_LIGHT_KMS
 from qsopipe.pipeline.digests import sha256_of_file
 from qsopipe.pipeline.parquet_io import list_column, with_metadata
-from qsopipe.stages.redshift_scan import product_kernels, scan_chi2
+from qsopipe.stages.redshift_scan import ScanKernels, scan_chi2
 from qsopipe.stages.redshift_templates import (
     PIXEL_KMS, TEMPLATE_FILE, load_templates, redshift_of_shift, shift_of_redshift)
 
@@ -114,138 +115,188 @@ def fit_redshifts(flux, ivar, z_qn, fit, bal=None, settings=FitSettings(), templ
            "DELTACHI2": np.zeros(n, np.float32), "CHI2": np.full(n, np.inf), "NPIX": np.zeros(n, np.int32),
            "TEMPLATE": np.full(n, -1, np.int16)}
     valid_z = np.isfinite(z_qn) & (z_qn > -1)
+    fitted = np.flatnonzero(fit & valid_z)
+    # one fit for each fiber and template whose redshift range holds its Z_QN
+    chosen = [fitted[(z_qn[fitted] >= t.zmin) & (z_qn[fitted] <= t.zmax)] for t in templates]
+    rows, which = np.concatenate(chosen), np.repeat(np.arange(len(templates)), [c.size for c in chosen])
     in_range = np.zeros(n, bool)
-    for index, template in enumerate(templates):
-        rows = np.flatnonzero(fit & valid_z & (z_qn >= template.zmin) & (z_qn <= template.zmax))
-        in_range[rows] = True
-        if rows.size == 0:
-            continue
-        weight = usable_weight(flux[rows], ivar[rows], z_qn[rows], bal[rows], settings)
-        result = fit_template(flux[rows], weight, z_qn[rows], template, settings)
-        better = result["CHI2"] < out["CHI2"][rows]
-        first = out["TEMPLATE"][rows] < 0
-        take = rows[better | first]
+    in_range[rows] = True
+    if rows.size:
+        spectra = usable_spectra(flux, ivar, rows, z_qn[rows], bal[rows], settings)
+        result = fit_templates(*spectra, z_qn[rows], which, templates, settings)
+        # each fiber takes its fit of lowest CHI2, of the first template where they are equal
+        order = np.lexsort((which, result["CHI2"], rows))
+        best = order[np.r_[True, rows[order][1:] != rows[order][:-1]]]
         for name, values in result.items():
-            out[name][take] = values[better | first]
-        out["TEMPLATE"][take] = index
+            out[name][rows[best]] = values[best]
+        out["TEMPLATE"][rows[best]] = which[best]
     out["ZWARNING"][fit & ~in_range] |= np.int32(ZWarning.OUT_OF_RANGE)
     out["CHI2"][~np.isfinite(out["CHI2"])] = 0.0
     return out
 
 
-def usable_weight(flux, ivar, z_qn, bal, settings=FitSettings()):
-    """Fit weights (n, 3841) float32: ivar where positive and finite with finite flux, 0 elsewhere and
-    on BAL troughs (rows with `bal`: rest wavelengths from BAL_LINES x Doppler(-bal_kms) up to each line,
-    placed with z_qn)."""
-    weight = np.where(np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0), ivar, 0.0).astype(np.float32)
-    rest = 10.0 ** grids.mgii_loglam()[None, :] / (1.0 + z_qn[:, None])
-    weight[rest < settings.forest_rest_max] = 0.0
-    if np.any(bal):
-        beta = settings.bal_kms / SPEED_OF_LIGHT_KMS
-        blue_edge = np.sqrt((1 - beta) / (1 + beta))
-        trough = np.zeros((int(np.sum(bal)), rest.shape[1]), bool)
+def usable_spectra(flux, ivar, rows, z_qn, bal, settings=FitSettings()):
+    """The flux and fit weights of spectra `rows`, float32 (n, 3841) each.
+
+    A pixel is usable where ivar is positive and finite and the flux finite;
+    elsewhere both are 0. The weights are ivar on usable pixels at rest
+    wavelengths (placed with z_qn) from forest_rest_max on, 0 elsewhere and
+    on BAL troughs (rows with `bal`: rest wavelengths from BAL_LINES x
+    Doppler(-bal_kms) up to each line).
+    """
+    flux = np.take(flux, rows, axis=0).astype(np.float32, copy=False)
+    weight = np.take(ivar, rows, axis=0).astype(np.float32, copy=False)
+    unusable = ~((weight > 0) & (weight < np.inf) & np.isfinite(flux))
+    np.copyto(flux, 0.0, where=unusable)
+    np.copyto(weight, 0.0, where=unusable)
+    for row, end in enumerate(forest_end(z_qn, settings).tolist()):
+        weight[row, :end] = 0.0
+    wave = observed_wavelengths()
+    beta = settings.bal_kms / SPEED_OF_LIGHT_KMS
+    blue_edge = np.sqrt((1 - beta) / (1 + beta))
+    for row in np.flatnonzero(bal):
         for line in BAL_LINES:
-            trough |= (rest[bal] >= line * blue_edge) & (rest[bal] <= line)
-        weight[bal] = np.where(trough, 0.0, weight[bal])
-    return weight
+            observed = line * (1.0 + z_qn[row])
+            weight[row, np.searchsorted(wave, observed * blue_edge):np.searchsorted(wave, observed, "right")] = 0.0
+    return flux, weight
 
 
-def fit_template(flux, weight, z_qn, template, settings=FitSettings()):
-    """Fit one template to every spectrum, in a window around z_qn clipped to the template's range.
+def forest_end(z_qn, settings=FitSettings()):
+    """int (n,): the first pixel at rest wavelengths (placed with z_qn) from forest_rest_max on."""
+    return np.searchsorted(observed_wavelengths(), settings.forest_rest_max * (1.0 + np.asarray(z_qn)))
+
+
+@functools.lru_cache(maxsize=1)
+def observed_wavelengths():
+    """Wavelengths (A) of the MgII grid's pixels, float64 (3841,)."""
+    return 10.0 ** grids.mgii_loglam()
+
+
+def fit_templates(flux, weight, z_qn, which, templates, settings=FitSettings()):
+    """Fit a template to each spectrum, in a window around z_qn clipped to the template's range.
 
     Parameters
     ----------
-    flux : ndarray (n, 3841); weight : float32 (n, 3841) from `usable_weight`
-    z_qn : float64 (n,), inside [template.zmin, template.zmax]
-    template : RestTemplate; settings : FitSettings
+    flux, weight : float32 (n, 3841) from `usable_spectra`; weight is set to 0 outside what each template
+        covers, in place
+    z_qn : float64 (n,), inside the spectrum's template's [zmin, zmax]
+    which : int (n,), the template of each fit, its index in `templates`
+    templates : sequence of RestTemplate (the same number of eigenspectra in each); settings : FitSettings
 
     Returns
     -------
     dict of (n,) arrays, as `fit_redshifts` (without TEMPLATE); CHI2 is inf
     where no fit was made.
     """
-    flux = np.where(weight > 0, flux, 0.0).astype(np.float32)
     n, npix = flux.shape
-    window = _Window.around(z_qn, template, settings)
-    weight = weight * window.coverage(npix, template, settings.coarse_factor)
-    npix_fit = (weight > 0).sum(axis=1).astype(np.int32)
+    window = _Window.around(z_qn, which, templates, settings)
+    low, high = window.coverage(settings.coarse_factor)
+    low = np.clip(np.maximum(low, forest_end(z_qn, settings)), 0, npix)
+    high = np.clip(high, low, npix)
+    for row, (lo, hi) in enumerate(zip(low.tolist(), high.tolist())):
+        weight[row, :lo] = 0.0
+        weight[row, hi:] = 0.0
+    npix_fit = np.count_nonzero(weight, axis=1).astype(np.int32)
     warning = np.where(npix_fit == 0, ZWarning.NO_DATA,
                        np.where(npix_fit < settings.min_pixels, ZWarning.FEW_PIXELS, 0)).astype(np.int32)
     out = {"Z_FIT": np.full(n, -1.0), "ZERR": np.full(n, -1.0), "ZWARNING": warning,
            "DELTACHI2": np.zeros(n, np.float32), "CHI2": np.full(n, np.inf), "NPIX": npix_fit}
     rows = np.flatnonzero(warning == 0)
     if rows.size:
-        scan = _scan_window(flux[rows], weight[rows], window.take(rows), template, settings)
-        for name, values in scan.items():
+        if rows.size < n:
+            flux, weight, window, low, high = flux[rows], weight[rows], window.take(rows), low[rows], high[rows]
+        for name, values in _scan_window(flux, weight, (low, high), window, templates, settings).items():
             out[name][rows] = values
     return out
 
 
 @dataclass(frozen=True)
 class _Window:
-    """Search windows of n spectra: whole shifts first..last (inclusive, int (n,) each)."""
+    """Search windows of n fits: whole shifts first..last (inclusive); the fit's template (which, its index)
+    and that template's rest pixels kmin .. kmin + nrest; int (n,) each."""
 
     first: np.ndarray
     last: np.ndarray
+    which: np.ndarray
+    kmin: np.ndarray
+    nrest: np.ndarray
 
     @classmethod
-    def around(cls, z_qn, template, settings):
+    def around(cls, z_qn, which, templates, settings):
         half = int(round(settings.window_kms / PIXEL_KMS))
         centre = np.rint(shift_of_redshift(z_qn)).astype(np.int64)
-        lowest, highest = template.shift_range()
-        return cls(np.clip(centre - half, lowest, highest), np.clip(centre + half, lowest, highest))
+        lowest, highest = np.array([t.shift_range() for t in templates]).T[:, which]
+        kmin, nrest = np.array([(t.kmin, t.nrest) for t in templates]).T[:, which]
+        return cls(np.clip(centre - half, lowest, highest), np.clip(centre + half, lowest, highest), which, kmin,
+                   nrest)
 
     def take(self, rows):
-        return _Window(self.first[rows], self.last[rows])
+        return _Window(self.first[rows], self.last[rows], self.which[rows], self.kmin[rows], self.nrest[rows])
 
-    def coverage(self, npix, template, margin):
-        """Observed pixels (n, npix) the template covers at every shift of the window, `margin` pixels inside."""
-        pixel = np.arange(npix)[None, :]
-        low = (self.last + template.kmin + margin)[:, None]
-        high = (self.first + template.kmin + template.nrest - margin)[:, None]
-        return (pixel >= low) & (pixel < high)
+    def coverage(self, margin):
+        """Observed pixels [low, high) the template covers at every shift of the window, `margin` pixels
+        inside: int (n,) each."""
+        return self.last + self.kmin + margin, self.first + self.kmin + self.nrest - margin
 
 
-def _scan_window(flux, weight, window, template, settings):
-    """Coarse scan, fine scans of the two best minima, parabola: the fit columns of usable spectra."""
+def _scan_window(flux, weight, spans, window, templates, settings):
+    """Coarse scan, fine scans of the two best minima, parabola: the fit columns of usable spectra (weights 0
+    outside pixels spans = (lo, hi), int (n,) each)."""
     factor = settings.coarse_factor
     exclusion = settings.exclusion_kms / PIXEL_KMS
-    coarse_shift, coarse_chi2 = _coarse_scan(flux, weight, window, template, settings)
+    coarse_shift, coarse_chi2 = _coarse_scan(flux, weight, (spans[0] // factor, -(-spans[1] // factor)), window,
+                                             templates, settings)
     candidates = _candidate_shifts(coarse_shift, coarse_chi2, exclusion)
     half = factor // 2 + 2
     rows = np.repeat(np.arange(len(flux)), 2)
     shifts = candidates.reshape(-1, 1) - half + np.arange(2 * half + 1)
-    chi2, coeff = scan_chi2(flux[rows], weight[rows], shifts[:, 0] + template.kmin, 2 * half + 1,
-                            template.basis, settings.npoly)
+    chi2, amplitude = scan_chi2(flux, weight, shifts[:, 0] + window.kmin[rows], 2 * half + 1,
+                                [scan_kernels(t, factor)[1] for t in templates], settings.npoly, rows,
+                                window.which[rows], spans)
     inside = (shifts >= window.first[rows, None]) & (shifts <= window.last[rows, None])
     chi2 = np.where(inside & np.isfinite(chi2), chi2, np.inf)
-    return _refine(shifts.reshape(len(flux), -1), chi2.reshape(len(flux), -1),
-                   coeff.reshape(len(flux), -1, coeff.shape[-1]), window, exclusion, 2 * half + 1, settings)
+    return _refine(shifts.reshape(len(flux), -1), chi2.reshape(len(flux), -1), amplitude.reshape(len(flux), -1),
+                   window, exclusion, 2 * half + 1, settings)
 
 
-def _coarse_scan(flux, weight, window, template, settings):
-    """Shifts (n, nlag) int and chi2 (n, nlag) (inf outside the window) of the binned scan."""
+def _coarse_scan(flux, weight, spans, window, templates, settings):
+    """Shifts (n, nlag) int and chi2 (n, nlag) (inf outside the window) of the binned scan (binned weights 0
+    outside bins spans = (lo, hi), int (n,) each)."""
     factor = settings.coarse_factor
     binned_weight = bin_sum(weight, factor)
     binned_flux = np.divide(bin_sum(weight * flux, factor), binned_weight,
                             out=np.zeros_like(binned_weight), where=binned_weight > 0)
-    basis, kmin = bin_mean_rest(template.basis, template.kmin, factor)
-    products, pairs = product_kernels(template.basis)
-    products = bin_mean_rest(products, template.kmin, factor)[0]
     first = -(-window.first // factor)
     nlag = int(np.max(window.last // factor - first)) + 1
-    chi2, _ = scan_chi2(binned_flux, binned_weight, first + kmin, nlag, basis, settings.npoly, (products, pairs))
+    chi2, _ = scan_chi2(binned_flux, binned_weight, first + window.kmin // factor, nlag,
+                        [scan_kernels(t, factor)[0] for t in templates], settings.npoly, kernel=window.which,
+                        spans=spans)
     shift = (first[:, None] + np.arange(nlag)) * factor
     inside = shift <= window.last[:, None]
     return shift, np.where(inside & np.isfinite(chi2), chi2, np.inf)
 
 
+@functools.lru_cache(maxsize=8)
+def scan_kernels(template, factor):
+    """(coarse, fine) ScanKernels of a template, made once per process: the coarse ones are the eigenspectra
+    and their full-resolution products averaged over rest bins of `factor` pixels (`bin_mean_rest`, first
+    bin template.kmin // factor), the fine ones the template's own."""
+    fine = ScanKernels(template.basis)
+    coarse = ScanKernels(bin_mean_rest(template.basis, template.kmin, factor)[0],
+                         bin_mean_rest(fine.products, template.kmin, factor)[0])
+    return coarse, fine
+
+
 def bin_sum(values, factor):
-    """Sums over consecutive groups of `factor` pixels: (n, npix) -> (n, ceil(npix / factor))."""
+    """Sums over consecutive groups of `factor` pixels (the last group may be shorter): (n, npix) ->
+    (n, ceil(npix / factor)), of the dtype of `values` (float32 or float64)."""
     n, npix = values.shape
-    padded = np.zeros((n, -(-npix // factor) * factor), values.dtype)
-    padded[:, :npix] = values
-    return padded.reshape(n, -1, factor).sum(axis=2)
+    whole = npix // factor
+    out = np.empty((n, -(-npix // factor)), values.dtype)
+    out[:, :whole] = values[:, :whole * factor].reshape(n, whole, factor) @ np.ones(factor, values.dtype)
+    if out.shape[1] > whole:
+        out[:, whole] = values[:, whole * factor:].sum(axis=1)
+    return out
 
 
 def bin_mean_rest(kernels, kmin, factor):
@@ -277,11 +328,11 @@ def _candidate_shifts(shift, chi2, exclusion):
     return np.stack([shift[np.arange(n), best], shift[np.arange(n), second]], axis=1)
 
 
-def _refine(shift, chi2, coeff, window, exclusion, nlag, settings):
+def _refine(shift, chi2, amplitude, window, exclusion, nlag, settings):
     """Best fine shift, parabola, DELTACHI2 and warnings from pooled fine scans.
 
     shift, chi2 : (n, m) whole shifts and chi2 of both fine scans side by side (nlag each);
-    coeff : (n, m, nbasis + npoly).
+    amplitude : (n, m), of the first eigenspectrum.
     """
     n = len(chi2)
     rows = np.arange(n)
@@ -308,7 +359,7 @@ def _refine(shift, chi2, coeff, window, exclusion, nlag, settings):
     warning[edge] |= ZWarning.WINDOW_EDGE
     warning[~measured & ~edge] |= ZWarning.FIT_FAILED
     warning[~(deltachi2 >= settings.min_deltachi2)] |= ZWarning.SMALL_DELTA_CHI2
-    warning[~(coeff[rows, best, 0] > 0)] |= ZWarning.NEGATIVE_AMPLITUDE
+    warning[~(amplitude[rows, best] > 0)] |= ZWarning.NEGATIVE_AMPLITUDE
     good = measured & np.isfinite(z)
     return {"Z_FIT": np.where(good, z, -1.0), "ZERR": np.where(good, zerr, -1.0), "ZWARNING": warning,
             "DELTACHI2": np.where(np.isfinite(deltachi2), deltachi2, 0.0).astype(np.float32),

@@ -26,9 +26,9 @@ TEMPLATE_NAMES = ("LOZ", "HIZ")
 PIXEL_KMS = SPEED_OF_LIGHT_KMS * np.log(10.0) * grids.MGII_DLOGLAM
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RestTemplate:
-    """Eigenspectra on the rest-frame grid.
+    """Eigenspectra on the rest-frame grid (equal and hashed by identity, so that kernels made from it can be cached).
 
     name : 'LOZ' or 'HIZ'
     basis : float64 (nbasis, nrest), arbitrary flux units; pixel m at rest pixel kmin + m

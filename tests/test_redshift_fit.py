@@ -10,7 +10,7 @@ from qsopipe.pipeline import grids
 from qsopipe.pipeline.parquet_io import fixed_size_list
 from qsopipe.stages.quasarnet import QNFlag
 from qsopipe.stages.redshift_fit import ZFIT_COLUMNS, FitSettings, ZWarning, fit_plate, fit_redshifts
-from qsopipe.stages.redshift_scan import legendre_basis, scan_chi2
+from qsopipe.stages.redshift_scan import ScanKernels, legendre_basis, scan_chi2
 from qsopipe.stages.redshift_templates import (
     TEMPLATE_FILE, load_templates, redshift_of_shift, shift_of_redshift)
 
@@ -46,7 +46,7 @@ def test_scan_chi2_matches_a_direct_least_squares_fit():
     basis = rng.normal(size=(3, nk))
     flux, weight = rng.normal(size=(nrow, npix)), rng.uniform(0.5, 2.0, size=(nrow, npix))
     starts = rng.integers(-50, 450, size=nrow)
-    chi2, coeff = scan_chi2(flux, weight, starts, nlag, basis, npoly)
+    chi2, amplitude = scan_chi2(flux, weight, starts, nlag, [ScanKernels(basis)], npoly)
     poly = legendre_basis(npix, npoly)
     for row in range(nrow):
         for lag in range(nlag):
@@ -57,9 +57,25 @@ def test_scan_chi2_matches_a_direct_least_squares_fit():
             design = np.vstack([shifted, poly]).T * np.sqrt(weight[row])[:, None]
             best, *_ = np.linalg.lstsq(design, flux[row] * np.sqrt(weight[row]), rcond=None)
             # float32 correlations: a relative error of ~1e-7 of the sums they make
-            assert coeff[row, lag] == pytest.approx(best, rel=1e-5, abs=1e-6)
+            assert amplitude[row, lag] == pytest.approx(best[0], rel=1e-5, abs=1e-6)
             assert chi2[row, lag] == pytest.approx(np.sum((design @ best - flux[row] * np.sqrt(weight[row])) ** 2),
                                                    rel=1e-6)
+
+
+def test_scan_chi2_rows_share_spectra_and_mix_templates():
+    rng = np.random.default_rng(2)
+    npix, nlag, npoly = 300, 5, 3
+    kernels = [ScanKernels(rng.normal(size=(3, nk))) for nk in (500, 700)]
+    flux, weight = rng.normal(size=(3, npix)), rng.uniform(0.5, 2.0, size=(3, npix))
+    source, kernel = np.array([0, 0, 1, 2, 2, 1]), np.array([0, 1, 1, 0, 1, 0])
+    starts = rng.integers(-50, 300, size=len(source))
+    chi2, amplitude = scan_chi2(flux, weight, starts, nlag, kernels, npoly, source, kernel)
+    for row in range(len(source)):
+        alone = scan_chi2(flux[source[row]][None], weight[source[row]][None], starts[row:row + 1], nlag,
+                          [kernels[kernel[row]]], npoly)
+        # the same sums in float32, blocked differently
+        assert chi2[row] == pytest.approx(alone[0][0], rel=1e-6)
+        assert amplitude[row] == pytest.approx(alone[1][0], rel=1e-5, abs=1e-6)
 
 
 @pytest.mark.parametrize("redshifts, template_index", [
