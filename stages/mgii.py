@@ -247,7 +247,8 @@ def measure_absorbers(flux, ivar, z_qso, criteria):
         return [], np.zeros(0, PATH_DTYPE)
     wave_min, wave_max, _ = search_path(z_qso)
     gap = _observed_span(CIV_GAP_REST, z_qso)[:2]
-    found, path = search_doublets(flux, ivar, wave_min, wave_max, running_continuum(flux, ivar), criteria, gap)
+    found, path = search_doublets(flux, ivar, wave_min, wave_max, running_continuum(flux, ivar), criteria, gap,
+                                  z_qso)
     flat, owner = _flatten(found)
     lya_civ = (absorber_regions(flat["Z_ABS"], np.asarray(z_qso, np.float64)[owner]) & MgIIRegion.LYA_CIV) != 0
     keep = ~lya_civ | ((flat["SNR_2796"] >= LYA_CIV_MIN_SNR[0]) & (flat["SNR_2803"] >= LYA_CIV_MIN_SNR[1]))

@@ -42,6 +42,7 @@ from qsopipe.pipeline.constants import (
     SIIV_1394, SIIV_1403, SPEED_OF_LIGHT_KMS,
 )
 from qsopipe.pipeline.grids import MGII_DLOGLAM, MGII_NPIX, mgii_loglam
+from qsopipe.stages.mgii_regions import PROXIMATE_KMS
 
 #: Lines an MgII absorber may show besides the doublet, rest A: FeII 2600-2344, MgI 2853, CIV.
 COMPANION_LINES = tuple(rest for rest, _ in MGII_SYSTEM_FEII_LINES) + (FEII_2374, MGI_2853, CIV_1548, CIV_1550)
@@ -628,7 +629,7 @@ def _coincides(z_candidate, z_found, tolerance_kms):
     return bool(np.any(np.abs(np.log(candidate[:, None] / others[None])) * SPEED_OF_LIGHT_KMS < tolerance_kms))
 
 
-def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=None):
+def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=None, z_qso=None):
     """All MgII doublets with both lines inside [wave_min[i], wave_max[i]] (observed A) of each spectrum,
     and outside its gap, and the path searched.
 
@@ -647,6 +648,8 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
     criteria : DoubletCriteria
     gap : (gap_min, gap_max) float (n,) each, observed A, where neither line may lie; None: no gap (and
         no CIV fit)
+    z_qso : float (n,), emission redshifts: another ion's system of a veto lies at most PROXIMATE_KMS red
+        of it (`system_z_max`); None: at any redshift
 
     Returns
     -------
@@ -686,7 +689,8 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
         test = np.flatnonzero(ok & (WAVE[peaks] < gap_max[rows, 0]))
         ok[test] = ~civ_fits_better(flux, ivar, continuum, rows[test], peaks[test], first_pixel[test],
                                     fits["CHI2"][test], fits["EW_2796"][test], criteria.max_iterations)
-    ok[ok] = ~metal_line_veto(depth, weight, rows[ok], fits["Z_ABS"][ok], criteria.veto_snr)
+    z_max = np.full(rows.size, np.inf) if z_qso is None else system_z_max(np.asarray(z_qso, np.float64)[rows])
+    ok[ok] = ~metal_line_veto(depth, weight, rows[ok], fits["Z_ABS"][ok], criteria.veto_snr, z_max[ok])
     accepted = {}
     for index in np.flatnonzero(ok)[np.lexsort((-fits["SNR_2796"][ok], rows[ok]))]:
         found = accepted.setdefault(rows[index], [])
@@ -753,7 +757,13 @@ def searched_path(usable, amplitude_error):
     return path
 
 
-def metal_line_veto(depth, weight, rows, z_abs, veto_snr):
+def system_z_max(z_qso):
+    """Highest redshift of an absorber on sightlines at z_qso (array): PROXIMATE_KMS red of the quasar
+    (associated absorbers in front of an outflow or infall, and the quasar's redshift error); same shape."""
+    return (1.0 + np.asarray(z_qso, np.float64)) * (1.0 + PROXIMATE_KMS / SPEED_OF_LIGHT_KMS) - 1.0
+
+
+def metal_line_veto(depth, weight, rows, z_abs, veto_snr, z_max):
     """True where a line of another ion's absorber at another redshift sits on a candidate's 2796 or 2803 line.
 
     Each candidate line is taken in turn as one line of a CIV or SiIV
@@ -769,14 +779,16 @@ def metal_line_veto(depth, weight, rows, z_abs, veto_snr):
     template lines come within VETO_EXCLUSION_PIX + VETO_REACH_PIX of a
     line of the candidate's own system, or of another candidate's on the
     same spectrum, or that falls off the grid, tests nothing (`_civ_better`
-    covers CIV on the doublet itself); pixels where weight is 0 (the
-    forest) add nothing.
+    covers CIV on the doublet itself), nor does one whose system would lie
+    beyond z_max, behind the quasar; pixels where weight is 0 (the forest)
+    add nothing.
 
     Parameters
     ----------
     depth, weight : ndarray (n, npix), as for doublet_matched_filter
     rows : int (k,), spectrum of each candidate; z_abs : float (k,)
     veto_snr : float
+    z_max : float (k,), the highest redshift of an absorber on each candidate's sightline (`system_z_max`)
 
     Returns
     -------
@@ -794,13 +806,13 @@ def metal_line_veto(depth, weight, rows, z_abs, veto_snr):
         for ion, partner in ION_DOUBLETS:
             stronger = (ion, partner) in ((CIV_1550, CIV_1548), (SIIV_1403, SIIV_1394))
             usable, snr, found_depth = _test_at(depth, weight, rows, _pixel(observed * partner / ion), (0.0,),
-                                                single, own)
+                                                single, own, observed / ion - 1.0 <= z_max)
             needed = np.where(stronger, 1.0, 0.5) * line_depth[usable]
             error = found_depth / np.where(snr != 0, snr, np.inf)
             vetoed[usable] |= (snr >= veto_snr) & (found_depth + 2 * error >= needed)
         for ion in CIV_SYSTEM_LINES:
             usable, snr, found_depth = _test_at(depth, weight, rows, _pixel(observed * CIV_1548 / ion),
-                                                (0.0, CIV_SEPARATION_PIX), civ, own)
+                                                (0.0, CIV_SEPARATION_PIX), civ, own, observed / ion - 1.0 <= z_max)
             error = found_depth / np.where(snr != 0, snr, np.inf)
             vetoed[usable] |= (snr >= veto_snr) & (found_depth + 2 * error >= line_depth[usable])
     return vetoed
@@ -830,16 +842,16 @@ def _line_filter_at(depth, weight, rows, position, template):
     return snr[np.arange(rows.size), best], amplitude[np.arange(rows.size), best]
 
 
-def _test_at(depth, weight, rows, position, line_offsets, template, own):
+def _test_at(depth, weight, rows, position, line_offsets, template, own, allowed):
     """One veto test: which candidates it applies to (bool (k,)), and there the S/N and depth (`_line_filter_at`).
 
-    It applies where the template's lines (line_offsets, pixels from
-    position) stay more than VETO_EXCLUSION_PIX + VETO_REACH_PIX from every
-    pixel in own (k, m; NaN = none) and the test is on the grid.
+    It applies where allowed (bool (k,)), the template's lines (line_offsets,
+    pixels from position) stay more than VETO_EXCLUSION_PIX + VETO_REACH_PIX
+    from every pixel in own (k, m; NaN = none) and the test is on the grid.
     """
     template_lines = position[:, None] + np.asarray(line_offsets)
     distance = np.nanmin(np.abs(template_lines[:, :, None] - own[:, None, :]), axis=(1, 2))
-    usable = (distance > VETO_EXCLUSION_PIX + VETO_REACH_PIX)
+    usable = allowed & (distance > VETO_EXCLUSION_PIX + VETO_REACH_PIX)
     usable &= (position >= VETO_REACH_PIX) & (position < depth.shape[1] - VETO_REACH_PIX - 1)
     snr, found_depth = _line_filter_at(depth, weight, rows[usable], position[usable], template)
     return usable, snr, found_depth

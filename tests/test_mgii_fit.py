@@ -243,6 +243,21 @@ def test_a_line_of_a_civ_or_siiv_system_under_a_candidate_vetoes_it(system):
     assert len(find_absorbers(flux, ivar, *window, CRITERIA)) == 0
 
 
+@pytest.mark.parametrize("system", ["civ", "siiv"])
+def test_a_system_behind_the_quasar_vetoes_nothing(system):
+    """The same CIV or SiIV system at z 2.3 vetoes the pair on a quasar at z 2.35, not on one at z 2.2."""
+    z_system = 2.3
+    z_fake, pair = _line_pair_at(SIII_1526 if system == "civ" else SIIV_1394, z_system)
+    lines = ([(CIV_1548, z_system, 1.2), (CIV_1550, z_system, 0.8)] if system == "civ"
+             else [(SIIV_1403, z_system, 0.7)])
+    flux, ivar, _ = _spectrum([], snr=30, seed=21, other_lines=pair + lines)
+    continuum = running_continuum(flux[None], ivar[None])
+    for z_qso, expected in ((2.2, [z_fake]), (2.35, [])):
+        found, _ = search_doublets(flux[None], ivar[None], [1250 * 3.6], [2770 * 3.6], continuum, CRITERIA,
+                                   z_qso=[z_qso])
+        assert found[0]["Z_ABS"] == pytest.approx(expected, abs=5e-4), z_qso
+
+
 def test_a_real_doublet_beside_a_civ_system_is_kept():
     """A CIV system whose CIV is much weaker than the MgII line it would explain does not veto it."""
     z_abs, z_system = 1.3, (MGII_2796 * 2.3 / SIII_1526) - 1
