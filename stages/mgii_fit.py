@@ -134,6 +134,15 @@ class DoubletCriteria:
         accepted absorber is that line, not a new doublet.
     veto_snr: S/N at which a line of another ion's system (`metal_line_veto`)
         vetoes a candidate.
+    lya_civ_min_snr, lya_civ_max_sigma_kms: between Lyman-alpha and CIV
+        emission (blue of the CIV gap), where CIV systems' lines crowd the
+        spectrum, a doublet also needs SNR_2796 and SNR_2803 of at least
+        lya_civ_min_snr and a line sigma of at most lya_civ_max_sigma_kms:
+        a broader doublet's lines blend over more than the 270 km/s by which
+        the MgII and CIV separations differ, so that a CIV fit
+        (`civ_fits_better`) no longer tells the two apart, and blends of CIV
+        components and the edges of quasar emission lines make such dips
+        (models/weights/mgii.md).
     max_iterations: Levenberg-Marquardt iterations of each fit, at most.
     """
 
@@ -147,6 +156,8 @@ class DoubletCriteria:
     sigma_range_kms: tuple = (20.0, 320.0)
     coincidence_kms: float = 150.0
     veto_snr: float = 4.0
+    lya_civ_min_snr: tuple = (3.0, 2.5)
+    lya_civ_max_sigma_kms: float = 200.0
     max_iterations: int = 20
 
 
@@ -614,6 +625,15 @@ def accepted_doublets(fits, criteria):
     return ok
 
 
+def accepted_blue_of_civ(fits, criteria):
+    """Which fits (dict of (k,) arrays from fit_doublets) pass the further criteria between Lyman-alpha and
+    CIV emission: SNR_2796 and SNR_2803 of at least criteria.lya_civ_min_snr and SIGMA_KMS of at most
+    criteria.lya_civ_max_sigma_kms; bool (k,)."""
+    min_2796, min_2803 = criteria.lya_civ_min_snr
+    return ((fits["SNR_2796"] >= min_2796) & (fits["SNR_2803"] >= min_2803)
+            & (fits["SIGMA_KMS"] <= criteria.lya_civ_max_sigma_kms))
+
+
 def _lines_of(z_abs):
     """Observed wavelengths (A) of the lines of MgII absorbers at z_abs (m,): (m, 2 + len(COMPANION_LINES))."""
     rest = np.array((MGII_2796, MGII_2803) + COMPANION_LINES)
@@ -638,8 +658,9 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
     vetoes.
     A candidate is dropped when a CIV template explains its lines better
     (`_civ_better`; and, blue of the gap's red end, where CIV absorbers lie,
-    a CIV doublet fit: `civ_fits_better`) or a line of another ion's system
-    sits on one of them (`metal_line_veto`).
+    a CIV doublet fit: `civ_fits_better`, and the stricter criteria of
+    `accepted_blue_of_civ`) or a line of another ion's system sits on one
+    of them (`metal_line_veto`).
 
     Parameters
     ----------
@@ -686,7 +707,9 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
                         first_pixel=first_pixel)
     ok = accepted_doublets(fits, criteria) & ~_civ_better(snr, depth, weight, rows, peaks)
     if gap is not None:
-        test = np.flatnonzero(ok & (WAVE[peaks] < gap_max[rows, 0]))
+        blue = WAVE[peaks] < gap_max[rows, 0]
+        ok &= ~blue | accepted_blue_of_civ(fits, criteria)
+        test = np.flatnonzero(ok & blue)
         ok[test] = ~civ_fits_better(flux, ivar, continuum, rows[test], peaks[test], first_pixel[test],
                                     fits["CHI2"][test], fits["EW_2796"][test], criteria.max_iterations)
     z_max = np.full(rows.size, np.inf) if z_qso is None else system_z_max(np.asarray(z_qso, np.float64)[rows])

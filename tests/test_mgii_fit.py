@@ -282,6 +282,17 @@ def test_the_civ_doublet_fit_tells_civ_from_mgii(ion):
     assert better.tolist() == [ion == "civ"]
 
 
+@pytest.mark.parametrize("fwhm_rest, rest, kept", [(5.5, 1450, False), (2.0, 1450, True), (5.5, 2000, True)])
+def test_a_broad_doublet_between_lyman_alpha_and_civ_is_dropped(fwhm_rest, rest, kept):
+    """Blue of the CIV gap a doublet of line sigma 250 km/s (rest FWHM 5.5 A) is no absorber; a narrow one
+    there is, and so is the broad one red of the gap."""
+    z = rest * 3.3 / MGII_2796 - 1
+    flux, ivar, continuum = _spectrum([(z, 3.0, 2.5)], snr=30, seed=25, fwhm_rest=fwhm_rest)
+    found, _ = search_doublets(flux[None], ivar[None], [1250 * 3.3], [2770 * 3.3], continuum[None], CRITERIA,
+                               gap=([1522 * 3.3], [1565 * 3.3]))
+    assert found[0]["Z_ABS"] == pytest.approx([z] if kept else [], abs=5e-4)
+
+
 def test_the_path_leaves_out_the_gap_and_masked_pixels():
     flux, ivar, continuum = _spectrum([], snr=30, seed=24)
     window = [1250 * 3.3], [2770 * 3.3]
