@@ -124,7 +124,10 @@ class DoubletCriteria:
     min_snr_doublet: fitted EW_2796 + EW_2803 over its error (the joint
         detection; a saturated doublet splits its S/N between the lines).
     min_snr_2796, min_snr_2803: fitted rest EW over its error, each line
-        (both lines must be there: no single line passes).
+        (both lines must be there: no single line passes). A lone line
+        with noise at the 2803 position passes the ratio test at low S/N
+        (EW_2803's error then spans the optically thin ratio), so 2803 must
+        itself be a 2-sigma line.
     ratio_range, ratio_tolerance: EW_2796/EW_2803 must lie in ratio_range
         (1 optically thick, 2 thin) within ratio_tolerance sigma.
     sigma_range_kms: accepted fitted line sigma, km/s: the narrowest
@@ -150,7 +153,7 @@ class DoubletCriteria:
     detect_snr: float = 4.5
     min_snr_doublet: float = 3.0
     min_snr_2796: float = 2.0
-    min_snr_2803: float = 1.5
+    min_snr_2803: float = 2.0
     ratio_range: tuple = (1.0, 2.0)
     ratio_tolerance: float = 2.0
     sigma_range_kms: tuple = (20.0, 320.0)
