@@ -82,7 +82,8 @@ CONVERGED_DCHI2 = 1e-4
 #: Starting line width sigma of a fit, km/s.
 SIGMA_GUESS_KMS = 80.0
 #: Doublets of other ions whose partner line lies clear of an MgII candidate's own lines: (line, partner)
-#: in rest A, each way round (CIV's partner would sit within VETO_EXCLUSION_PIX; `civ_fits_better` covers CIV).
+#: in rest A, each way round (CIV's partner would sit within VETO_EXCLUSION_PIX; `civ_fits_better` covers CIV);
+#: a SiIV doublet vetoes only where its CIV is not missing (`_civ_missing`).
 ION_DOUBLETS = ((SIIV_1394, SIIV_1403), (SIIV_1403, SIIV_1394))
 #: Lines of CIV systems besides CIV, rest A: a candidate line on one of them, with the CIV doublet there, is vetoed.
 CIV_SYSTEM_LINES = (SIIV_1394, SIIV_1403, SIII_1526, ALII_1670)
@@ -792,22 +793,14 @@ def system_z_max(z_qso):
 def metal_line_veto(depth, weight, rows, z_abs, veto_snr, z_max):
     """True where a line of another ion's absorber at another redshift sits on a candidate's 2796 or 2803 line.
 
-    Each candidate line is taken in turn as one line of a CIV or SiIV
-    doublet (ION_DOUBLETS): the partner line vetoes when its single-line
-    S/N reaches veto_snr and its depth is what the doublet asks, at least
-    half the candidate line's when the partner is the weaker line, at least
-    all of it when it is the stronger (both within two sigma). Each is also
-    taken as a line of a CIV system (CIV_SYSTEM_LINES): the CIV doublet
-    vetoes when its S/N there reaches veto_snr and its 1548 line is at
-    least as deep as the candidate line (CIV is the system's strongest
-    line), within two sigma. Each test takes the
-    largest value within VETO_REACH_PIX of its position. A test whose
-    template lines come within VETO_EXCLUSION_PIX + VETO_REACH_PIX of a
-    line of the candidate's own system, or of another candidate's on the
-    same spectrum, or that falls off the grid, tests nothing (`_civ_better`
-    covers CIV on the doublet itself), nor does one whose system would lie
-    beyond z_max, behind the quasar; pixels where weight is 0 (the forest)
-    add nothing.
+    Each candidate line is taken in turn as one line of a SiIV doublet
+    (`_partner_veto`) and as a line of a CIV system (`_civ_system_veto`).
+    A test whose template lines come within VETO_EXCLUSION_PIX +
+    VETO_REACH_PIX of a line of the candidate's own system, or of another
+    candidate's on the same spectrum, or that falls off the grid, tests
+    nothing (`_civ_better` covers CIV on the doublet itself), nor does one
+    whose system would lie beyond z_max, behind the quasar; pixels where
+    weight is 0 (the forest) add nothing.
 
     Parameters
     ----------
@@ -824,24 +817,82 @@ def metal_line_veto(depth, weight, rows, z_abs, veto_snr, z_max):
     z_abs = np.asarray(z_abs, np.float64)
     own = _system_lines_by_spectrum(rows, z_abs)
     single = line_template(((0.0, 1.0),))
-    civ = doublet_template(CIV_SEPARATION_PIX, FILTER_SIGMA_PIX, CIV_FILTER_RATIO)
     vetoed = np.zeros(z_abs.size, bool)
     for line in (MGII_2796, MGII_2803):
         observed = line * (1 + z_abs)
-        line_snr, line_depth = _line_filter_at(depth, weight, rows, _pixel(observed), single)
-        for ion, partner in ION_DOUBLETS:
-            stronger = (ion, partner) in ((CIV_1550, CIV_1548), (SIIV_1403, SIIV_1394))
-            usable, snr, found_depth = _test_at(depth, weight, rows, _pixel(observed * partner / ion), (0.0,),
-                                                single, own, observed / ion - 1.0 <= z_max)
-            needed = np.where(stronger, 1.0, 0.5) * line_depth[usable]
-            error = found_depth / np.where(snr != 0, snr, np.inf)
-            vetoed[usable] |= (snr >= veto_snr) & (found_depth + 2 * error >= needed)
+        _, line_depth = _line_filter_at(depth, weight, rows, _pixel(observed), single)
+        for doublet in ION_DOUBLETS:
+            vetoed |= _partner_veto(depth, weight, rows, observed, line_depth, doublet, own, veto_snr, z_max)
         for ion in CIV_SYSTEM_LINES:
-            usable, snr, found_depth = _test_at(depth, weight, rows, _pixel(observed * CIV_1548 / ion),
-                                                (0.0, CIV_SEPARATION_PIX), civ, own, observed / ion - 1.0 <= z_max)
-            error = found_depth / np.where(snr != 0, snr, np.inf)
-            vetoed[usable] |= (snr >= veto_snr) & (found_depth + 2 * error >= line_depth[usable])
+            vetoed |= _civ_system_veto(depth, weight, rows, observed / ion - 1.0, line_depth, own, veto_snr, z_max)
     return vetoed
+
+
+def _partner_veto(depth, weight, rows, observed, line_depth, doublet, own, veto_snr, z_max):
+    """The candidate line at observed (A, (k,)) of depth line_depth (k,), taken as the first line of the
+    doublet (line, partner) in rest A: True where the partner line is found and the system's CIV is not
+    missing (`_civ_missing`); bool (k,).
+
+    The partner is found when its single-line S/N reaches veto_snr and its
+    depth is what the doublet asks, at least half the candidate line's when
+    the partner is the weaker (redder) line, at least all of it when it is
+    the stronger (within two sigma). own: as for `_test_at`.
+    """
+    ion, partner = doublet
+    z_system = observed / ion - 1.0
+    usable, snr, found_depth = _test_at(depth, weight, rows, _pixel(observed * partner / ion), (0.0,),
+                                        line_template(((0.0, 1.0),)), own, z_system <= z_max)
+    needed = (1.0 if partner < ion else 0.5) * line_depth[usable]
+    error = found_depth / np.where(snr != 0, snr, np.inf)
+    found = np.zeros(rows.size, bool)
+    found[usable] = (snr >= veto_snr) & (found_depth + 2 * error >= needed)
+    found[found] &= ~_civ_missing(depth, weight, rows[found], z_system[found], own[found], veto_snr)
+    return found
+
+
+def _civ_system_veto(depth, weight, rows, z_system, line_depth, own, veto_snr, z_max):
+    """The candidate line of depth line_depth (k,) taken as a line of a CIV system at z_system (k,): True
+    where the CIV doublet there reaches S/N veto_snr and its 1548 line is at least as deep as the candidate
+    line (CIV is the system's strongest line), within two sigma; bool (k,). own: as for `_test_at`."""
+    usable, snr, found_depth = _test_at(depth, weight, rows, _pixel(CIV_1548 * (1 + z_system)),
+                                        (0.0, CIV_SEPARATION_PIX), _civ_template(), own, z_system <= z_max)
+    error = found_depth / np.where(snr != 0, snr, np.inf)
+    vetoed = np.zeros(rows.size, bool)
+    vetoed[usable] = (snr >= veto_snr) & (found_depth + 2 * error >= line_depth[usable])
+    return vetoed
+
+
+def _civ_missing(depth, weight, rows, z_system, own, veto_snr):
+    """True where the CIV doublet of a system at z_system (k,) could be seen but is not: its template on
+    pixels with data (MIN_TEMPLATE_COVERAGE), clear of the lines in own (as for `_test_at`), and its S/N
+    below veto_snr; bool (k,).
+
+    A SiIV absorber shows CIV as strong or stronger (carbon is about ten
+    times as abundant as silicon, and CIV is the dominant ion in the gas
+    that holds SiIV), so a SiIV doublet without CIV is a chance pair of
+    unrelated lines.
+    """
+    position = _pixel(CIV_1548 * (1 + z_system))
+    usable, snr, _ = _test_at(depth, weight, rows, position, (0.0, CIV_SEPARATION_PIX), _civ_template(), own,
+                              np.ones(rows.size, bool))
+    missing = np.zeros(rows.size, bool)
+    missing[usable] = _covered_at(weight, rows[usable], position[usable], _civ_template()) & (snr < veto_snr)
+    return missing
+
+
+def _covered_at(weight, rows, position, template):
+    """Whether pixels with weight > 0 hold MIN_TEMPLATE_COVERAGE of the template's (offsets, weights) sum
+    of squares with its origin at pixel round(position[k]) of spectrum rows[k]; bool (k,)."""
+    offsets, weights = template
+    pixels = np.round(position).astype(np.int64)[:, None] + offsets
+    on_grid = (pixels >= 0) & (pixels < weight.shape[1])
+    has_data = on_grid & (weight[rows[:, None], np.clip(pixels, 0, weight.shape[1] - 1)] > 0)
+    return _covered(np.sum(has_data * weights ** 2, axis=1), weights)
+
+
+def _civ_template():
+    """The CIV 1548/1550 doublet template of the vetoes: (offsets, weights), as `doublet_template`."""
+    return doublet_template(CIV_SEPARATION_PIX, FILTER_SIGMA_PIX, CIV_FILTER_RATIO)
 
 
 def _system_lines_by_spectrum(rows, z_abs):
