@@ -12,7 +12,7 @@ from qsopipe.stages.mgii_fit import (
     CIV_FILTER_RATIO, CIV_SEPARATION_PIX, DOUBLET_SEPARATION_PIX, FILTER_RATIO, FILTER_SIGMA_PIX,
     FIT_HALF_WIDTH_PIX, PIXEL_WIDTH, WAVE, DoubletCriteria, accepted_doublets, bridge_masked_pixels, civ_fits_better,
     doublet_filter_snr_at, doublet_matched_filter, doublet_profile, find_absorbers, fit_doublet, fit_doublets,
-    running_continuum, search_doublets, system_snr_at,
+    running_continuum, search_doublets, system_snr_at, with_continuum_error,
 )
 
 CRITERIA = DoubletCriteria()
@@ -40,6 +40,12 @@ def _spectrum(absorbers, snr=50.0, seed=0, fwhm_rest=1.7, other_lines=()):
     ivar = (snr / continuum) ** 2
     noise = np.random.default_rng(seed).normal(size=WAVE.size) / np.sqrt(ivar)
     return continuum * (1 - depth) + noise, ivar, continuum
+
+
+def test_the_continuum_error_adds_to_the_noise_in_quadrature():
+    """Noise 0.5 on a continuum of 20 with a 2% continuum error: sqrt(0.25 + 0.16); masked pixels stay masked."""
+    ivar = with_continuum_error(np.array([[4.0, 0.0]]), np.array([[20.0, 20.0]]), 0.02)
+    assert ivar[0, 0] == pytest.approx(1 / 0.41) and ivar[0, 1] == 0.0
 
 
 def test_profile_area_is_the_equivalent_width():
