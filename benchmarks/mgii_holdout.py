@@ -43,6 +43,9 @@ DIR/mgii_completeness_regions.png.
 
 Acceptance: accuracy >= 0.95, localised on IS_MGII_ABS = 1 sightlines >= 0.90, EW median ratio within 5%;
 per region purity >= 0.99 and completeness (EW_2796 >= 1 A, S/N >= 5) >= 0.90.
+
+--leave-out-bal scores only the sightlines of non-BAL quasars (truth BAL_FLAG_VI = 0), as the stage
+searches only quasars that QuasarNET does not call BAL (MgIIFlag.BAL); by default every quasar counts.
 """
 
 import argparse
@@ -251,6 +254,19 @@ def evaluate(sightlines, predictor, threshold, seed=1234):
     return metrics
 
 
+def non_bal(sim_dir, sightlines):
+    """Which sightlines (Sightlines of a simulator run) are of quasars without BAL troughs in truth (BAL_FLAG_VI
+    = 0); bool (n,)."""
+    import fitsio
+
+    from qsopipe.pipeline.ids import match_rows, target_id
+
+    truth = fitsio.read(Path(sim_dir) / "truth.fits", ext="TRUTH", columns=["PLATE", "MJD", "FIBERID", "BAL_FLAG_VI"])
+    row, _ = match_rows(target_id(sightlines.plate, sightlines.mjd, sightlines.fiberid),
+                        target_id(truth["PLATE"], truth["MJD"], truth["FIBERID"]))
+    return truth["BAL_FLAG_VI"][row] == 0
+
+
 def json_safe(value):
     """`value` with every NaN float replaced by None (strict JSON)."""
     if isinstance(value, dict):
@@ -317,14 +333,19 @@ def main():
     parser.add_argument("--model", required=True, help="trained MgII CNN, .keras")
     parser.add_argument("--out", required=True, help="directory for mgii_holdout.json and mgii_completeness.png")
     parser.add_argument("--threshold", type=float, default=defaults()["mgii_threshold"])
+    parser.add_argument("--leave-out-bal", action="store_true",
+                        help="score only sightlines of quasars without BAL troughs (truth BAL_FLAG_VI = 0)")
     args = parser.parse_args()
 
     from qsopipe.models.mgii import load_predictor
 
-    metrics = evaluate(read_sim_sightlines(args.sim), load_predictor(args.model), args.threshold)
+    sightlines = read_sim_sightlines(args.sim)
+    if args.leave_out_bal:
+        sightlines = sightlines.subset(non_bal(args.sim, sightlines))
+    metrics = evaluate(sightlines, load_predictor(args.model), args.threshold)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    metrics["model"], metrics["sim"] = str(args.model), str(args.sim)
+    metrics["model"], metrics["sim"], metrics["leave_out_bal"] = str(args.model), str(args.sim), args.leave_out_bal
     plot_completeness(metrics, out / "mgii_completeness.png")
     plot_ew(metrics, out / "mgii_ew.png")
     metrics = json_safe(metrics)

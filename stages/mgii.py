@@ -51,9 +51,6 @@ log = logging.getLogger(__name__)
 
 #: Fewest grid pixels the CNN window, or the doublet finder's path, must keep on the grid to be searched.
 MIN_WINDOW_PIX = 50
-#: Least SNR_2796 and SNR_2803 of an absorber between Lyman-alpha and CIV emission, where the lines of CIV
-#: systems crowd the spectrum (the finder's own floors, DoubletCriteria, are 2.0 and 1.5; models/weights/mgii.md).
-LYA_CIV_MIN_SNR = (3.0, 2.5)
 
 #: Continuum windows, quasar rest frame: (z_max of the bin, window min A, window max A), by z.
 CONTINUUM_WINDOWS = (
@@ -229,8 +226,8 @@ def path_flags(z_qso):
 def measure_absorbers(flux, ivar, z_qso, criteria):
     """Find and fit MgII doublets along each spectrum's whole path (`search_path`), less its CIV gap.
 
-    Absorbers between Lyman-alpha and CIV emission (REGION LYA_CIV) also
-    need SNR_2796 and SNR_2803 of at least LYA_CIV_MIN_SNR.
+    Between Lyman-alpha and CIV emission (REGION LYA_CIV) the finder asks
+    more of a doublet (DoubletCriteria's lya_civ_min_snr and lya_civ_max_sigma_kms).
 
     Parameters
     ----------
@@ -247,11 +244,7 @@ def measure_absorbers(flux, ivar, z_qso, criteria):
         return [], np.zeros(0, PATH_DTYPE)
     wave_min, wave_max, _ = search_path(z_qso)
     gap = _observed_span(CIV_GAP_REST, z_qso)[:2]
-    found, path = search_doublets(flux, ivar, wave_min, wave_max, running_continuum(flux, ivar), criteria, gap)
-    flat, owner = _flatten(found)
-    lya_civ = (absorber_regions(flat["Z_ABS"], np.asarray(z_qso, np.float64)[owner]) & MgIIRegion.LYA_CIV) != 0
-    keep = ~lya_civ | ((flat["SNR_2796"] >= LYA_CIV_MIN_SNR[0]) & (flat["SNR_2803"] >= LYA_CIV_MIN_SNR[1]))
-    return _split(flat[keep], owner[keep], len(found)), path
+    return search_doublets(flux, ivar, wave_min, wave_max, running_continuum(flux, ivar), criteria, gap, z_qso)
 
 
 def _flatten(per_row):
@@ -259,12 +252,6 @@ def _flatten(per_row):
     counts = np.array([len(rows) for rows in per_row], np.int64)
     flat = np.concatenate(per_row) if len(per_row) else np.zeros(0, ABSORBER_DTYPE)
     return flat, np.repeat(np.arange(len(per_row)), counts)
-
-
-def _split(flat, owner, n):
-    """The inverse of `_flatten`: n structured arrays, the rows of flat whose owner (ascending) is each index."""
-    stops = np.cumsum(np.bincount(owner, minlength=n))
-    return [flat[start:stop] for start, stop in zip(np.concatenate([[0], stops[:-1]]), stops)]
 
 
 def process_plate(shard_table, qn_table, zfit_table, model, threshold, criteria=None):

@@ -42,12 +42,16 @@ from qsopipe.pipeline.constants import (
     SIIV_1394, SIIV_1403, SPEED_OF_LIGHT_KMS,
 )
 from qsopipe.pipeline.grids import MGII_DLOGLAM, MGII_NPIX, mgii_loglam
+from qsopipe.stages.mgii_regions import PROXIMATE_KMS
 
 #: Lines an MgII absorber may show besides the doublet, rest A: FeII 2600-2344, MgI 2853, CIV.
 COMPANION_LINES = tuple(rest for rest, _ in MGII_SYSTEM_FEII_LINES) + (FEII_2374, MGI_2853, CIV_1548, CIV_1550)
 
 #: Running-median width of the continuum, pixels (odd).
 CONTINUUM_WIDTH = 85
+#: Error of the running continuum on the scale of a line, as a fraction of it: added in quadrature to each
+#: pixel's noise (`with_continuum_error`), so that high-S/N spectra do not turn continuum wiggles into lines.
+CONTINUUM_ERROR = 0.02
 #: Pixels averaged into one block before the running median.
 CONTINUUM_BLOCK = 5
 #: Pixels deeper than this many sigma below the first continuum are ignored in the second pass.
@@ -81,7 +85,8 @@ CONVERGED_DCHI2 = 1e-4
 #: Starting line width sigma of a fit, km/s.
 SIGMA_GUESS_KMS = 80.0
 #: Doublets of other ions whose partner line lies clear of an MgII candidate's own lines: (line, partner)
-#: in rest A, each way round (CIV's partner would sit within VETO_EXCLUSION_PIX; `civ_fits_better` covers CIV).
+#: in rest A, each way round (CIV's partner would sit within VETO_EXCLUSION_PIX; `civ_fits_better` covers CIV);
+#: a SiIV doublet vetoes only where its CIV is not missing (`_civ_missing`).
 ION_DOUBLETS = ((SIIV_1394, SIIV_1403), (SIIV_1403, SIIV_1394))
 #: Lines of CIV systems besides CIV, rest A: a candidate line on one of them, with the CIV doublet there, is vetoed.
 CIV_SYSTEM_LINES = (SIIV_1394, SIIV_1403, SIII_1526, ALII_1670)
@@ -123,7 +128,10 @@ class DoubletCriteria:
     min_snr_doublet: fitted EW_2796 + EW_2803 over its error (the joint
         detection; a saturated doublet splits its S/N between the lines).
     min_snr_2796, min_snr_2803: fitted rest EW over its error, each line
-        (both lines must be there: no single line passes).
+        (both lines must be there: no single line passes). A lone line
+        with noise at the 2803 position passes the ratio test at low S/N
+        (EW_2803's error then spans the optically thin ratio), so 2803 must
+        itself be a 2-sigma line.
     ratio_range, ratio_tolerance: EW_2796/EW_2803 must lie in ratio_range
         (1 optically thick, 2 thin) within ratio_tolerance sigma.
     sigma_range_kms: accepted fitted line sigma, km/s: the narrowest
@@ -133,6 +141,15 @@ class DoubletCriteria:
         accepted absorber is that line, not a new doublet.
     veto_snr: S/N at which a line of another ion's system (`metal_line_veto`)
         vetoes a candidate.
+    lya_civ_min_snr, lya_civ_max_sigma_kms: between Lyman-alpha and CIV
+        emission (blue of the CIV gap), where CIV systems' lines crowd the
+        spectrum, a doublet also needs SNR_2796 and SNR_2803 of at least
+        lya_civ_min_snr and a line sigma of at most lya_civ_max_sigma_kms:
+        a broader doublet's lines blend over more than the 270 km/s by which
+        the MgII and CIV separations differ, so that a CIV fit
+        (`civ_fits_better`) no longer tells the two apart, and blends of CIV
+        components and the edges of quasar emission lines make such dips
+        (models/weights/mgii.md).
     max_iterations: Levenberg-Marquardt iterations of each fit, at most.
     """
 
@@ -140,12 +157,14 @@ class DoubletCriteria:
     detect_snr: float = 4.5
     min_snr_doublet: float = 3.0
     min_snr_2796: float = 2.0
-    min_snr_2803: float = 1.5
+    min_snr_2803: float = 2.0
     ratio_range: tuple = (1.0, 2.0)
     ratio_tolerance: float = 2.0
     sigma_range_kms: tuple = (20.0, 320.0)
     coincidence_kms: float = 150.0
     veto_snr: float = 4.0
+    lya_civ_min_snr: tuple = (3.0, 2.5)
+    lya_civ_max_sigma_kms: float = 200.0
     max_iterations: int = 20
 
 
@@ -212,6 +231,27 @@ def running_continuum(flux, ivar, width=CONTINUUM_WIDTH, clip_sigma=CONTINUUM_CL
     first = _block_median(filled, width, block)
     dip = (filled - first) * np.sqrt(np.clip(ivar, 0, None)) < -clip_sigma
     return _block_median(np.where(dip, first, filled), width, block)
+
+
+def with_continuum_error(ivar, continuum, fraction=CONTINUUM_ERROR):
+    """Inverse variance with fraction * continuum added in quadrature to each pixel's noise.
+
+    On the real spectra the doublet filter's S/N has a robust spread of
+    0.98 at continuum S/N below 5 per pixel and 1.08 at 10-40 without it,
+    0.98-1.04 with fraction 0.02 (models/weights/mgii.md).
+
+    Parameters
+    ----------
+    ivar, continuum : ndarray (n, npix), flux^-2 and flux units
+
+    Returns
+    -------
+    float64 (n, npix); 0 where ivar <= 0
+    """
+    ivar = np.asarray(ivar, np.float64)
+    good = ivar > 0
+    variance = 1.0 / np.where(good, ivar, 1.0) + (fraction * np.asarray(continuum, np.float64)) ** 2
+    return np.where(good, 1.0 / variance, 0.0)
 
 
 def _block_median(values, width, block):
@@ -613,6 +653,15 @@ def accepted_doublets(fits, criteria):
     return ok
 
 
+def accepted_blue_of_civ(fits, criteria):
+    """Which fits (dict of (k,) arrays from fit_doublets) pass the further criteria between Lyman-alpha and
+    CIV emission: SNR_2796 and SNR_2803 of at least criteria.lya_civ_min_snr and SIGMA_KMS of at most
+    criteria.lya_civ_max_sigma_kms; bool (k,)."""
+    min_2796, min_2803 = criteria.lya_civ_min_snr
+    return ((fits["SNR_2796"] >= min_2796) & (fits["SNR_2803"] >= min_2803)
+            & (fits["SIGMA_KMS"] <= criteria.lya_civ_max_sigma_kms))
+
+
 def _lines_of(z_abs):
     """Observed wavelengths (A) of the lines of MgII absorbers at z_abs (m,): (m, 2 + len(COMPANION_LINES))."""
     rest = np.array((MGII_2796, MGII_2803) + COMPANION_LINES)
@@ -628,17 +677,19 @@ def _coincides(z_candidate, z_found, tolerance_kms):
     return bool(np.any(np.abs(np.log(candidate[:, None] / others[None])) * SPEED_OF_LIGHT_KMS < tolerance_kms))
 
 
-def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=None):
+def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=None, z_qso=None):
     """All MgII doublets with both lines inside [wave_min[i], wave_max[i]] (observed A) of each spectrum,
     and outside its gap, and the path searched.
 
     Pixels blue of wave_min (the Lyman-alpha forest, when the window starts
     there) are left out of the system template's FeII lines and of the
-    vetoes.
+    vetoes. Every S/N and error counts the continuum's own error
+    (`with_continuum_error`).
     A candidate is dropped when a CIV template explains its lines better
     (`_civ_better`; and, blue of the gap's red end, where CIV absorbers lie,
-    a CIV doublet fit: `civ_fits_better`) or a line of another ion's system
-    sits on one of them (`metal_line_veto`).
+    a CIV doublet fit: `civ_fits_better`, and the stricter criteria of
+    `accepted_blue_of_civ`) or a line of another ion's system sits on one
+    of them (`metal_line_veto`).
 
     Parameters
     ----------
@@ -647,6 +698,8 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
     criteria : DoubletCriteria
     gap : (gap_min, gap_max) float (n,) each, observed A, where neither line may lie; None: no gap (and
         no CIV fit)
+    z_qso : float (n,), emission redshifts: another ion's system of a veto lies at most PROXIMATE_KMS red
+        of it (`system_z_max`); None: at any redshift
 
     Returns
     -------
@@ -655,7 +708,7 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
         and both lines lie in the window (ZMIN = ZMAX = EW_LIMIT = -1 and DZ = 0 where there is none)
     """
     flux = np.atleast_2d(flux)
-    ivar = np.atleast_2d(np.asarray(ivar, np.float64))
+    ivar = with_continuum_error(np.atleast_2d(ivar), continuum)
     wave_min = np.asarray(wave_min, np.float64)
     positive = continuum > 0
     safe = np.where(positive, continuum, 1.0)
@@ -683,10 +736,13 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
                         first_pixel=first_pixel)
     ok = accepted_doublets(fits, criteria) & ~_civ_better(snr, depth, weight, rows, peaks)
     if gap is not None:
-        test = np.flatnonzero(ok & (WAVE[peaks] < gap_max[rows, 0]))
+        blue = WAVE[peaks] < gap_max[rows, 0]
+        ok &= ~blue | accepted_blue_of_civ(fits, criteria)
+        test = np.flatnonzero(ok & blue)
         ok[test] = ~civ_fits_better(flux, ivar, continuum, rows[test], peaks[test], first_pixel[test],
                                     fits["CHI2"][test], fits["EW_2796"][test], criteria.max_iterations)
-    ok[ok] = ~metal_line_veto(depth, weight, rows[ok], fits["Z_ABS"][ok], criteria.veto_snr)
+    z_max = np.full(rows.size, np.inf) if z_qso is None else system_z_max(np.asarray(z_qso, np.float64)[rows])
+    ok[ok] = ~metal_line_veto(depth, weight, rows[ok], fits["Z_ABS"][ok], criteria.veto_snr, z_max[ok])
     accepted = {}
     for index in np.flatnonzero(ok)[np.lexsort((-fits["SNR_2796"][ok], rows[ok]))]:
         found = accepted.setdefault(rows[index], [])
@@ -753,30 +809,30 @@ def searched_path(usable, amplitude_error):
     return path
 
 
-def metal_line_veto(depth, weight, rows, z_abs, veto_snr):
+def system_z_max(z_qso):
+    """Highest redshift of an absorber on sightlines at z_qso (array): PROXIMATE_KMS red of the quasar
+    (associated absorbers in front of an outflow or infall, and the quasar's redshift error); same shape."""
+    return (1.0 + np.asarray(z_qso, np.float64)) * (1.0 + PROXIMATE_KMS / SPEED_OF_LIGHT_KMS) - 1.0
+
+
+def metal_line_veto(depth, weight, rows, z_abs, veto_snr, z_max):
     """True where a line of another ion's absorber at another redshift sits on a candidate's 2796 or 2803 line.
 
-    Each candidate line is taken in turn as one line of a CIV or SiIV
-    doublet (ION_DOUBLETS): the partner line vetoes when its single-line
-    S/N reaches veto_snr and its depth is what the doublet asks, at least
-    half the candidate line's when the partner is the weaker line, at least
-    all of it when it is the stronger (both within two sigma). Each is also
-    taken as a line of a CIV system (CIV_SYSTEM_LINES): the CIV doublet
-    vetoes when its S/N there reaches veto_snr and its 1548 line is at
-    least as deep as the candidate line (CIV is the system's strongest
-    line), within two sigma. Each test takes the
-    largest value within VETO_REACH_PIX of its position. A test whose
-    template lines come within VETO_EXCLUSION_PIX + VETO_REACH_PIX of a
-    line of the candidate's own system, or of another candidate's on the
-    same spectrum, or that falls off the grid, tests nothing (`_civ_better`
-    covers CIV on the doublet itself); pixels where weight is 0 (the
-    forest) add nothing.
+    Each candidate line is taken in turn as one line of a SiIV doublet
+    (`_partner_veto`) and as a line of a CIV system (`_civ_system_veto`).
+    A test whose template lines come within VETO_EXCLUSION_PIX +
+    VETO_REACH_PIX of a line of the candidate's own system, or of another
+    candidate's on the same spectrum, or that falls off the grid, tests
+    nothing (`_civ_better` covers CIV on the doublet itself), nor does one
+    whose system would lie beyond z_max, behind the quasar; pixels where
+    weight is 0 (the forest) add nothing.
 
     Parameters
     ----------
     depth, weight : ndarray (n, npix), as for doublet_matched_filter
     rows : int (k,), spectrum of each candidate; z_abs : float (k,)
     veto_snr : float
+    z_max : float (k,), the highest redshift of an absorber on each candidate's sightline (`system_z_max`)
 
     Returns
     -------
@@ -786,24 +842,82 @@ def metal_line_veto(depth, weight, rows, z_abs, veto_snr):
     z_abs = np.asarray(z_abs, np.float64)
     own = _system_lines_by_spectrum(rows, z_abs)
     single = line_template(((0.0, 1.0),))
-    civ = doublet_template(CIV_SEPARATION_PIX, FILTER_SIGMA_PIX, CIV_FILTER_RATIO)
     vetoed = np.zeros(z_abs.size, bool)
     for line in (MGII_2796, MGII_2803):
         observed = line * (1 + z_abs)
-        line_snr, line_depth = _line_filter_at(depth, weight, rows, _pixel(observed), single)
-        for ion, partner in ION_DOUBLETS:
-            stronger = (ion, partner) in ((CIV_1550, CIV_1548), (SIIV_1403, SIIV_1394))
-            usable, snr, found_depth = _test_at(depth, weight, rows, _pixel(observed * partner / ion), (0.0,),
-                                                single, own)
-            needed = np.where(stronger, 1.0, 0.5) * line_depth[usable]
-            error = found_depth / np.where(snr != 0, snr, np.inf)
-            vetoed[usable] |= (snr >= veto_snr) & (found_depth + 2 * error >= needed)
+        _, line_depth = _line_filter_at(depth, weight, rows, _pixel(observed), single)
+        for doublet in ION_DOUBLETS:
+            vetoed |= _partner_veto(depth, weight, rows, observed, line_depth, doublet, own, veto_snr, z_max)
         for ion in CIV_SYSTEM_LINES:
-            usable, snr, found_depth = _test_at(depth, weight, rows, _pixel(observed * CIV_1548 / ion),
-                                                (0.0, CIV_SEPARATION_PIX), civ, own)
-            error = found_depth / np.where(snr != 0, snr, np.inf)
-            vetoed[usable] |= (snr >= veto_snr) & (found_depth + 2 * error >= line_depth[usable])
+            vetoed |= _civ_system_veto(depth, weight, rows, observed / ion - 1.0, line_depth, own, veto_snr, z_max)
     return vetoed
+
+
+def _partner_veto(depth, weight, rows, observed, line_depth, doublet, own, veto_snr, z_max):
+    """The candidate line at observed (A, (k,)) of depth line_depth (k,), taken as the first line of the
+    doublet (line, partner) in rest A: True where the partner line is found and the system's CIV is not
+    missing (`_civ_missing`); bool (k,).
+
+    The partner is found when its single-line S/N reaches veto_snr and its
+    depth is what the doublet asks, at least half the candidate line's when
+    the partner is the weaker (redder) line, at least all of it when it is
+    the stronger (within two sigma). own: as for `_test_at`.
+    """
+    ion, partner = doublet
+    z_system = observed / ion - 1.0
+    usable, snr, found_depth = _test_at(depth, weight, rows, _pixel(observed * partner / ion), (0.0,),
+                                        line_template(((0.0, 1.0),)), own, z_system <= z_max)
+    needed = (1.0 if partner < ion else 0.5) * line_depth[usable]
+    error = found_depth / np.where(snr != 0, snr, np.inf)
+    found = np.zeros(rows.size, bool)
+    found[usable] = (snr >= veto_snr) & (found_depth + 2 * error >= needed)
+    found[found] &= ~_civ_missing(depth, weight, rows[found], z_system[found], own[found], veto_snr)
+    return found
+
+
+def _civ_system_veto(depth, weight, rows, z_system, line_depth, own, veto_snr, z_max):
+    """The candidate line of depth line_depth (k,) taken as a line of a CIV system at z_system (k,): True
+    where the CIV doublet there reaches S/N veto_snr and its 1548 line is at least as deep as the candidate
+    line (CIV is the system's strongest line), within two sigma; bool (k,). own: as for `_test_at`."""
+    usable, snr, found_depth = _test_at(depth, weight, rows, _pixel(CIV_1548 * (1 + z_system)),
+                                        (0.0, CIV_SEPARATION_PIX), _civ_template(), own, z_system <= z_max)
+    error = found_depth / np.where(snr != 0, snr, np.inf)
+    vetoed = np.zeros(rows.size, bool)
+    vetoed[usable] = (snr >= veto_snr) & (found_depth + 2 * error >= line_depth[usable])
+    return vetoed
+
+
+def _civ_missing(depth, weight, rows, z_system, own, veto_snr):
+    """True where the CIV doublet of a system at z_system (k,) could be seen but is not: its template on
+    pixels with data (MIN_TEMPLATE_COVERAGE), clear of the lines in own (as for `_test_at`), and its S/N
+    below veto_snr; bool (k,).
+
+    A SiIV absorber shows CIV as strong or stronger (carbon is about ten
+    times as abundant as silicon, and CIV is the dominant ion in the gas
+    that holds SiIV), so a SiIV doublet without CIV is a chance pair of
+    unrelated lines.
+    """
+    position = _pixel(CIV_1548 * (1 + z_system))
+    usable, snr, _ = _test_at(depth, weight, rows, position, (0.0, CIV_SEPARATION_PIX), _civ_template(), own,
+                              np.ones(rows.size, bool))
+    missing = np.zeros(rows.size, bool)
+    missing[usable] = _covered_at(weight, rows[usable], position[usable], _civ_template()) & (snr < veto_snr)
+    return missing
+
+
+def _covered_at(weight, rows, position, template):
+    """Whether pixels with weight > 0 hold MIN_TEMPLATE_COVERAGE of the template's (offsets, weights) sum
+    of squares with its origin at pixel round(position[k]) of spectrum rows[k]; bool (k,)."""
+    offsets, weights = template
+    pixels = np.round(position).astype(np.int64)[:, None] + offsets
+    on_grid = (pixels >= 0) & (pixels < weight.shape[1])
+    has_data = on_grid & (weight[rows[:, None], np.clip(pixels, 0, weight.shape[1] - 1)] > 0)
+    return _covered(np.sum(has_data * weights ** 2, axis=1), weights)
+
+
+def _civ_template():
+    """The CIV 1548/1550 doublet template of the vetoes: (offsets, weights), as `doublet_template`."""
+    return doublet_template(CIV_SEPARATION_PIX, FILTER_SIGMA_PIX, CIV_FILTER_RATIO)
 
 
 def _system_lines_by_spectrum(rows, z_abs):
@@ -830,16 +944,16 @@ def _line_filter_at(depth, weight, rows, position, template):
     return snr[np.arange(rows.size), best], amplitude[np.arange(rows.size), best]
 
 
-def _test_at(depth, weight, rows, position, line_offsets, template, own):
+def _test_at(depth, weight, rows, position, line_offsets, template, own, allowed):
     """One veto test: which candidates it applies to (bool (k,)), and there the S/N and depth (`_line_filter_at`).
 
-    It applies where the template's lines (line_offsets, pixels from
-    position) stay more than VETO_EXCLUSION_PIX + VETO_REACH_PIX from every
-    pixel in own (k, m; NaN = none) and the test is on the grid.
+    It applies where allowed (bool (k,)), the template's lines (line_offsets,
+    pixels from position) stay more than VETO_EXCLUSION_PIX + VETO_REACH_PIX
+    from every pixel in own (k, m; NaN = none) and the test is on the grid.
     """
     template_lines = position[:, None] + np.asarray(line_offsets)
     distance = np.nanmin(np.abs(template_lines[:, :, None] - own[:, None, :]), axis=(1, 2))
-    usable = (distance > VETO_EXCLUSION_PIX + VETO_REACH_PIX)
+    usable = allowed & (distance > VETO_EXCLUSION_PIX + VETO_REACH_PIX)
     usable &= (position >= VETO_REACH_PIX) & (position < depth.shape[1] - VETO_REACH_PIX - 1)
     snr, found_depth = _line_filter_at(depth, weight, rows[usable], position[usable], template)
     return usable, snr, found_depth

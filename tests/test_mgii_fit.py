@@ -12,7 +12,7 @@ from qsopipe.stages.mgii_fit import (
     CIV_FILTER_RATIO, CIV_SEPARATION_PIX, DOUBLET_SEPARATION_PIX, FILTER_RATIO, FILTER_SIGMA_PIX,
     FIT_HALF_WIDTH_PIX, PIXEL_WIDTH, WAVE, DoubletCriteria, accepted_doublets, bridge_masked_pixels, civ_fits_better,
     doublet_filter_snr_at, doublet_matched_filter, doublet_profile, find_absorbers, fit_doublet, fit_doublets,
-    running_continuum, search_doublets, system_snr_at,
+    running_continuum, search_doublets, system_snr_at, with_continuum_error,
 )
 
 CRITERIA = DoubletCriteria()
@@ -40,6 +40,12 @@ def _spectrum(absorbers, snr=50.0, seed=0, fwhm_rest=1.7, other_lines=()):
     ivar = (snr / continuum) ** 2
     noise = np.random.default_rng(seed).normal(size=WAVE.size) / np.sqrt(ivar)
     return continuum * (1 - depth) + noise, ivar, continuum
+
+
+def test_the_continuum_error_adds_to_the_noise_in_quadrature():
+    """Noise 0.5 on a continuum of 20 with a 2% continuum error: sqrt(0.25 + 0.16); masked pixels stay masked."""
+    ivar = with_continuum_error(np.array([[4.0, 0.0]]), np.array([[20.0, 20.0]]), 0.02)
+    assert ivar[0, 0] == pytest.approx(1 / 0.41) and ivar[0, 1] == 0.0
 
 
 def test_profile_area_is_the_equivalent_width():
@@ -227,20 +233,47 @@ def _line_pair_at(first_rest, z_first):
     return z_fake, [(MGII_2796, z_fake, 0.8), (MGII_2803, z_fake, 0.6)]
 
 
+def _veto_case(system, z_system=2.3):
+    """An MgII-like pair whose 2796 line is SiII 1526 of a CIV system at z_system ("civ"), or SiIV 1394 of a
+    SiIV doublet whose CIV falls on masked pixels ("siiv"), or of one whose CIV is missing ("siiv_no_civ");
+    returns (z_fake, flux, ivar) of a spectrum that has the pair and the system's other lines."""
+    z_fake, pair = _line_pair_at(SIII_1526 if system == "civ" else SIIV_1394, z_system)
+    lines = ([(CIV_1548, z_system, 1.2), (CIV_1550, z_system, 0.8)] if system == "civ"
+             else [(SIIV_1403, z_system, 0.7)])
+    flux, ivar, _ = _spectrum([], snr=30, seed=21, other_lines=pair + lines)
+    if system == "siiv":
+        ivar[np.abs(WAVE - CIV_1548 * (1 + z_system)) < 15] = 0.0
+    return z_fake, flux, ivar
+
+
 @pytest.mark.parametrize("system", ["civ", "siiv"])
 def test_a_line_of_a_civ_or_siiv_system_under_a_candidate_vetoes_it(system):
     """The candidate's 2796 line is SiII 1526 of a CIV system (CIV doublet found there), or SiIV 1394 of a SiIV
-    doublet (its 1403 partner found): vetoed. Without the system the same pair is an absorber."""
-    z_system = 2.3
-    first = SIII_1526 if system == "civ" else SIIV_1394
-    z_fake, pair = _line_pair_at(first, z_system)
-    lines = ([(CIV_1548, z_system, 1.2), (CIV_1550, z_system, 0.8)] if system == "civ"
-             else [(SIIV_1403, z_system, 0.7)])
+    doublet (its 1403 partner found, its CIV masked): vetoed. Without the system the same pair is an absorber."""
+    z_fake, flux, ivar = _veto_case(system)
     window = (1250 * 3.6, 2770 * 3.6)
+    pair = _line_pair_at(SIII_1526 if system == "civ" else SIIV_1394, 2.3)[1]
     alone = find_absorbers(*_spectrum([], snr=30, seed=21, other_lines=pair)[:2], *window, CRITERIA)
     assert alone["Z_ABS"] == pytest.approx([z_fake], abs=5e-4)
-    flux, ivar, _ = _spectrum([], snr=30, seed=21, other_lines=pair + lines)
     assert len(find_absorbers(flux, ivar, *window, CRITERIA)) == 0
+
+
+def test_a_siiv_doublet_without_its_civ_vetoes_nothing():
+    """SiIV 1394/1403 at z 2.3 with CIV missing where the spectrum has data is a chance pair: the MgII-like
+    pair on its 1394 line is kept."""
+    z_fake, flux, ivar = _veto_case("siiv_no_civ")
+    assert find_absorbers(flux, ivar, 1250 * 3.6, 2770 * 3.6, CRITERIA)["Z_ABS"] == pytest.approx([z_fake], abs=5e-4)
+
+
+@pytest.mark.parametrize("system", ["civ", "siiv"])
+def test_a_system_behind_the_quasar_vetoes_nothing(system):
+    """The same CIV or SiIV system at z 2.3 vetoes the pair on a quasar at z 2.35, not on one at z 2.2."""
+    z_fake, flux, ivar = _veto_case(system)
+    continuum = running_continuum(flux[None], ivar[None])
+    for z_qso, expected in ((2.2, [z_fake]), (2.35, [])):
+        found, _ = search_doublets(flux[None], ivar[None], [1250 * 3.6], [2770 * 3.6], continuum, CRITERIA,
+                                   z_qso=[z_qso])
+        assert found[0]["Z_ABS"] == pytest.approx(expected, abs=5e-4), z_qso
 
 
 def test_a_real_doublet_beside_a_civ_system_is_kept():
@@ -265,6 +298,17 @@ def test_the_civ_doublet_fit_tells_civ_from_mgii(ion):
     better = civ_fits_better(flux, ivar, continuum, np.array([0]), np.array([pixel]), first, mgii["CHI2"],
                              mgii["EW_2796"], CRITERIA.max_iterations)
     assert better.tolist() == [ion == "civ"]
+
+
+@pytest.mark.parametrize("fwhm_rest, rest, kept", [(5.5, 1450, False), (2.0, 1450, True), (5.5, 2000, True)])
+def test_a_broad_doublet_between_lyman_alpha_and_civ_is_dropped(fwhm_rest, rest, kept):
+    """Blue of the CIV gap a doublet of line sigma 250 km/s (rest FWHM 5.5 A) is no absorber; a narrow one
+    there is, and so is the broad one red of the gap."""
+    z = rest * 3.3 / MGII_2796 - 1
+    flux, ivar, continuum = _spectrum([(z, 3.0, 2.5)], snr=30, seed=25, fwhm_rest=fwhm_rest)
+    found, _ = search_doublets(flux[None], ivar[None], [1250 * 3.3], [2770 * 3.3], continuum[None], CRITERIA,
+                               gap=([1522 * 3.3], [1565 * 3.3]))
+    assert found[0]["Z_ABS"] == pytest.approx([z] if kept else [], abs=5e-4)
 
 
 def test_the_path_leaves_out_the_gap_and_masked_pixels():

@@ -2,12 +2,12 @@
 
 Runs benchmarks/mgii_holdout.py's scoring on 3 fresh simulated plates
 (seed and plate numbers used by no training or tuning run). The bounds sit
-two to four standard errors of a 3-plate sample below the model card's
-hold-out figures (on this sample, with the simulator's whole-path absorbers
-and CIV/SiIV confusers: accuracy 0.948, localised on IS_MGII_ABS = 1
-sightlines 0.961; the finder over the whole path, purity and completeness
-at EW_2796 >= 1 A and S/N >= 5, 0.970 / 0.931 in the CNN window and 0.912 /
-0.837 between Lyman-alpha and CIV), so a change of the finder or of the
+at most four standard errors of a 3-plate sample below this sample's figures
+(with the simulator's redrock quasars, whole-path absorbers and CIV/SiIV
+confusers: accuracy 0.947, localised on IS_MGII_ABS = 1 sightlines 0.960,
+all 0.786; the finder over the whole path, purity and completeness at
+EW_2796 >= 1 A and S/N >= 5, 0.994 / 0.891 in the CNN window and 0.978 /
+0.875 between Lyman-alpha and CIV), so a change of the finder or of the
 weights that costs accuracy, localisation, purity or completeness fails here.
 """
 
@@ -57,5 +57,5 @@ def test_shipped_mgii_stage_measures_equivalent_widths_without_bias(metrics):
 
 def test_the_finder_over_the_whole_path_keeps_its_purity_and_completeness(metrics):
     window, lya_civ = metrics["by_region"]["CNN_WINDOW"], metrics["by_region"]["LYA_CIV"]
-    assert window["purity"] >= 0.95 and window["completeness"] >= 0.88, window
-    assert lya_civ["absorbers_found"] > 60 and lya_civ["purity"] >= 0.85 and lya_civ["completeness"] >= 0.75, lya_civ
+    assert window["purity"] >= 0.985 and window["completeness"] >= 0.88, window
+    assert lya_civ["absorbers_found"] > 60 and lya_civ["purity"] >= 0.94 and lya_civ["completeness"] >= 0.80, lya_civ
