@@ -9,7 +9,11 @@ and CLASS_PIPE came (added, nothing else changed) and when NLINES_QN and the
 QN_FLAG bit SINGLE_LINE came (NLINES_QN added, QN_FLAG changed on the
 single-line quasars, nothing else, checked against a record of the code
 before made on the same machine; the demo record then also took in the
-simulator's eigenspectrum quasars, recorded by neither); a refactoring must leave
+simulator's eigenspectrum quasars, recorded by neither), and on 2026-12-04
+when the catalog changed on purpose in several ways at once: the simulator's
+archetype stars and WAVEDISP (demo), the retrained QuasarNET, the MgII
+finder's new rules and TensorFlow's oneDNN operations turned off (both
+records); a refactoring must leave
 every recorded header card and column as it was (see catalog_digest.py for
 what is left out). A change that means to alter the catalog re-records it:
 RECORD_CATALOG_DIGESTS=1 pytest tests/test_catalog_identity.py
