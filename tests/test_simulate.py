@@ -254,8 +254,11 @@ def test_balnicity_index_of_a_box_trough():
     assert bi[1] == 0.0
 
 
-def _line_ratios(loglam, flux, ivar, z):
-    """Smoothed CIV and Lya peak over the local continuum, and the median per-pixel S/N."""
+def _smoothed_measures(loglam, flux, ivar, z):
+    """level(lo, hi), peak(lo, hi): median and maximum of the 11-pixel median-smoothed flux over rest [lo, hi] A.
+
+    Each is NaN where 5 or fewer good pixels fall in the range.
+    """
     wave = 10 ** loglam / (1 + z)
     good = ivar > 0
     smooth = median_filter(np.where(good, flux, np.nan), 11, mode="nearest")
@@ -268,6 +271,13 @@ def _line_ratios(loglam, flux, ivar, z):
         inside = (wave > lo) & (wave < hi) & good
         return np.nanmax(smooth[inside]) if inside.sum() > 5 else np.nan
 
+    return level, peak
+
+
+def _line_ratios(loglam, flux, ivar, z):
+    """Smoothed CIV and Lya peak over the local continuum, and the median per-pixel S/N."""
+    good = ivar > 0
+    level, peak = _smoothed_measures(loglam, flux, ivar, z)
     blue, red = level(1440, 1475), level(1680, 1710)
     civ_continuum = blue + (red - blue) * (CIV_EMISSION - 1457) / (1695 - 1457)
     return (peak(1530, 1570) / civ_continuum, peak(1205, 1230) / level(1275, 1295),
@@ -312,18 +322,7 @@ def test_simulated_quasars_match_real_boss_quasars(sdss_dir):
 
 def _low_z_line_ratios(loglam, flux, ivar, z):
     """Smoothed H-beta and MgII peaks over their local continua, and [OIII] 5007 over H-beta (peaks)."""
-    wave = 10 ** loglam / (1 + z)
-    good = ivar > 0
-    smooth = median_filter(np.where(good, flux, np.nan), 11, mode="nearest")
-
-    def level(lo, hi):
-        inside = (wave > lo) & (wave < hi) & good
-        return np.nanmedian(smooth[inside]) if inside.sum() > 5 else np.nan
-
-    def peak(lo, hi):
-        inside = (wave > lo) & (wave < hi) & good
-        return np.nanmax(smooth[inside]) if inside.sum() > 5 else np.nan
-
+    level, peak = _smoothed_measures(loglam, flux, ivar, z)
     hbeta = peak(4830, 4890)
     return (hbeta / (0.5 * (level(4720, 4770) + level(5080, 5120))), peak(4990, 5020) / hbeta,
             peak(2770, 2830) / (0.5 * (level(2650, 2700) + level(2950, 3000))))
