@@ -12,10 +12,12 @@ continuum and continuum shapes, with their correlations. Draws whose
 spectrum dips below POSITIVE_FLOOR of its median on the observed range are
 drawn again.
 
-HIZ has a mean Lyman-alpha forest transmission built in; it is divided out
-(the mean transmission of `lya_forest` at HIZ_FOREST_Z, the median redshift
-of the real quasars the ratios come from) so that the simulator's own
-forest, Lyman-limit systems and Lyman-continuum suppression apply once.
+HIZ has a mean Lyman-alpha forest transmission built in (redrock's
+Kamble et al. 2020 model); it is divided out with the simulator's own mean
+transmission (`lya_forest.tau_eff`, Faucher-Giguere et al. 2008) at
+HIZ_FOREST_Z, the median redshift of the real HIZ quasars, so that the
+simulator's forest, Lyman-limit systems and Lyman-continuum suppression
+apply once. The two mean-transmission laws differ by a few per cent.
 """
 
 from functools import lru_cache
@@ -31,7 +33,7 @@ from qsopipe.stages.simulate.lya_forest import LYB_TO_LYA_TAU, tau_eff
 COEFFICIENT_FILE = Path(__file__).resolve().parent / "data" / "qso_eigen_coefficients.npz"
 #: Quasars below this redshift take the LOZ eigenspectra, the others HIZ.
 LOZ_MAX_Z = 1.5
-#: Kernel of the smoothed bootstrap, as a fraction of the real ratios' standard deviations.
+#: Kernel of the smoothed bootstrap: its deviates have KERNEL_SCALE^2 times the real coefficients' covariance.
 KERNEL_SCALE = 0.8
 #: A draw is kept when its observed-frame spectrum stays above this fraction of its median.
 POSITIVE_FLOOR = 0.05
@@ -39,6 +41,7 @@ POSITIVE_FLOOR = 0.05
 HIZ_FOREST_Z = 2.4
 #: Below this rest wavelength (A) the unabsorbed HIZ spectrum is continued flat in f_lambda.
 LYMAN_EDGE_A = 920.0
+#: Draws tried before a real quasar's coefficients are taken unperturbed.
 MAX_REDRAWS = 8
 
 
