@@ -34,8 +34,6 @@ files with SHA-256 and header versions, the grid, the kernel, the selection
 and its counts).
 """
 
-import argparse
-import hashlib
 import json
 from pathlib import Path
 
@@ -45,9 +43,9 @@ from scipy.ndimage import gaussian_filter1d
 
 from qsopipe.pipeline.constants import SPEED_OF_LIGHT_KMS
 from qsopipe.stages.simulate.grid import COEFF0, COEFF1, NPIX
+from redrock_source import file_provenance, source_arguments
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "templates"
 OUTPUT = REPO / "stages" / "templates" / "star_archetypes.npz"
 ARCHETYPE_TYPES = ("A", "B", "F", "G", "K", "M", "WD")
 OBSERVED_TYPES = ("CV",)
@@ -190,9 +188,7 @@ def build(source):
         filename = f"rrtemplate-STAR-{name}-v0.1.fits"
         path = Path(source) / filename
         basis, wave, coeff, header = read_template(path)
-        entry = {"file": filename, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                 "VERSION": header.get("VERSION"), "RRVER": header.get("RRVER"), "INSPEC": header.get("INSPEC"),
-                 "CRVAL1": header["CRVAL1"], "CDELT1": header["CDELT1"], "shape": list(basis.shape)}
+        entry = file_provenance(path, header, basis)
         if name in OBSERVED_TYPES:
             shipped = resample_onto_grid(basis, wave)
             arrays[f"{name}_basis"] = (shipped / band_mean(shipped[0], R_BAND)).astype(np.float32)
@@ -207,10 +203,7 @@ def build(source):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", default=str(DEFAULT_SOURCE), help="folder with the redrock-templates files")
-    parser.add_argument("--out", default=str(OUTPUT))
-    args = parser.parse_args()
+    args = source_arguments(__doc__.splitlines()[0], OUTPUT)
     arrays = build(args.source)
     np.savez_compressed(args.out, **arrays)
     for name, entry in json.loads(str(arrays["provenance"]))["files"].items():

@@ -14,8 +14,6 @@ of its first pixel), NAME_zrange ([min, max] of REDSHIFTS); plus
 copies the licence to stages/templates/LICENSE.md.
 """
 
-import argparse
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -25,9 +23,9 @@ import numpy as np
 from scipy.interpolate import make_interp_spline
 
 from qsopipe.pipeline import grids
+from redrock_source import file_provenance, source_arguments
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "templates"
 OUTPUT = REPO / "stages" / "templates" / "qso_templates.npz"
 SOURCES = {"LOZ": "rrtemplate-QSO-LOZ-v1.1.fits", "HIZ": "rrtemplate-QSO-HIZ-v1.1.fits"}
 
@@ -64,19 +62,13 @@ def build(source):
         arrays[f"{name}_basis"], arrays[f"{name}_kmin"] = resample_onto_grid(
             basis, header["CRVAL1"], header["CDELT1"])
         arrays[f"{name}_zrange"] = np.array([redshifts.min(), redshifts.max()])
-        provenance["files"][name] = {
-            "file": filename, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            "VERSION": header.get("VERSION"), "RRVER": header.get("RRVER"), "INSPEC": header.get("INSPEC"),
-            "CRVAL1": header["CRVAL1"], "CDELT1": header["CDELT1"], "shape": list(basis.shape)}
+        provenance["files"][name] = file_provenance(path, header, basis)
     arrays["provenance"] = np.array(json.dumps(provenance))
     return arrays
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", default=str(DEFAULT_SOURCE), help="folder with the redrock-templates files")
-    parser.add_argument("--out", default=str(OUTPUT))
-    args = parser.parse_args()
+    args = source_arguments(__doc__.splitlines()[0], OUTPUT)
     np.savez_compressed(args.out, **build(args.source))
     shutil.copyfile(Path(args.source) / "LICENSE.md", Path(args.out).parent / "LICENSE.md")
     print(f"{args.out}: {Path(args.out).stat().st_size} bytes")
