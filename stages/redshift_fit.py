@@ -7,10 +7,16 @@ shifts (69 km/s) within +-window_kms of Z_QN:
 
 1. coarse scan: spectrum and templates binned by `coarse_factor` pixels,
    every coarse shift of the window;
-2. fine scan: every whole-pixel shift within +-(coarse_factor // 2 + 2) of the
-   best coarse shift and of the runner-up (the lowest other local minimum
-   more than exclusion_kms away; window ends count as minima; else the
-   lowest coarse point that far away);
+2. fine scan: every whole-pixel shift within +-fine_half of the best
+   coarse shift and of the runner-up (the lowest other local minimum more
+   than exclusion_kms away; window ends count as minima; else the lowest
+   coarse point that far away), each moved to the vertex of the parabola
+   through its coarse neighbours; then, in rounds, fine_extension more
+   shifts past any end of the scanned shifts where the lowest chi2, or the
+   lowest more than exclusion_kms from it, lies, until both minima are
+   enclosed by scanned shifts or reach the window's end (and the shifts just
+   beyond exclusion_kms on the runner-up's side where the best moved so
+   close to it that no scanned shift lies that far);
 3. a parabola through the best fine shift and its neighbours gives Z_FIT
    and ZERR (Delta chi2 = 1, from the curvature); DELTACHI2 is the lowest
    fine chi2 more than exclusion_kms from the best, minus the best.
@@ -38,7 +44,7 @@ from qsopipe.pipeline import grids
 from qsopipe.pipeline.constants import CIV_1548, SIIV_1394, SPEED_OF_LIGHT_KMS
 from qsopipe.pipeline.digests import sha256_of_file
 from qsopipe.pipeline.parquet_io import list_column, with_metadata
-from qsopipe.stages.redshift_scan import ScanKernels, scan_chi2
+from qsopipe.stages.redshift_scan import ScanKernels, ScanSpectra, scan_chi2
 from qsopipe.stages.redshift_templates import (
     PIXEL_KMS, TEMPLATE_FILE, load_templates, redshift_of_shift, shift_of_redshift)
 
@@ -67,6 +73,9 @@ class FitSettings:
     window_kms : half-width of the search window around Z_QN, km/s
     coarse_factor : pixels per bin of the coarse scan (its shift step is coarse_factor x 69 km/s)
     exclusion_kms : minima closer than this to the best are the same minimum, km/s
+    fine_half : the fine scans start at +-fine_half whole shifts around each candidate
+    fine_extension : whole shifts added past an end of the scanned shifts where a minimum lies at that end
+    max_extensions : most rounds of such additions (a minimum still not enclosed then sets FIT_FAILED)
     min_deltachi2 : DELTACHI2 below this sets SMALL_DELTA_CHI2
     min_pixels : fewest usable pixels for a fit
     npoly : Legendre polynomial terms added to the eigenspectra
@@ -78,6 +87,9 @@ class FitSettings:
     window_kms: float = 6000.0
     coarse_factor: int = 8
     exclusion_kms: float = 1000.0
+    fine_half: int = 2
+    fine_extension: int = 3
+    max_extensions: int = 8
     min_deltachi2: float = 9.0
     min_pixels: int = 200
     npoly: int = 3
@@ -240,23 +252,92 @@ class _Window:
 
 
 def _scan_window(flux, weight, spans, window, templates, settings):
-    """Coarse scan, fine scans of the two best minima, parabola: the fit columns of usable spectra (weights 0
-    outside pixels spans = (lo, hi), int (n,) each)."""
+    """Coarse scan, fine scans of the two best minima (extended where a minimum lies at a scan's end),
+    parabola: the fit columns of usable spectra (weights 0 outside pixels spans = (lo, hi), int (n,) each)."""
     factor = settings.coarse_factor
     exclusion = settings.exclusion_kms / PIXEL_KMS
     coarse_shift, coarse_chi2 = _coarse_scan(flux, weight, (spans[0] // factor, -(-spans[1] // factor)), window,
                                              templates, settings)
     candidates = _candidate_shifts(coarse_shift, coarse_chi2, exclusion)
-    half = factor // 2 + 2
-    rows = np.repeat(np.arange(len(flux)), 2)
-    shifts = candidates.reshape(-1, 1) - half + np.arange(2 * half + 1)
-    chi2, amplitude = scan_chi2(flux, weight, shifts[:, 0] + window.kmin[rows], 2 * half + 1,
-                                [scan_kernels(t, factor)[1] for t in templates], settings.npoly, rows,
-                                window.which[rows], spans)
-    inside = (shifts >= window.first[rows, None]) & (shifts <= window.last[rows, None])
-    chi2 = np.where(inside & np.isfinite(chi2), chi2, np.inf)
-    return _refine(shifts.reshape(len(flux), -1), chi2.reshape(len(flux), -1), amplitude.reshape(len(flux), -1),
-                   window, exclusion, 2 * half + 1, settings)
+    kernels = [scan_kernels(t, factor)[1] for t in templates]
+    grid = _FineGrid(window)
+    half = settings.fine_half
+    rows, first, nlag = np.repeat(np.arange(len(flux)), 2), candidates.ravel() - half, 2 * half + 1
+    spectra = ScanSpectra(flux, weight, settings.npoly, spans)
+    for _ in range(settings.max_extensions + 1):
+        if not rows.size:
+            break
+        chi2, amplitude = spectra.chi2(first + window.kmin[rows], nlag, kernels, rows, window.which[rows])
+        grid.add(rows, first, chi2, amplitude)
+        rows, first = grid.extensions(exclusion, settings.fine_extension, candidates)
+        nlag = settings.fine_extension
+    return _refine(grid, window, exclusion, settings)
+
+
+class _FineGrid:
+    """The fine scans' chi2 and first-eigenspectrum amplitude on every fit's window of whole shifts.
+
+    chi2, amplitude : float64 (n, width), column c for shift window.first + c (inf and nan where not
+        scanned); scanned : bool (n, width), True where scanned and on the columns past the window's end
+    """
+
+    def __init__(self, window):
+        self.first, self.size = window.first, window.last - window.first + 1
+        shape = (len(self.first), int(np.max(self.size)))
+        self.chi2, self.amplitude = np.full(shape, np.inf), np.full(shape, np.nan)
+        self.scanned = np.arange(shape[1]) >= self.size[:, None]
+
+    def add(self, rows, first, chi2, amplitude):
+        """Scans (m, nlag) of fits `rows` from whole shifts `first` (int (m,) each); shifts outside the window
+        are dropped."""
+        column = first[:, None] - self.first[rows, None] + np.arange(chi2.shape[1])
+        inside = (column >= 0) & (column < self.size[rows, None])
+        row, column = np.broadcast_to(rows[:, None], column.shape)[inside], column[inside]
+        self.chi2[row, column] = np.where(np.isfinite(chi2), chi2, np.inf)[inside]
+        self.amplitude[row, column] = amplitude[inside]
+        self.scanned[row, column] = True
+
+    def minima(self, exclusion):
+        """Columns (n,) of the lowest chi2 and of the lowest more than `exclusion` columns from it, and bool (n,)
+        whether that second one exists."""
+        best = np.argmin(self.chi2, axis=1)
+        far = np.abs(np.arange(self.chi2.shape[1]) - best[:, None]) > exclusion
+        far_chi2 = np.where(far, self.chi2, np.inf)
+        second = np.argmin(far_chi2, axis=1)
+        return best, second, np.isfinite(far_chi2[np.arange(len(best)), second])
+
+    def extensions(self, exclusion, width, candidates):
+        """The scans still needed: rows and first whole shifts, int (m,) each, of `width` shifts each.
+
+        - Past an end of the scanned shifts where the lowest chi2 lies (its
+          minimum is not yet enclosed), inside the window.
+        - The same for the lowest chi2 more than `exclusion` from it, without
+          reaching back within `exclusion`.
+        - Where no scanned shift lies more than `exclusion` from the best (the
+          best moved towards the runner-up's scan), the first shifts beyond
+          that distance on the runner-up's side. candidates: int (n, 2), the
+          whole shifts the fine scans started from (best, runner-up; equal
+          where there is no runner-up).
+        """
+        rows = np.arange(len(self.chi2))
+        best, second, has_second = self.minima(exclusion)
+        found = np.isfinite(self.chi2[rows, best])
+        wanted_rows, wanted_first = [], []
+        for column, wanted, keep_away in ((best, found, False), (second, has_second, True)):
+            for step, first in ((-1, column - width), (1, column + 1)):
+                neighbour = np.clip(column + step, 0, self.chi2.shape[1] - 1)
+                needed = wanted & (neighbour == column + step) & ~self.scanned[rows, neighbour]
+                if keep_away:
+                    needed &= np.abs(neighbour - best) > exclusion
+                wanted_rows.append(rows[needed])
+                wanted_first.append(first[needed] + self.first[needed])
+        side = np.where(candidates[:, 1] != candidates[:, 0], np.sign(candidates[:, 1] - self.first - best), 0)
+        boundary = best + side * (int(exclusion) + 1)
+        needed = found & ~has_second & (side != 0) & (boundary >= 0) & (boundary < self.size)
+        needed[needed] &= ~self.scanned[rows[needed], boundary[needed]]
+        wanted_rows.append(rows[needed])
+        wanted_first.append(np.where(side > 0, boundary, boundary - width + 1)[needed] + self.first[needed])
+        return np.concatenate(wanted_rows), np.concatenate(wanted_first)
 
 
 def _coarse_scan(flux, weight, spans, window, templates, settings):
@@ -325,29 +406,39 @@ def _candidate_shifts(shift, chi2, exclusion):
     fallback = np.where(far, chi2, np.inf)
     second = np.where(np.isfinite(ranked).any(axis=1), np.argmin(ranked, axis=1), np.argmin(fallback, axis=1))
     second = np.where(np.isfinite(fallback).any(axis=1), second, best)
-    return np.stack([shift[np.arange(n), best], shift[np.arange(n), second]], axis=1)
+    return np.stack([_vertex_shift(shift, chi2, best), _vertex_shift(shift, chi2, second)], axis=1)
 
 
-def _refine(shift, chi2, amplitude, window, exclusion, nlag, settings):
-    """Best fine shift, parabola, DELTACHI2 and warnings from pooled fine scans.
+def _vertex_shift(shift, chi2, column):
+    """Whole shifts (n,): the vertex of the parabola through coarse point `column` (int (n,)) and its
+    neighbours, rounded and kept within half a coarse step of the point; the point itself where a neighbour
+    is missing or the curvature is not positive."""
+    rows = np.arange(len(chi2))
+    step = shift[:, 1] - shift[:, 0] if shift.shape[1] > 1 else np.zeros(len(chi2), shift.dtype)
+    left = np.where(column > 0, chi2[rows, np.maximum(column - 1, 0)], np.inf)
+    right = np.where(column < chi2.shape[1] - 1, chi2[rows, np.minimum(column + 1, chi2.shape[1] - 1)], np.inf)
+    centre = chi2[rows, column]
+    curvature = left - 2 * centre + right
+    usable = np.isfinite(curvature) & (curvature > 0)
+    offset = np.where(usable, 0.5 * (left - right) / np.where(usable, curvature, 1.0), 0.0)
+    return shift[rows, column] + np.rint(np.clip(offset, -0.5, 0.5) * step).astype(shift.dtype)
 
-    shift, chi2 : (n, m) whole shifts and chi2 of both fine scans side by side (nlag each);
-    amplitude : (n, m), of the first eigenspectrum.
-    """
-    n = len(chi2)
+
+def _refine(grid, window, exclusion, settings):
+    """Best fine shift, parabola, DELTACHI2 and warnings from the fine scans (`_FineGrid`)."""
+    chi2 = grid.chi2
+    n, width = chi2.shape
     rows = np.arange(n)
-    best = np.argmin(chi2, axis=1)
+    best, second, _ = grid.minima(exclusion)
     best_chi2 = chi2[rows, best]
-    best_shift = shift[rows, best]
-    far = np.abs(shift - best_shift[:, None]) > exclusion
-    second_chi2 = np.min(np.where(far, chi2, np.inf), axis=1)
-    position = best % nlag
-    left = np.where(position > 0, chi2[rows, best - 1], np.inf)
-    right = np.where(position < nlag - 1, chi2[rows, np.minimum(best + 1, chi2.shape[1] - 1)], np.inf)
+    best_shift = window.first + best
+    second_chi2 = chi2[rows, second]
+    left = np.where(best > 0, chi2[rows, np.maximum(best - 1, 0)], np.inf)
+    right = np.where(best < width - 1, chi2[rows, np.minimum(best + 1, width - 1)], np.inf)
     curvature = left - 2 * best_chi2 + right
     measured = np.isfinite(best_chi2) & np.isfinite(curvature) & (curvature > 0)
     safe = np.where(measured, curvature, 1.0)
-    slope = np.where(measured, left - right, 0.0)
+    slope = np.subtract(left, right, out=np.zeros(n), where=measured)
     offset = 0.5 * slope / safe
     fitted_shift = best_shift + offset
     z = redshift_of_shift(fitted_shift)
@@ -358,8 +449,8 @@ def _refine(shift, chi2, amplitude, window, exclusion, nlag, settings):
     warning = np.zeros(n, np.int32)
     warning[edge] |= ZWarning.WINDOW_EDGE
     warning[~measured & ~edge] |= ZWarning.FIT_FAILED
-    warning[~(deltachi2 >= settings.min_deltachi2)] |= ZWarning.SMALL_DELTA_CHI2
-    warning[~(amplitude[rows, best] > 0)] |= ZWarning.NEGATIVE_AMPLITUDE
+    warning[~(np.isfinite(deltachi2) & (deltachi2 >= settings.min_deltachi2))] |= ZWarning.SMALL_DELTA_CHI2
+    warning[~(grid.amplitude[rows, best] > 0)] |= ZWarning.NEGATIVE_AMPLITUDE
     good = measured & np.isfinite(z)
     return {"Z_FIT": np.where(good, z, -1.0), "ZERR": np.where(good, zerr, -1.0), "ZWARNING": warning,
             "DELTACHI2": np.where(np.isfinite(deltachi2), deltachi2, 0.0).astype(np.float32),

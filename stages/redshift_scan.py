@@ -120,7 +120,7 @@ def window_correlations(signals, source, starts, spans, layouts, nlag, kernel):
     other_out = np.zeros((nsignal, layouts[0][1].shape[1] // nlag, nrow, nlag))
     order = np.lexsort((starts, kernel))
     widest = max(first_layout.shape[0] for first_layout, _ in layouts)
-    scratch = np.empty(nsignal * CHUNK_ROWS * min(widest, signals.shape[2] + MAX_SPREAD), np.float32)
+    scratch = np.empty(nsignal * min(CHUNK_ROWS, nrow) * min(widest, signals.shape[2] + MAX_SPREAD), np.float32)
     for rows in _blocks(starts[order], kernel[order], order):
         first_layout, other_layout = layouts[kernel[rows[0]]]
         spectra, start = source[rows], starts[rows]
@@ -186,32 +186,52 @@ def scan_chi2(flux, weight, starts, nlag, kernels, npoly, source=None, kernel=No
     chi2 : float64 (nrow, nlag), nan where the system could not be solved
     amplitude : float64 (nrow, nlag), coefficient of the first eigenspectrum (nan with chi2)
     """
-    flux, weight = np.asarray(flux, np.float32), np.asarray(weight, np.float32)
-    nspec, npix = flux.shape
-    source = np.arange(nspec) if source is None else np.asarray(source)
-    poly, poly_products = _polynomials(npix, npoly)
-    signals = np.empty((npoly + 1, nspec, npix), np.float32)  # w, w P_1 .. w P_{npoly-1}, w f
-    signals[0] = weight
-    np.multiply(weight, poly[1:, None, :], out=signals[1:npoly])
-    np.multiply(weight, flux, out=signals[npoly])
-    kernel = np.zeros(len(starts), int) if kernel is None else np.asarray(kernel)
-    spans = used_spans(weight) if spans is None else spans
-    with_weight, with_basis = window_correlations(signals, source, starts, spans, [k.layout(nlag) for k in kernels],
-                                                  nlag, kernel)
-    poly_poly = (weight @ poly_products).astype(np.float64)[source]
-    poly_flux = (signals[npoly] @ poly.T).astype(np.float64)[source]
-    total = np.sum(signals[npoly] * flux, axis=1, dtype=np.float64)[source, None]
-    # unknowns: the polynomials (whose block is the same at every shift), then the eigenspectra from the last to
-    # the first, whose amplitude is then the last unknown
-    pairs, nbasis = kernels[0].pairs, kernels[0].basis.shape[0]
-    pair_index = {pair: k for k, pair in enumerate(pairs)}
-    cross = with_basis[:-1]  # [p][a]: sum w P_p T_a
-    eigen = list(range(nbasis))[::-1]
-    matrix = [[poly_poly[:, p * npoly + q, None] for q in range(p + 1)] for p in range(npoly)]
-    matrix += [[cross[p][a] for p in range(npoly)] + [with_weight[pair_index[min(a, b), max(a, b)]]
-                                                       for b in eigen[:i + 1]] for i, a in enumerate(eigen)]
-    rhs = [poly_flux[:, p, None] for p in range(npoly)] + [with_basis[-1, a] for a in eigen]
-    return cholesky_chi2(matrix, rhs, total)
+    return ScanSpectra(flux, weight, npoly, spans).chi2(starts, nlag, kernels, source, kernel)
+
+
+class ScanSpectra:
+    """Spectra made ready for scans (`chi2`, the same as `scan_chi2`'s) at any rows, shifts and templates.
+
+    Holds what does not depend on the shift: the signals w, w P_1 .. w P_{npoly-1}, w f (float32 (npoly + 1,
+    nspec, npix)) that are correlated with the templates, their spans, and the float64 sums over pixels of
+    w P_p P_q (nspec, npoly * npoly), w f P_p (nspec, npoly) and w f^2 (nspec,).
+
+    flux, weight, npoly, spans : as `scan_chi2`
+    """
+
+    def __init__(self, flux, weight, npoly, spans=None):
+        flux, weight = np.asarray(flux, np.float32), np.asarray(weight, np.float32)
+        nspec, npix = flux.shape
+        poly, poly_products = _polynomials(npix, npoly)
+        self.npoly = npoly
+        self.signals = np.empty((npoly + 1, nspec, npix), np.float32)
+        self.signals[0] = weight
+        np.multiply(weight, poly[1:, None, :], out=self.signals[1:npoly])
+        np.multiply(weight, flux, out=self.signals[npoly])
+        self.spans = used_spans(weight) if spans is None else spans
+        self.poly_poly = (weight @ poly_products).astype(np.float64)
+        self.poly_flux = (self.signals[npoly] @ poly.T).astype(np.float64)
+        self.total = np.sum(self.signals[npoly] * flux, axis=1, dtype=np.float64)
+
+    def chi2(self, starts, nlag, kernels, source=None, kernel=None):
+        """chi2 and first-eigenspectrum amplitude, float64 (nrow, nlag) each; the arguments as `scan_chi2`'s."""
+        npoly = self.npoly
+        source = np.arange(self.signals.shape[1]) if source is None else np.asarray(source)
+        kernel = np.zeros(len(starts), int) if kernel is None else np.asarray(kernel)
+        with_weight, with_basis = window_correlations(self.signals, source, starts, self.spans,
+                                                      [k.layout(nlag) for k in kernels], nlag, kernel)
+        poly_poly, poly_flux = self.poly_poly[source], self.poly_flux[source]
+        # unknowns: the polynomials (whose block is the same at every shift), then the eigenspectra from the last
+        # to the first, whose amplitude is then the last unknown
+        pairs, nbasis = kernels[0].pairs, kernels[0].basis.shape[0]
+        pair_index = {pair: k for k, pair in enumerate(pairs)}
+        cross = with_basis[:-1]  # [p][a]: sum w P_p T_a
+        eigen = list(range(nbasis))[::-1]
+        matrix = [[poly_poly[:, p * npoly + q, None] for q in range(p + 1)] for p in range(npoly)]
+        matrix += [[cross[p][a] for p in range(npoly)] + [with_weight[pair_index[min(a, b), max(a, b)]]
+                                                           for b in eigen[:i + 1]] for i, a in enumerate(eigen)]
+        rhs = [poly_flux[:, p, None] for p in range(npoly)] + [with_basis[-1, a] for a in eigen]
+        return cholesky_chi2(matrix, rhs, self.total[source, None])
 
 
 def cholesky_chi2(matrix, rhs, total):

@@ -92,6 +92,21 @@ def test_noiseless_template_spectrum_returns_its_redshift(redshifts, template_in
     assert np.all((out["ZERR"] > 0) & (out["DELTACHI2"] > 9))
 
 
+def test_fine_scans_walk_to_minima_beyond_their_first_shifts():
+    # fine scans of one shift each: every minimum is found by the rounds that extend them
+    redshifts = np.array([0.8021, 1.2345, 2.1003, 3.2017])
+    flux = _template_spectra(redshifts, lambda z: int(z > 1.5))
+    z_qn = redshifts + 0.004 * (1 + redshifts) * np.array([1, -1, 1, -1])
+    fit = np.ones(len(redshifts), bool)
+    walked = fit_redshifts(flux, np.ones_like(flux), z_qn, fit,
+                           settings=FitSettings(fine_half=0, fine_extension=1, max_extensions=40))
+    assert np.all(walked["ZWARNING"] == 0)
+    assert np.all(np.abs(SPEED_OF_LIGHT_KMS * (walked["Z_FIT"] - redshifts) / (1 + redshifts)) <= 10.0)
+    stopped = fit_redshifts(flux, np.ones_like(flux), z_qn, fit,
+                            settings=FitSettings(fine_half=0, fine_extension=1, max_extensions=0))
+    assert np.all(stopped["ZWARNING"] & ZWarning.FIT_FAILED)
+
+
 def test_masked_and_empty_spectra_get_warnings_not_nan():
     flux = _template_spectra(np.full(7, 2.2), lambda z: 1)
     ivar = np.ones_like(flux)
