@@ -269,7 +269,7 @@ def _scan_window(flux, weight, spans, window, templates, settings):
             break
         chi2, amplitude = spectra.chi2(first + window.kmin[rows], nlag, kernels, rows, window.which[rows])
         grid.add(rows, first, chi2, amplitude)
-        rows, first = grid.extensions(exclusion, settings.fine_extension, candidates)
+        rows, first = grid.extensions(exclusion, settings.fine_extension, candidates, rows)
         nlag = settings.fine_extension
     return _refine(grid, window, exclusion, settings)
 
@@ -297,46 +297,50 @@ class _FineGrid:
         self.amplitude[row, column] = amplitude[inside]
         self.scanned[row, column] = True
 
-    def minima(self, exclusion):
-        """Columns (n,) of the lowest chi2 and of the lowest more than `exclusion` columns from it, and bool (n,)
-        whether that second one exists."""
-        best = np.argmin(self.chi2, axis=1)
-        far = np.abs(np.arange(self.chi2.shape[1]) - best[:, None]) > exclusion
-        far_chi2 = np.where(far, self.chi2, np.inf)
+    def minima(self, exclusion, rows=slice(None)):
+        """Columns of the lowest chi2 and of the lowest more than `exclusion` columns from it, and whether that
+        second one exists: (m,) each, for fits `rows` [default: all]."""
+        chi2 = self.chi2[rows]
+        best = np.argmin(chi2, axis=1)
+        far_chi2 = np.where(np.abs(np.arange(chi2.shape[1]) - best[:, None]) > exclusion, chi2, np.inf)
         second = np.argmin(far_chi2, axis=1)
         return best, second, np.isfinite(far_chi2[np.arange(len(best)), second])
 
-    def extensions(self, exclusion, width, candidates):
+    def extensions(self, exclusion, width, candidates, scanned_rows):
         """The scans still needed: rows and first whole shifts, int (m,) each, of `width` shifts each.
 
-        - Past an end of the scanned shifts where the lowest chi2 lies (its
-          minimum is not yet enclosed), inside the window.
-        - The same for the lowest chi2 more than `exclusion` from it, without
-          reaching back within `exclusion`.
-        - Where no scanned shift lies more than `exclusion` from the best (the
+        Only fits among scanned_rows (int, those just scanned) can need more:
+        - past an end of the scanned shifts where the lowest chi2 lies (its
+          minimum is not yet enclosed), inside the window;
+        - the same for the lowest chi2 more than `exclusion` from it, without
+          reaching back within `exclusion`;
+        - where no scanned shift lies more than `exclusion` from the best (the
           best moved towards the runner-up's scan), the first shifts beyond
           that distance on the runner-up's side. candidates: int (n, 2), the
           whole shifts the fine scans started from (best, runner-up; equal
           where there is no runner-up).
         """
-        rows = np.arange(len(self.chi2))
-        best, second, has_second = self.minima(exclusion)
-        found = np.isfinite(self.chi2[rows, best])
+        rows = np.unique(scanned_rows)
+        best, second, has_second = self.minima(exclusion, rows)
+        chi2, scanned, first_shift, size = self.chi2[rows], self.scanned[rows], self.first[rows], self.size[rows]
+        index = np.arange(len(rows))
+        found = np.isfinite(chi2[index, best])
         wanted_rows, wanted_first = [], []
         for column, wanted, keep_away in ((best, found, False), (second, has_second, True)):
             for step, first in ((-1, column - width), (1, column + 1)):
-                neighbour = np.clip(column + step, 0, self.chi2.shape[1] - 1)
-                needed = wanted & (neighbour == column + step) & ~self.scanned[rows, neighbour]
+                neighbour = np.clip(column + step, 0, chi2.shape[1] - 1)
+                needed = wanted & (neighbour == column + step) & ~scanned[index, neighbour]
                 if keep_away:
                     needed &= np.abs(neighbour - best) > exclusion
                 wanted_rows.append(rows[needed])
-                wanted_first.append(first[needed] + self.first[needed])
-        side = np.where(candidates[:, 1] != candidates[:, 0], np.sign(candidates[:, 1] - self.first - best), 0)
+                wanted_first.append(first[needed] + first_shift[needed])
+        candidates = candidates[rows]
+        side = np.where(candidates[:, 1] != candidates[:, 0], np.sign(candidates[:, 1] - first_shift - best), 0)
         boundary = best + side * (int(exclusion) + 1)
-        needed = found & ~has_second & (side != 0) & (boundary >= 0) & (boundary < self.size)
-        needed[needed] &= ~self.scanned[rows[needed], boundary[needed]]
+        needed = found & ~has_second & (side != 0) & (boundary >= 0) & (boundary < size)
+        needed[needed] &= ~scanned[index[needed], boundary[needed]]
         wanted_rows.append(rows[needed])
-        wanted_first.append(np.where(side > 0, boundary, boundary - width + 1)[needed] + self.first[needed])
+        wanted_first.append(np.where(side > 0, boundary, boundary - width + 1)[needed] + first_shift[needed])
         return np.concatenate(wanted_rows), np.concatenate(wanted_first)
 
 

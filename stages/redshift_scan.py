@@ -153,10 +153,11 @@ def used_spans(signals):
 def _blocks(sorted_starts, sorted_kernel, order):
     """Index arrays of rows (in `order`) of one kernel set, with at most CHUNK_ROWS rows and MAX_SPREAD spread
     of starts."""
+    starts, kernels = sorted_starts.tolist(), sorted_kernel.tolist()
     first = 0
     for k in range(1, len(order) + 1):
-        if (k == len(order) or k - first == CHUNK_ROWS or sorted_starts[k] - sorted_starts[first] > MAX_SPREAD
-                or sorted_kernel[k] != sorted_kernel[first]):
+        if (k == len(order) or k - first == CHUNK_ROWS or starts[k] - starts[first] > MAX_SPREAD
+                or kernels[k] != kernels[first]):
             yield order[first:k]
             first = k
 
