@@ -9,7 +9,8 @@ weights with the eigenspectra's pairwise products and of w, w P_p and w f
 with the eigenspectra, i.e. two matrix products for a block of spectra
 placed on a common axis, against the kernels' shifted copies, which are laid
 out once per process (`ScanKernels`, `window_correlations`); the w P_p P_q,
-w f P_p and w f^2 sums do not depend on the shift. Each system is then
+w f P_p and w f^2 sums do not depend on the shift, and `ScanSpectra` makes
+them and the signals once for all the scans of a set of spectra. Each system is then
 factorised by a Cholesky written out entry by entry, every entry an array
 over all rows and shifts (`cholesky_chi2`), which gives chi2 and the first
 eigenspectrum's amplitude without solving for the rest. The correlations and
