@@ -21,12 +21,19 @@ shifts (69 km/s) within +-window_kms of Z_QN:
    and ZERR (Delta chi2 = 1, from the curvature); DELTACHI2 is the lowest
    fine chi2 more than exclusion_kms from the best, minus the best.
 
+More windows (`fit_plate`, FitSettings.other_lines): around each of
+QuasarNET's other lines above c_th whose redshift lies outside the windows
+before it, i.e. where QuasarNET may have taken a line for another (MgII for
+CIII], say). All of a fiber's windows are fitted over the same pixels, the
+lowest chi2 wins, and DELTACHI2 is against the lowest chi2 more than
+exclusion_kms away in any of them.
+
 Template choice: LOZ where Z_QN is in its range (0.05-1.598), HIZ in its own
 (1.4-6.99); both in the overlap, the lower chi2 wins (both cover the whole
 grid there). Pixels: ivar > 0 (the shard's MGII_IVAR is 0 where a native
 pixel had ivar 0), inside the template's rest coverage at every shift of the
-window, redward of forest_rest_max (1250 A rest at Z_QN: no Lyman-alpha
-forest, no NV); on BAL quasars (BAL_FLAG_QN) the troughs blueward of CIV and SiIV
+window, redward of forest_rest_max (1250 A rest at Z_QN, or at the highest
+window centre: no Lyman-alpha forest, no NV); on BAL quasars (BAL_FLAG_QN) the troughs blueward of CIV and SiIV
 emission up to bal_kms (placed with Z_QN) are masked.
 
 `fit_redshifts` is the science (arrays in, arrays out); `fit_plate` turns a
@@ -41,9 +48,9 @@ import numpy as np
 import pyarrow as pa
 
 from qsopipe.pipeline import grids
-from qsopipe.pipeline.constants import CIV_1548, SIIV_1394, SPEED_OF_LIGHT_KMS
+from qsopipe.pipeline.constants import CIV_1548, QN_LINES, SIIV_1394, SPEED_OF_LIGHT_KMS
 from qsopipe.pipeline.digests import sha256_of_file
-from qsopipe.pipeline.parquet_io import list_column, with_metadata
+from qsopipe.pipeline.parquet_io import list_column, read_metadata, with_metadata
 from qsopipe.stages.redshift_scan import ScanKernels, ScanSpectra, scan_chi2
 from qsopipe.stages.redshift_templates import (
     PIXEL_KMS, TEMPLATE_FILE, load_templates, redshift_of_shift, shift_of_redshift)
@@ -76,6 +83,8 @@ class FitSettings:
     fine_half : the fine scans start at +-fine_half whole shifts around each candidate
     fine_extension : whole shifts added past an end of the scanned shifts where a minimum lies at that end
     max_extensions : most rounds of such additions (a minimum still not enclosed then sets FIT_FAILED)
+    other_lines : `fit_plate` also fits a window around each of QuasarNET's other lines above c_th that lies
+        outside the windows before it (a line QuasarNET took for another), the lowest chi2 winning
     min_deltachi2 : DELTACHI2 below this sets SMALL_DELTA_CHI2
     min_pixels : fewest usable pixels for a fit
     npoly : Legendre polynomial terms added to the eigenspectra
@@ -90,6 +99,7 @@ class FitSettings:
     fine_half: int = 2
     fine_extension: int = 3
     max_extensions: int = 8
+    other_lines: bool = True
     min_deltachi2: float = 9.0
     min_pixels: int = 200
     npoly: int = 3
@@ -97,7 +107,7 @@ class FitSettings:
     forest_rest_max: float = 1250.0
 
 
-def fit_redshifts(flux, ivar, z_qn, fit, bal=None, settings=FitSettings(), templates=None):
+def fit_redshifts(flux, ivar, z_qn, fit, bal=None, settings=FitSettings(), templates=None, z_lines=None):
     """Template redshifts of the spectra QuasarNET calls quasars.
 
     Parameters
@@ -108,14 +118,18 @@ def fit_redshifts(flux, ivar, z_qn, fit, bal=None, settings=FitSettings(), templ
     bal : bool (n,), optional, BAL quasars (troughs masked)
     settings : FitSettings
     templates : tuple of RestTemplate [default: the shipped LOZ and HIZ]
+    z_lines : float (n, k), optional, more window centres: the redshifts of QuasarNET's other lines above
+        c_th (NaN where none; `window_centres`). A fiber with more than one window takes the lowest chi2 of
+        all of them, every window fitted over the same pixels.
 
     Returns
     -------
     dict of (n,) arrays: Z_FIT, ZERR (float64; -1 where not measured),
     ZWARNING (int32, ZWarning bits), DELTACHI2 (float32; 0 where not
-    measured), CHI2 (float64, at the minimum; 0 where not fitted), NPIX
-    (int32, pixels in the fit), TEMPLATE (int16, index in `templates`;
-    -1 where none).
+    measured; against the lowest chi2 more than exclusion_kms away in any
+    of the fiber's windows), CHI2 (float64, at the minimum; 0 where not
+    fitted), NPIX (int32, pixels in the fit), TEMPLATE (int16, index in
+    `templates`; -1 where none).
     """
     templates = load_templates() if templates is None else templates
     n = len(z_qn)
@@ -126,25 +140,67 @@ def fit_redshifts(flux, ivar, z_qn, fit, bal=None, settings=FitSettings(), templ
            "ZWARNING": np.where(fit, 0, ZWarning.NOT_FITTED).astype(np.int32),
            "DELTACHI2": np.zeros(n, np.float32), "CHI2": np.full(n, np.inf), "NPIX": np.zeros(n, np.int32),
            "TEMPLATE": np.full(n, -1, np.int16)}
-    valid_z = np.isfinite(z_qn) & (z_qn > -1)
-    fitted = np.flatnonzero(fit & valid_z)
-    # one fit for each fiber and template whose redshift range holds its Z_QN
-    chosen = [fitted[(z_qn[fitted] >= t.zmin) & (z_qn[fitted] <= t.zmax)] for t in templates]
-    rows, which = np.concatenate(chosen), np.repeat(np.arange(len(templates)), [c.size for c in chosen])
+    centres = window_centres(z_qn, z_lines, settings.window_kms)
+    fiber, column = np.nonzero(np.isfinite(centres) & fit[:, None])
+    z_centre = centres[fiber, column]
+    # one fit for each window and template whose redshift range holds its centre
+    chosen = [(z_centre >= t.zmin) & (z_centre <= t.zmax) for t in templates]
+    rows, centre = np.concatenate([fiber[c] for c in chosen]), np.concatenate([z_centre[c] for c in chosen])
+    which = np.repeat(np.arange(len(templates)), [np.count_nonzero(c) for c in chosen])
     in_range = np.zeros(n, bool)
     in_range[rows] = True
     if rows.size:
         spectra = usable_spectra(flux, ivar, rows, z_qn[rows], bal[rows], settings)
-        result = fit_templates(*spectra, z_qn[rows], which, templates, settings)
+        result = fit_templates(*spectra, centre, which, templates, settings, fiber=rows)
         # each fiber takes its fit of lowest CHI2, of the first template where they are equal
         order = np.lexsort((which, result["CHI2"], rows))
         best = order[np.r_[True, rows[order][1:] != rows[order][:-1]]]
+        _runner_up_across_fits(result, rows, best, settings)
         for name, values in result.items():
             out[name][rows[best]] = values[best]
         out["TEMPLATE"][rows[best]] = which[best]
     out["ZWARNING"][fit & ~in_range] |= np.int32(ZWarning.OUT_OF_RANGE)
     out["CHI2"][~np.isfinite(out["CHI2"])] = 0.0
     return out
+
+
+def window_centres(z_qn, z_lines=None, window_kms=FitSettings.window_kms):
+    """Redshifts to fit around, float64 (n, 1 + k): Z_QN, then each of z_lines (n, k) more than window_kms
+    from every valid one before it in its row; NaN where none (or not a redshift)."""
+    z_qn = np.asarray(z_qn, np.float64)[:, None]
+    centres = z_qn if z_lines is None else np.concatenate([z_qn, np.asarray(z_lines, np.float64)], axis=1)
+    centres = np.where(np.isfinite(centres) & (centres > -1), centres, np.nan)
+    for k in range(1, centres.shape[1]):
+        velocity = SPEED_OF_LIGHT_KMS * np.abs(centres[:, k, None] - centres[:, :k]) / (1.0 + centres[:, :k])
+        centres[np.any(velocity <= window_kms, axis=1), k] = np.nan
+    return centres
+
+
+def _runner_up_across_fits(result, rows, best, settings):
+    """Where a fiber has other fits (other windows or templates) with a minimum more than exclusion_kms from
+    its best fit's, DELTACHI2 of the best fit (indices `best`) becomes the lowest such chi2, or its own runner-up
+    if lower, minus its chi2, and SMALL_DELTA_CHI2 follows it; in place. rows: int (m,), the fiber of each fit."""
+    best_of = np.full(rows.max() + 1, -1)
+    best_of[rows[best]] = best
+    mine = best_of[rows]
+    z_best = result["Z_FIT"][mine]
+    measured = z_best > -1
+    velocity = SPEED_OF_LIGHT_KMS * np.abs(result["Z_FIT"] - z_best) / np.where(measured, 1.0 + z_best, 1.0)
+    other = (np.arange(len(rows)) != mine) & np.isfinite(result["CHI2"]) & (result["Z_FIT"] > -1) & measured
+    other &= velocity > settings.exclusion_kms
+    if not other.any():
+        return
+    lowest = np.full(rows.max() + 1, np.inf)
+    np.minimum.at(lowest, rows[other], result["CHI2"][other])
+    chi2, own = result["CHI2"][best], result["DELTACHI2"][best].astype(np.float64)
+    second = np.minimum(np.where(own > 0, chi2 + own, np.inf), lowest[rows[best]])
+    changed = np.isfinite(lowest[rows[best]]) & np.isfinite(chi2)
+    deltachi2 = second - chi2
+    small = ~(deltachi2 >= settings.min_deltachi2)
+    index = best[changed]
+    result["DELTACHI2"][index] = deltachi2[changed].astype(np.float32)
+    result["ZWARNING"][index] = np.where(small[changed], result["ZWARNING"][index] | ZWarning.SMALL_DELTA_CHI2,
+                                         result["ZWARNING"][index] & ~np.int32(ZWarning.SMALL_DELTA_CHI2))
 
 
 def usable_spectra(flux, ivar, rows, z_qn, bal, settings=FitSettings()):
@@ -184,16 +240,19 @@ def observed_wavelengths():
     return 10.0 ** grids.mgii_loglam()
 
 
-def fit_templates(flux, weight, z_qn, which, templates, settings=FitSettings()):
+def fit_templates(flux, weight, z_qn, which, templates, settings=FitSettings(), fiber=None):
     """Fit a template to each spectrum, in a window around z_qn clipped to the template's range.
 
     Parameters
     ----------
     flux, weight : float32 (n, 3841) from `usable_spectra`; weight is set to 0 outside what each template
         covers, in place
-    z_qn : float64 (n,), inside the spectrum's template's [zmin, zmax]
+    z_qn : float64 (n,), the window centres, inside the spectrum's template's [zmin, zmax]
     which : int (n,), the template of each fit, its index in `templates`
     templates : sequence of RestTemplate (the same number of eigenspectra in each); settings : FitSettings
+    fiber : int (n,), optional, the fiber of each fit: fits of one fiber keep only the pixels that all of
+        them keep (from the forest cut of its highest centre on, inside every template's coverage), so that
+        their chi2 compare
 
     Returns
     -------
@@ -204,6 +263,8 @@ def fit_templates(flux, weight, z_qn, which, templates, settings=FitSettings()):
     window = _Window.around(z_qn, which, templates, settings)
     low, high = window.coverage(settings.coarse_factor)
     low = np.clip(np.maximum(low, forest_end(z_qn, settings)), 0, npix)
+    if fiber is not None:
+        low, high = _common_span(low, high, fiber)
     high = np.clip(high, low, npix)
     for row, (lo, hi) in enumerate(zip(low.tolist(), high.tolist())):
         weight[row, :lo] = 0.0
@@ -220,6 +281,14 @@ def fit_templates(flux, weight, z_qn, which, templates, settings=FitSettings()):
         for name, values in _scan_window(flux, weight, (low, high), window, templates, settings).items():
             out[name][rows] = values
     return out
+
+
+def _common_span(low, high, group):
+    """Per element, the largest low and the smallest high (int (n,) each) of its group (int (n,))."""
+    largest, smallest = np.full(group.max() + 1, np.iinfo(np.int64).min), np.full(group.max() + 1, np.iinfo(np.int64).max)
+    np.maximum.at(largest, group, low)
+    np.minimum.at(smallest, group, high)
+    return largest[group], smallest[group]
 
 
 @dataclass(frozen=True)
@@ -473,6 +542,18 @@ def best_redshift(z_fit, zwarning, z_qn):
     return np.where(use_fit, z_fit, z_qn).astype(np.float64), np.where(use_fit, "ZFIT", "QN")
 
 
+def other_line_redshifts(qn):
+    """float64 (n, 6): Z_<line> of QuasarNET's lines with C_<line> above the results' c_th (their schema
+    metadata), NaN elsewhere; None where the results carry no c_th."""
+    c_th = read_metadata(qn.schema).get("c_th")
+    if c_th is None:
+        return None
+    names = [name for name, _ in QN_LINES]
+    z = np.stack([qn.column(f"Z_{name}").to_numpy().astype(np.float64) for name in names], axis=1)
+    confidence = np.stack([qn.column(f"C_{name}").to_numpy() for name in names], axis=1)
+    return np.where(confidence > c_th, z, np.nan)
+
+
 def fit_plate(shard, qn, settings=FitSettings()):
     """The redshift table of one plate: one row per shard row, same order.
 
@@ -495,7 +576,7 @@ def fit_plate(shard, qn, settings=FitSettings()):
     z_qn = qn.column("Z_QN").to_numpy().astype(np.float64)
     result = fit_redshifts(list_column(shard, "MGII_FLUX"), list_column(shard, "MGII_IVAR"), z_qn,
                            qn.column("IS_QSO_QN").to_numpy() == 1, qn.column("BAL_FLAG_QN").to_numpy() == 1,
-                           settings)
+                           settings, z_lines=other_line_redshifts(qn) if settings.other_lines else None)
     z, source = best_redshift(result["Z_FIT"], result["ZWARNING"], z_qn)
     columns = {name: shard.column(name) for name in ("PLATE", "MJD", "FIBERID")}
     columns.update(Z_FIT=result["Z_FIT"], ZERR=result["ZERR"], ZWARNING=result["ZWARNING"],

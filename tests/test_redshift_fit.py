@@ -9,7 +9,8 @@ from qsopipe.pipeline.constants import SPEED_OF_LIGHT_KMS
 from qsopipe.pipeline import grids
 from qsopipe.pipeline.parquet_io import fixed_size_list
 from qsopipe.stages.quasarnet import QNFlag
-from qsopipe.stages.redshift_fit import ZFIT_COLUMNS, FitSettings, ZWarning, fit_plate, fit_redshifts
+from qsopipe.stages.redshift_fit import (
+    ZFIT_COLUMNS, FitSettings, ZWarning, fit_plate, fit_redshifts, window_centres)
 from qsopipe.stages.redshift_scan import ScanKernels, legendre_basis, scan_chi2
 from qsopipe.stages.redshift_templates import (
     TEMPLATE_FILE, load_templates, redshift_of_shift, shift_of_redshift)
@@ -105,6 +106,23 @@ def test_fine_scans_walk_to_minima_beyond_their_first_shifts():
     stopped = fit_redshifts(flux, np.ones_like(flux), z_qn, fit,
                             settings=FitSettings(fine_half=0, fine_extension=1, max_extensions=0))
     assert np.all(stopped["ZWARNING"] & ZWarning.FIT_FAILED)
+
+
+def test_a_window_around_another_line_recovers_a_confused_line():
+    # Z_QN from a line taken for another (MgII read as CIII]: z 0.719 -> 1.528, as on real fiber 3655-0872)
+    redshifts = np.array([0.719, 2.3])
+    flux = _template_spectra(redshifts, lambda z: int(z > 1.5))
+    z_qn = np.array([1.528, 2.3])
+    fit = np.ones(2, bool)
+    z_lines = np.array([[np.nan, 0.7185, 1.53], [2.31, np.nan, np.nan]])
+    assert np.isfinite(window_centres(z_qn, z_lines)).tolist() == [[True, False, True, False],
+                                                                   [True, False, False, False]]
+    alone = fit_redshifts(flux, np.ones_like(flux), z_qn, fit)
+    assert abs(alone["Z_FIT"][0] - 0.719) > 0.1
+    both = fit_redshifts(flux, np.ones_like(flux), z_qn, fit, z_lines=z_lines)
+    assert np.all(both["ZWARNING"] == 0)
+    assert np.all(np.abs(SPEED_OF_LIGHT_KMS * (both["Z_FIT"] - redshifts) / (1 + redshifts)) <= 10.0)
+    assert both["DELTACHI2"][0] > 9 and both["Z_FIT"][1] == pytest.approx(alone["Z_FIT"][1], abs=1e-6)
 
 
 def test_masked_and_empty_spectra_get_warnings_not_nan():
@@ -203,3 +221,29 @@ def test_real_spectra_with_a_window_centre_2000_kms_off(sdss_dir):
     dv = SPEED_OF_LIGHT_KMS * (table["Z"].to_numpy()[good] - z_true[good]) / (1 + z_true[good])
     assert good.sum() >= 0.8 * is_qso.sum()
     assert np.median(np.abs(dv)) < 300.0
+
+
+def test_real_quasar_whose_mgii_quasarnet_reads_as_ciii(sdss_dir):
+    """3655-55240-0872 (spAll z 0.7187): QuasarNET's MgII, CIII] and CIV boxes give z 1.528 and its Hbeta box
+    (C 0.41, above c_th) z 0.715, as the shipped model puts them; the fit takes the lower chi2 of both windows."""
+    from qsopipe.pipeline.constants import QN_LINES
+    from qsopipe.pipeline.discovery import discover
+    from qsopipe.pipeline.parquet_io import with_metadata
+    from qsopipe.stages.preprocess import preprocess_plate
+
+    plates, _ = discover([str(sdss_dir / "dr16_spec_lite_picca" / "3655")])
+    shard = preprocess_plate(plates[0].read())
+    row = int(np.flatnonzero(shard["FIBERID"].to_numpy() == 872)[0])
+    shard = shard.slice(row, 1)
+    lines = {"CIV": (0.67, 1.542), "CIII": (1.0, 1.523), "MGII": (1.0, 1.528), "HBETA": (0.41, 0.715)}
+    columns = {name: shard[name] for name in ("PLATE", "MJD", "FIBERID")}
+    columns.update({"Z_QN": pa.array([1.528]), "IS_QSO_QN": pa.array([1], pa.int16()),
+                    "BAL_FLAG_QN": pa.array([0], pa.int16())})
+    for name, _ in QN_LINES:
+        confidence, z = lines.get(name, (0.0, 0.0))
+        columns.update({f"C_{name}": pa.array([confidence], pa.float32()), f"Z_{name}": pa.array([z])})
+    qn = pa.table(columns)
+    assert fit_plate(shard, qn)["ZWARNING"][0].as_py() != 0
+    table = fit_plate(shard, with_metadata(qn, {"c_th": 0.4}))
+    assert table["ZWARNING"][0].as_py() == 0
+    assert SPEED_OF_LIGHT_KMS * abs(table["Z"][0].as_py() - 0.7187) / 1.7187 < 100.0
