@@ -35,6 +35,8 @@ from timing import report
 
 REPO = Path(__file__).resolve().parents[1]
 SPALL = REPO.parent / "shared" / "data" / "sdss" / "dr16_spec_lite_picca" / "catalogs" / "spAll-plate3655.fits"
+#: Redshift bins of the real spectra's figures (the quasarnet_real.py split).
+REAL_Z_EDGES = (0.0, 0.8, 2.1, 7.0)
 LINE_NAMES = [name for name, _ in QN_LINES]
 LINE_REST = np.array([rest for _, rest in QN_LINES])
 
@@ -118,10 +120,17 @@ def real_metrics(run):
     z_true = z_spall[chosen]
     zwarning = fit.column("ZWARNING").to_numpy()[chosen]
     z_best = fit.column("Z").to_numpy()[chosen]
-    return {"Z_QN": summary(velocity(qn.column("Z_QN").to_numpy()[chosen], z_true)),
+    z_qn = qn.column("Z_QN").to_numpy()[chosen]
+    by_z = {}
+    for low, high in zip(REAL_Z_EDGES[:-1], REAL_Z_EDGES[1:]):
+        inside = (z_true >= low) & (z_true < high)
+        by_z[f"{low}-{high}"] = {"Z_QN": summary(velocity(z_qn[inside], z_true[inside])),
+                                 "Z": summary(velocity(z_best[inside], z_true[inside]))}
+    return {"Z_QN": summary(velocity(z_qn, z_true)),
             "Z": summary(velocity(z_best, z_true)),
             "Z_FIT_zwarning0": summary(velocity(z_best[zwarning == 0], z_true[zwarning == 0])),
-            "zwarning0_fraction": round(float(np.mean(zwarning == 0)), 4)}
+            "zwarning0_fraction": round(float(np.mean(zwarning == 0)), 4),
+            "by_redshift": by_z}
 
 
 def plot_errors(dv_qn, dv_fit, r_mag, z_true, path):
