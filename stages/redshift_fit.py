@@ -60,7 +60,7 @@ class ZWarning(enum.IntFlag):
     """ZWARNING bits (0 = a good fit, and then Z = Z_FIT)."""
 
     NOT_FITTED = 1            #: QuasarNET does not call the fiber a quasar (IS_QSO_QN = 0): not fitted
-    OUT_OF_RANGE = 2          #: Z_QN outside every template's redshift range: not fitted
+    OUT_OF_RANGE = 2          #: Z_QN and every other window centre outside every template's redshift range: not fitted
     NO_DATA = 4               #: no usable pixel (ivar > 0, inside the template's coverage): not fitted
     FEW_PIXELS = 8            #: fewer than min_pixels usable pixels: not fitted
     WINDOW_EDGE = 16          #: the chi2 minimum lies at an end of the search window
@@ -285,7 +285,8 @@ def fit_templates(flux, weight, z_qn, which, templates, settings=FitSettings(), 
 
 def _common_span(low, high, group):
     """Per element, the largest low and the smallest high (int (n,) each) of its group (int (n,))."""
-    largest, smallest = np.full(group.max() + 1, np.iinfo(np.int64).min), np.full(group.max() + 1, np.iinfo(np.int64).max)
+    size = group.max() + 1
+    largest, smallest = np.full(size, np.iinfo(np.int64).min), np.full(size, np.iinfo(np.int64).max)
     np.maximum.at(largest, group, low)
     np.minimum.at(smallest, group, high)
     return largest[group], smallest[group]
