@@ -10,8 +10,8 @@ Usage: python benchmarks/throughput.py [--plates 10] [--fibers 1000] [--workers 
    varies by a second or so from run to run, hence the repeats.
 3. Measures the limit in this process on the same machine: one core's
    compiled forward passes of the shipped models on random inputs (QuasarNET
-   on every spectrum, the MgII CNN on the fraction of spectra the run sent to
-   it) plus the spPlate reads, scaled by the number of workers.
+   on every spectrum, the BAL and MgII CNNs on the fractions of spectra the
+   run sent to them) plus the spPlate reads, scaled by the number of workers.
 4. Prints spectra/s, the limit, their ratio, per-stage time per spectrum
    (the median over the plates, so start-up does not count) and peak RSS
    per worker (from the run report); with --json, writes them too.
@@ -69,22 +69,37 @@ def read_rate(paths):
     return nfiber / (time.perf_counter() - start)
 
 
-def measure_limit(plates, mgii_fraction, workers, batch):
-    """Spectra/s the machine allows: reads + QuasarNET + MgII forward passes on one core, times workers."""
+def measure_limit(plates, fractions, workers, batch):
+    """Spectra/s the machine allows: reads + QuasarNET + BAL + MgII forward passes on one core, times workers.
+
+    fractions : {"bal", "mgii"}, the fractions of spectra each CNN ran on.
+    """
     os.environ.setdefault("QSOPIPE_TF_THREADS", "1")
+    from qsopipe.models.bal import INPUT_NPIX, make_predictor
     from qsopipe.models.mgii import predictor_for
     from qsopipe.models.quasarnet import predict
     from qsopipe.models.store import default_weights, load_model
 
     qn_model = load_model(str(default_weights("quasarnet")))
     mgii_predict = predictor_for(load_model(str(default_weights("mgii"))))
+    bal_predict = make_predictor(load_model(str(default_weights("bal"))))
     rates = {
         "read": read_rate(plates),
         "quasarnet_forward": forward_rate(lambda x: predict(qn_model, x, batch=batch), 443, batch),
+        "bal_forward": forward_rate(bal_predict, 2 * INPUT_NPIX, 256),
         "mgii_forward": forward_rate(mgii_predict, 3841, 1024),
     }
-    per_core = 1.0 / (1 / rates["read"] + 1 / rates["quasarnet_forward"] + mgii_fraction / rates["mgii_forward"])
+    per_core = 1.0 / (1 / rates["read"] + 1 / rates["quasarnet_forward"] + fractions["bal"] / rates["bal_forward"]
+                      + fractions["mgii"] / rates["mgii_forward"])
     return per_core * workers, rates
+
+
+def ran_fraction(results, product, column):
+    """Fraction of the spectra whose probability `column` of `product` (under RESULTS) is >= 0: the CNN ran."""
+    import pyarrow.parquet as pq
+
+    values = [pq.read_table(path, columns=[column]).column(0).to_numpy() for _, path in find_products(product, results)]
+    return float(np.mean(np.concatenate(values) >= 0))
 
 
 def stage_costs(report):
@@ -124,12 +139,9 @@ def main():
         fastest = min(runs, key=lambda outdir: runs[outdir][0])
         t_all, report = runs[fastest]
         stages, plate_seconds, rss = stage_costs(report)
-        import pyarrow.parquet as pq
-
-        mgii = [pq.read_table(p, columns=["MGII_PROB"]).column(0).to_numpy()
-                for _, p in find_products("mgii", RunLayout(fastest).results)]
-        mgii_fraction = float(np.mean(np.concatenate(mgii) >= 0))
-        limit, rates = measure_limit(plates, mgii_fraction, args.workers, args.batch_size)
+        fractions = {product: ran_fraction(RunLayout(fastest).results, product, column)
+                     for product, column in (("bal", "BAL_PROB"), ("mgii", "MGII_PROB"))}
+        limit, rates = measure_limit(plates, fractions, args.workers, args.batch_size)
     marginal = (len(plates) - 2) * args.fibers / (t_all - t_small)
     per_plate = args.workers / plate_seconds
     result = {
@@ -138,7 +150,7 @@ def main():
         "wall_seconds": {"2_plates": t_small, f"{len(plates)}_plates": t_all},
         "run_spectra_per_s": marginal, "limit_spectra_per_s": limit, "ratio": marginal / limit,
         "per_plate_spectra_per_s": per_plate, "per_plate_ratio": per_plate / limit,
-        "limit_parts_per_core": rates, "mgii_fraction": mgii_fraction,
+        "limit_parts_per_core": rates, "bal_fraction": fractions["bal"], "mgii_fraction": fractions["mgii"],
         "stage_seconds_per_spectrum": stages, "peak_rss_mb_per_worker": rss,
     }
     print(f"run: {marginal:,.0f} spectra/s steady state ({len(plates)} x {args.fibers} fibers, "
@@ -146,7 +158,7 @@ def main():
     print(f"per-plate rate: {per_plate:,.0f} spectra/s (median plate {plate_seconds * args.fibers:.3f} s "
           f"on its worker); ratio {per_plate / limit:.2f}")
     print("limit parts (one core): " + ", ".join(f"{k} {v:,.0f}/s" for k, v in rates.items())
-          + f"; MgII on {mgii_fraction:.0%} of spectra")
+          + f"; BAL CNN on {fractions['bal']:.0%}, MgII on {fractions['mgii']:.0%} of spectra")
     print("stage time per spectrum: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in stages.items()))
     print("peak RSS per worker: " + ", ".join(f"{v:,.0f} MB" for v in rss.values()))
     if args.json:

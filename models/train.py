@@ -15,6 +15,7 @@ TRAINERS = {
                   "Train QuasarNET on simulated or DR12Q-labelled spectra."),
     "mgii": ("qsopipe.models.train_mgii:command",
              "Train the MgII absorber CNN on simulated quasar sightlines."),
+    "bal": ("qsopipe.models.train_bal:command", "Train the CIV BAL classifier on simulated quasars."),
 }
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from qsopipe.models.training_files import load_checkpoint, output_paths, save_model, write_json
+from qsopipe.models.training_files import load_checkpoint, output_paths, plot_history, save_model, write_json
 from qsopipe.pipeline.constants import (
     FEII_2344, FEII_2374, FEII_2382, FEII_2586, FEII_2600, FWHM_PER_SIGMA, MGII_2796, MGII_2803, QUASAR_CLASSES,
 )
@@ -284,21 +284,6 @@ def draw_epoch(sightlines, label, clean, size, rng):
     detectable[new] = y[new] == 1
     order = rng.permutation(np.flatnonzero(detectable))
     return x[order], y[order].astype(np.float32)
-
-
-def plot_history(history, path):
-    """Loss and accuracy per epoch, training and validation (PNG)."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(10, 4), layout="constrained")
-    for axes, metric in zip(figure.subplots(1, 2), ("loss", "accuracy")):
-        for prefix, style in (("", "-"), ("val_", "--")):
-            values = history.get(f"{prefix}{metric}")
-            if values:
-                axes.plot(np.arange(1, len(values) + 1), values, style, label="validation" if prefix else "training")
-        axes.set(xlabel="epoch", ylabel="binary cross-entropy" if metric == "loss" else metric)
-        axes.legend()
-    figure.savefig(path, dpi=100)
 
 
 def train(model, sightlines, is_validation, paths, epochs, samples_per_epoch, batch_size=256, seed=0,

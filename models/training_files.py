@@ -1,8 +1,10 @@
-"""The files a training run writes beside its model, shared by both trainers."""
+"""The files a training run writes beside its model, shared by the trainers."""
 
 import json
 import os
 from pathlib import Path
+
+import numpy as np
 
 from qsopipe.pipeline.atomic import atomic_path
 
@@ -39,3 +41,18 @@ def save_model(model, path):
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial.keras")
     model.save(partial)
     os.replace(partial, path)
+
+
+def plot_history(history, path):
+    """Loss and accuracy per epoch, training and validation (PNG)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    for axes, metric in zip(figure.subplots(1, 2), ("loss", "accuracy")):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            values = history.get(f"{prefix}{metric}")
+            if values:
+                axes.plot(np.arange(1, len(values) + 1), values, style, label="validation" if prefix else "training")
+        axes.set(xlabel="epoch", ylabel="binary cross-entropy" if metric == "loss" else metric)
+        axes.legend()
+    figure.savefig(path, dpi=100)

@@ -23,11 +23,12 @@ COMMANDS = {
     "preprocess": ("qsopipe.stages.preprocess:command", "Turn plates into Parquet shards (QuasarNET and MgII inputs)."),
     "quasarnet": ("qsopipe.stages.quasarnet:command", "Run QuasarNET on shards: class, line redshifts, BAL flag."),
     "zfit": ("qsopipe.stages.zfit:command", "Fit template redshifts (Z, ZERR, ZWARNING) around QuasarNET's."),
+    "bal": ("qsopipe.stages.bal:command", "Run the CIV BAL CNN on quasars at their redshift Z: BAL_PROB, BAL_FLAG."),
     "mgii": ("qsopipe.stages.mgii:command", "Run the MgII absorber CNN on quasar sightlines; fit absorbers."),
     "catalog": ("qsopipe.stages.catalog:command", "Write the DR-style FITS catalog from stage results."),
     "evaluate": ("qsopipe.stages.evaluate:command", "Score a catalog against a DR12Q-style truth table."),
     "run": ("qsopipe.pipeline.run:command", "Run every stage plate by plate on Dask and write the catalog."),
-    "train": ("qsopipe.models.train:command", "Train QuasarNET or the MgII CNN."),
+    "train": ("qsopipe.models.train:command", "Train QuasarNET, the BAL CNN or the MgII CNN."),
     "import-weights": ("qsopipe.models.legacy:command", "Import published Keras-2 QuasarNET weights (.h5) as .keras."),
     "ensemble": ("qsopipe.models.ensemble:command", "Combine trained QuasarNETs into one model that averages them."),
 }

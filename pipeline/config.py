@@ -44,9 +44,12 @@ SETTINGS = {
     "c_th": (float, False, _fraction, "in [0, 1]", "QuasarNET line-confidence threshold."),
     "n_th": (int, False, _positive, ">= 1", "Lines above c_th needed for a quasar."),
     "bal_th": (float, False, _fraction, "in [0, 1]", "BAL_FLAG_QN where a quasar's C_BAL_CIV exceeds this."),
+    "bal_prob_th": (float, False, _fraction, "in [0, 1]",
+                    "BAL_FLAG where a quasar's BAL_PROB exceeds this (BAL_FLAG_QN where BAL_PROB = -1)."),
     "mgii_threshold": (float, False, _fraction, "in [0, 1]",
                        "Fit doublets on sightlines with MGII_PROB >= this (0: every searched one)."),
     "qn_model": (str, True, None, "", "QuasarNET .keras file."),
+    "bal_model": (str, True, None, "", "BAL CNN .keras file."),
     "mgii_model": (str, True, None, "", "MgII CNN .keras file."),
     "batch_size": (int, False, _positive, ">= 1", "Fixed batch of the compiled forward passes."),
     "workers": (int, True, _positive, ">= 1", "Dask workers."),
@@ -56,7 +59,8 @@ SETTINGS = {
 }
 
 #: What a null default (pipeline/config.yaml) means, for the options' help.
-NULL_DEFAULTS = {"qn_model": "the shipped weights", "mgii_model": "the shipped weights", "workers": "one per core"}
+NULL_DEFAULTS = {"qn_model": "the shipped weights", "bal_model": "the shipped weights",
+                 "mgii_model": "the shipped weights", "workers": "one per core"}
 
 
 def defaults():

@@ -7,6 +7,7 @@ per-plate *product* lives under a root folder of its own:
     SHARDS/PLATE=pppp/plate-NAME.parquet          shard        (qsopipe preprocess)
     RESULTS/quasarnet/qn-NAME.parquet             quasarnet    (qsopipe quasarnet)
     RESULTS/zfit/zfit-NAME.parquet                zfit         (qsopipe zfit)
+    RESULTS/bal/bal-NAME.parquet                  bal          (qsopipe bal)
     RESULTS/mgii/mgii-NAME.parquet                mgii         (qsopipe mgii)
     RESULTS/mgii/absorbers-NAME.parquet           mgii_absorbers
 
@@ -25,6 +26,7 @@ PRODUCT_FILES = {
     "shard": ("PLATE={plate}", "plate-{name}.parquet"),
     "quasarnet": ("quasarnet", "qn-{name}.parquet"),
     "zfit": ("zfit", "zfit-{name}.parquet"),
+    "bal": ("bal", "bal-{name}.parquet"),
     "mgii": ("mgii", "mgii-{name}.parquet"),
     "mgii_absorbers": ("mgii", "absorbers-{name}.parquet"),
 }

@@ -34,7 +34,7 @@ NO_COUNTS = {"nfiber": 0, "nqso": 0, "nabs": 0, "skipped": {}}
 def run_roots(outdir, keep_shards):
     """{product: folder} of a run: results under OUTDIR/results, shards under OUTDIR/shards or in memory."""
     paths = RunLayout(outdir)
-    roots = {"quasarnet": paths.results, "zfit": paths.results, "mgii": paths.results, "mgii_absorbers": paths.results}
+    roots = {product: paths.results for product in ("quasarnet", "zfit", "bal", "mgii", "mgii_absorbers")}
     if keep_shards:
         roots["shard"] = paths.shards
     return roots

@@ -183,9 +183,9 @@ def _not_run(plate, disk_full):
 def model_records(config):
     """{stage: {"path", "sha256"}} of the networks the run uses."""
     from qsopipe.models.store import file_sha256
-    from qsopipe.stages import mgii, quasarnet
+    from qsopipe.stages import bal, mgii, quasarnet
 
-    paths = {"quasarnet": quasarnet.model_path(config), "mgii": mgii.model_path(config)}
+    paths = {"quasarnet": quasarnet.model_path(config), "bal": bal.model_path(config), "mgii": mgii.model_path(config)}
     return {stage: {"path": str(path), "sha256": file_sha256(str(path))} for stage, path in paths.items()}
 
 
@@ -251,9 +251,10 @@ def _input_record(summary, path):
 @click.option("--out", "outdir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--cluster", default="local", show_default=True, callback=check_cluster,
               help="'local', 'slurm' or a scheduler ADDRESS.")
-@config_options("workers", "qn_model", "mgii_model", "c_th", "n_th", "bal_th", "mgii_threshold", "keep_shards")
+@config_options("workers", "qn_model", "bal_model", "mgii_model", "c_th", "n_th", "bal_th", "bal_prob_th",
+                "mgii_threshold", "keep_shards")
 def command(inputs, outdir, cluster, **options):
-    """Run every plate stage (preprocess, quasarnet, zfit, mgii) on each plate under INPUTS, then write OUTDIR/catalog.fits."""
+    """Run every plate stage (preprocess, quasarnet, zfit, bal, mgii) on each plate under INPUTS, then write OUTDIR/catalog.fits."""
     start = time.perf_counter()
     config = load_config(options.pop("config_file"), options)
     plates, rejects = discover(inputs)

@@ -34,12 +34,13 @@ PLATE_STAGES = (
     "qsopipe.stages.preprocess:STAGE",
     "qsopipe.stages.quasarnet:STAGE",
     "qsopipe.stages.zfit:STAGE",
+    "qsopipe.stages.bal:STAGE",
     "qsopipe.stages.mgii:STAGE",
 )
 
 #: Stage.counts keys -> what they count, for log lines.
-COUNT_LABELS = {"nfiber": "fibers", "nqso": "quasars", "nzfit": "fitted redshifts", "nsearched": "searched",
-                "nabs": "MgII absorbers"}
+COUNT_LABELS = {"nfiber": "fibers", "nqso": "quasars", "nzfit": "fitted redshifts", "nbal": "BAL quasars",
+                "nsearched": "searched", "nabs": "MgII absorbers"}
 
 #: PlateRun actions that are no change of settings or inputs: not worth a log line.
 ROUTINE_ACTIONS = ("reused", "no result yet", "not stored", "needed by a later stage", "forced")

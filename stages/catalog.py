@@ -8,11 +8,12 @@ checksums, atomically. `command` is the thin `qsopipe catalog` CLI.
 Every fiber of every plate in the QuasarNET results is a row. A fiber that
 QuasarNET did not classify (a `QNFlag.unclassified` bit in QN_FLAG; a
 single-line quasar is classified) has C_* = 0, Z_* = Z_QN = -1,
-NLINES_QN = IS_QSO_QN = BAL_FLAG_QN = 0. A fiber of a plate without redshift-fit results
+NLINES_QN = IS_QSO_QN = BAL_FLAG_QN = BAL_FLAG = 0. A fiber of a plate without redshift-fit results
 has Z = Z_QN, ZERR = -1, DELTACHI2 = 0, SOURCE_Z 'QN' and ZWARNING bit
 ZWARNING_NO_RESULTS; one without MgII results has MGII_PROB = -1,
 IS_MGII_ABS = N_MGII_ABS = -1 (not searched) and MGII_FLAG bit
-MGII_FLAG_NO_RESULTS.
+MGII_FLAG_NO_RESULTS; one without BAL results has BAL_PROB = -1 and
+BAL_FLAG = BAL_FLAG_QN, as the BAL stage gives where its CNN did not run.
 """
 
 import json
@@ -54,6 +55,8 @@ MGII_DEFAULTS = {"MGII_PROB": -1.0, "IS_MGII_ABS": -1, "N_MGII_ABS": -1, "MGII_A
                  "MGII_ZMAX": -1.0, "MGII_DZ": -1.0, "MGII_EW_LIMIT": -1.0, "MGII_FLAG": MGII_FLAG_NO_RESULTS}
 #: Columns of a redshift-fit results table and their values where a plate has none (Z: Z_QN).
 ZFIT_DEFAULTS = {"Z": -1.0, "ZERR": -1.0, "ZWARNING": ZWARNING_NO_RESULTS, "SOURCE_Z": "QN", "DELTACHI2": 0.0}
+#: Columns of a BAL results table and their values where a plate has none (BAL_FLAG -1: then BAL_FLAG_QN).
+BAL_DEFAULTS = {"BAL_PROB": -1.0, "BAL_FLAG": -1}
 #: Confidence columns (0 when unclassified) and redshift columns (-1).
 _CONFIDENCES = (*CONFIDENCE_COLUMNS, "C_BAL_CIV")
 _REDSHIFTS = (*LINE_REDSHIFT_COLUMNS, "Z_BAL_CIV", "Z_QN")
@@ -113,7 +116,7 @@ def _nrows(table):
     return len(next(iter(table.values()))) if table else 0
 
 
-def assemble_catalog(qn_tables, mgii_tables=(), absorber_tables=(), zfit_tables=()):
+def assemble_catalog(qn_tables, mgii_tables=(), absorber_tables=(), zfit_tables=(), bal_tables=()):
     """Join per-plate results into catalog and absorber columns.
 
     Parameters
@@ -130,6 +133,10 @@ def assemble_catalog(qn_tables, mgii_tables=(), absorber_tables=(), zfit_tables=
         Redshift-fit results: PLATE, MJD, FIBERID, Z, ZERR, ZWARNING, SOURCE_Z,
         DELTACHI2; joined on (PLATE, MJD, FIBERID). Fibers without a row get
         ZFIT_DEFAULTS and Z = Z_QN; ZERR is -1 wherever Z is Z_QN.
+    bal_tables : iterable of the same
+        BAL results: PLATE, MJD, FIBERID, BAL_PROB, BAL_FLAG; joined on
+        (PLATE, MJD, FIBERID). Fibers without a row get BAL_PROB = -1 and
+        BAL_FLAG = BAL_FLAG_QN.
 
     Returns
     -------
@@ -140,6 +147,7 @@ def assemble_catalog(qn_tables, mgii_tables=(), absorber_tables=(), zfit_tables=
     qn = [table_arrays(table) for table in qn_tables]
     mgii = [table_arrays(table) for table in mgii_tables]
     zfit = [table_arrays(table) for table in zfit_tables]
+    bal = [table_arrays(table) for table in bal_tables]
     absorbers = [table_arrays(table) for table in absorber_tables]
     dtypes = {column.name: column.dtype for column in CATALOG_COLUMNS}
 
@@ -156,6 +164,7 @@ def assemble_catalog(qn_tables, mgii_tables=(), absorber_tables=(), zfit_tables=
     columns["SDSS_NAME"] = sdss_name(columns["RA"], columns["DEC"])
     _blank_unclassified(columns)
     columns.update(_join_zfit(columns["TARGETID"], zfit, dtypes, columns["Z_QN"]))
+    columns.update(_join_bal(columns["TARGETID"], bal, dtypes, columns["BAL_FLAG_QN"]))
     columns.update(_join_mgii(columns["TARGETID"], mgii, dtypes))
 
     order = np.lexsort((columns["FIBERID"], columns["MJD"], columns["PLATE"]))
@@ -197,6 +206,14 @@ def _join_zfit(targetid, zfit, dtypes, z_qn):
     fitted = out["SOURCE_Z"] == "ZFIT"
     out["Z"] = np.where(fitted, out["Z"], z_qn)
     out["ZERR"] = np.where(fitted, out["ZERR"], -1.0)
+    return out
+
+
+def _join_bal(targetid, bal, dtypes, bal_flag_qn):
+    """BAL columns for the fibers `targetid`; BAL_FLAG is `bal_flag_qn` where a fiber has no BAL results."""
+    out = _join(targetid, bal, BAL_DEFAULTS, dtypes)
+    out["BAL_FLAG"] = np.where(out["BAL_FLAG"] < 0, bal_flag_qn, out["BAL_FLAG"]).astype(np.int16)
+    out["BAL_PROB"] = np.where(np.isfinite(out["BAL_PROB"]), out["BAL_PROB"], -1).astype(np.float32)
     return out
 
 
@@ -321,6 +338,7 @@ class Results(NamedTuple):
 
     qn_tables: list
     zfit_tables: list
+    bal_tables: list
     mgii_tables: list
     absorber_tables: list
     inputs: dict
@@ -328,14 +346,14 @@ class Results(NamedTuple):
 
 
 def read_results(directory, plates=None):
-    """Read RESULTS/quasarnet/qn-*.parquet and the matching RESULTS/zfit and RESULTS/mgii files.
+    """Read RESULTS/quasarnet/qn-*.parquet and the matching RESULTS/zfit, RESULTS/bal and RESULTS/mgii files.
 
     plates : iterable of plate-unit names ('pppp-mmmmm'), or None for every results file.
 
     An empty `plates` gives empty tables (a catalog with no rows).
     Returns Results: tables per plate, the INPUTS columns (from the files'
     `qsopipe.sources` metadata, status 'ok') and the run parameters (c_th,
-    n_th, bal_th, models, fit settings and templates, MgII threshold) found in the metadata, which must agree
+    n_th, bal_th, bal_prob_th, models, fit settings and templates, MgII threshold) found in the metadata, which must agree
     between plates.
     """
     found = find_products("quasarnet", directory)
@@ -344,7 +362,7 @@ def read_results(directory, plates=None):
         found = [(name, path) for name, path in found if name in wanted]
     if not found and plates is None:
         raise InputError(directory, "no quasarnet/qn-*.parquet results")
-    qn_tables, zfit_tables, mgii_tables, absorber_tables, records = [], [], [], [], []
+    qn_tables, zfit_tables, bal_tables, mgii_tables, absorber_tables, records = [], [], [], [], [], []
     metadata = {}
     for name, qn_path in found:
         table = read_parquet(qn_path)
@@ -354,6 +372,7 @@ def read_results(directory, plates=None):
         sources = list(meta.get("sources", []))
         for product, tables, keys in (
             ("zfit", zfit_tables, ("zfit_settings", "zfit_templates", "zfit_templates_sha256")),
+            ("bal", bal_tables, ("bal_prob_th", "bal_model", "bal_model_sha256")),
             ("mgii", mgii_tables, ("mgii_threshold", "mgii_model", "mgii_model_sha256")),
             ("mgii_absorbers", absorber_tables, ("mgii_model", "mgii_model_sha256")),
         ):
@@ -366,7 +385,8 @@ def read_results(directory, plates=None):
                 sources += [s for s in extra_meta.get("sources", []) if s not in sources]
         records += [{"PATH": source, "PLATE": meta.get("plate", -1), "MJD": meta.get("mjd", -1), "STATUS": "ok"}
                     for source in sources]
-    return Results(qn_tables, zfit_tables, mgii_tables, absorber_tables, inputs_columns(records), metadata)
+    return Results(qn_tables, zfit_tables, bal_tables, mgii_tables, absorber_tables, inputs_columns(records),
+                   metadata)
 
 
 def _merge_parameters(parameters, metadata, path, keys):
@@ -384,10 +404,11 @@ def _merge_parameters(parameters, metadata, path, keys):
 def results_header_cards(parameters, ninputs, date=None):
     """Provenance cards for a catalog made from results with run `parameters`."""
     models = [(prefix, parameters[f"{role}_model"], parameters.get(f"{role}_model_sha256", ""))
-              for prefix, role in (("QN", "qn"), ("MG", "mgii")) if parameters.get(f"{role}_model")]
+              for prefix, role in (("QN", "qn"), ("BA", "bal"), ("MG", "mgii")) if parameters.get(f"{role}_model")]
     return provenance.header_cards(
         c_th=parameters.get("c_th"), n_th=parameters.get("n_th"), bal_th=parameters.get("bal_th"),
-        mgii_threshold=parameters.get("mgii_threshold"), models=models, ninputs=ninputs, date=date,
+        mgii_threshold=parameters.get("mgii_threshold"), bal_prob_th=parameters.get("bal_prob_th"), models=models,
+        ninputs=ninputs, date=date,
     ) + provenance.zfit_cards(parameters.get("zfit_templates"), parameters.get("zfit_templates_sha256"),
                               parameters.get("zfit_settings"))
 
@@ -397,26 +418,27 @@ def catalog_from_results(results, out, plates=None, inputs=None, config=None, qs
 
     Parameters
     ----------
-    results : RESULTS directory (quasarnet/, zfit/, mgii/).
+    results : RESULTS directory (quasarnet/, zfit/, bal/, mgii/).
     out : catalog FITS path.
     plates : iterable of plate-unit names to include, or None for all results files.
     inputs : records for the INPUTS HDU (see `inputs_columns`), or None to
         list the sources named in the results' metadata.
-    config : run configuration; its c_th, n_th, bal_th, mgii_threshold, qn_model and
-        mgii_model fill what the results' metadata does not give.
+    config : run configuration; its c_th, n_th, bal_th, bal_prob_th, mgii_threshold, qn_model, bal_model
+        and mgii_model fill what the results' metadata does not give.
     qso_only : keep only IS_QSO_QN == 1 rows.
 
     Returns the path written.
     """
     found = read_results(results, plates)
     catalog, absorbers = assemble_catalog(found.qn_tables, found.mgii_tables, found.absorber_tables,
-                                          found.zfit_tables)
+                                          found.zfit_tables, found.bal_tables)
     nfiber = len(catalog["PLATE"])
     if qso_only:
         catalog, absorbers = select_quasars(catalog, absorbers)
     inputs = found.inputs if inputs is None else inputs_columns(inputs)
     defaults = {key: (config or {}).get(key)
-                for key in ("c_th", "n_th", "bal_th", "mgii_threshold", "qn_model", "mgii_model")}
+                for key in ("c_th", "n_th", "bal_th", "bal_prob_th", "mgii_threshold", "qn_model", "bal_model",
+                            "mgii_model")}
     parameters = {**{key: value for key, value in defaults.items() if value is not None}, **found.parameters}
     cards = results_header_cards(parameters, len(inputs["PATH"]))
     cards.append(("QSOONLY", bool(qso_only), "rows restricted to IS_QSO_QN == 1"))

@@ -25,6 +25,8 @@ Definitions follow Busca & Balland (2018, QuasarNET):
   CLASS_PERSON 30) and BI_CIV > 0 both say so, a non-BAL when neither does;
   the rest, where the two labels disagree (the BAL finder trains on them
   with weight 0), are left out and counted in the BAL `n_excluded`.
+  `bal` scores the catalog's BAL_FLAG (and BAL_PROB thresholds), `bal_qn`
+  QuasarNET's BAL_FLAG_QN (and C_BAL_CIV thresholds), on the same sample.
 
 Catalog rows are matched to truth rows on (PLATE, MJD, FIBERID), then
 remaining rows on THING_ID (> 0). Science functions take arrays; `evaluate`
@@ -57,6 +59,10 @@ MGII_EW_MIN = 0.3
 ABSORBER_DZ = 0.005
 #: Confidence thresholds of the purity/completeness curves.
 C_TH_GRID = np.round(np.arange(0.02, 1.0, 0.02), 2)
+#: BAL_PROB thresholds of the BAL curves: C_TH_GRID and the low end, where the default BALP_TH lies.
+BAL_PROB_GRID = np.concatenate([[0.002, 0.005, 0.01, 0.015], C_TH_GRID])
+#: BI_CIV bin edges (km/s) of the BAL recognition by balnicity.
+BI_EDGES = (0.0, 200.0, 500.0, 1000.0, 2000.0, np.inf)
 #: Redshift bin edges of the per-z purity and completeness.
 Z_EDGES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 7.0])
 #: Velocity-offset histogram edges, km/s.
@@ -184,10 +190,11 @@ def velocity_statistics(dv, edges=DV_EDGES):
     }
 
 
-def bal_metrics(c_bal, bal_flag, truth_bal, truth_non_bal, n_excluded=0, bal_grid=C_TH_GRID):
-    """BAL quasars recognised and non-BAL quasars rejected: at the catalog's flag and vs the BAL threshold.
+def bal_metrics(c_bal, bal_flag, truth_bal, truth_non_bal, n_excluded=0, bal_grid=C_TH_GRID, bi_civ=None):
+    """BAL quasars recognised and non-BAL quasars rejected: at the catalog's flag and vs the BAL threshold;
+    with `bi_civ` (truth BI_CIV, km/s), the BALs recognised by the flag per BI_EDGES bin.
 
-    c_bal : C_BAL_CIV; bal_flag : BAL_FLAG_QN == 1; truth_bal, truth_non_bal :
+    c_bal : BAL_PROB or C_BAL_CIV; bal_flag : BAL_FLAG == 1 or BAL_FLAG_QN == 1; truth_bal, truth_non_bal :
     bool masks over the BAL sample (truth quasars classified quasar, CIV on
     the QuasarNET grid, known visual BAL flag). None when either is empty.
     `evaluate` passes the quasars whose visual flag and BI_CIV > 0 agree, the
@@ -202,7 +209,16 @@ def bal_metrics(c_bal, bal_flag, truth_bal, truth_non_bal, n_excluded=0, bal_gri
         "bal_th": [float(c) for c in bal_grid],
         "recognised_vs_bal_th": [_ratio(((c_bal > c) & truth_bal).sum(), truth_bal.sum()) for c in bal_grid],
         "rejected_vs_bal_th": [_ratio(((c_bal <= c) & truth_non_bal).sum(), truth_non_bal.sum()) for c in bal_grid],
+        "recognised_by_bi": None if bi_civ is None else _recognised_by_bi(bal_flag, truth_bal, bi_civ),
     }
+
+
+def _recognised_by_bi(bal_flag, truth_bal, bi_civ):
+    """{"edges": BI_EDGES (inf as None), "n", "recognised"}: BALs and the fraction flagged per BI_CIV bin."""
+    bins = np.digitize(bi_civ, BI_EDGES[1:-1], right=True)
+    n = [int((truth_bal & (bins == k)).sum()) for k in range(len(BI_EDGES) - 1)]
+    flagged = [int((truth_bal & bal_flag & (bins == k)).sum()) for k in range(len(BI_EDGES) - 1)]
+    return {"edges": list(BI_EDGES), "n": n, "recognised": [_ratio(f, m) for f, m in zip(flagged, n)]}
 
 
 def mgii_sightlines(is_mgii_abs, truth_has_absorber):
@@ -262,7 +278,8 @@ def absorber_recovery(truth_pair, truth_z, truth_ew, cat_pair, cat_z, edges=EW_E
     }
 
 
-def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=None, n_th=None, bal_th=None):
+def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=None, n_th=None, bal_th=None,
+             bal_prob_th=None):
     """Every metric of a catalog against a truth table, as a JSON-ready dict.
 
     Parameters
@@ -270,12 +287,13 @@ def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=
     catalog : {name: array}: PLATE, MJD, FIBERID, THING_ID, IS_QSO_QN, Z_QN,
         Z (optional: the best redshift, scored as dv_z), NLINES_QN (optional: a catalog written before
         QN_FLAG had SINGLE_LINE lacks it and gets `automatic` None), QN_FLAG, C_LYA..C_HALPHA, C_BAL_CIV,
-        BAL_FLAG_QN, MGII_PROB, IS_MGII_ABS, MGII_FLAG.
+        BAL_FLAG_QN, BAL_PROB and BAL_FLAG (optional: older catalogs lack them and get `bal` None),
+        MGII_PROB, IS_MGII_ABS, MGII_FLAG.
     truth : {name: array}, `qsopipe.pipeline.sdss.catalogs.DR12Q_COLUMNS`.
     catalog_absorbers : {name: array} with TARGETID, Z_ABS, or None.
     truth_absorbers : {name: array} with PLATE, MJD, FIBERID, Z_ABS, EW_2796,
         or None (no MgII scoring).
-    c_th, n_th, bal_th : the catalog's thresholds (reported only).
+    c_th, n_th, bal_th, bal_prob_th : the catalog's thresholds (reported only).
     """
     cat_index, truth_index, by_thing = match_catalog(catalog, truth)
     cls = np.asarray(truth["CLASS_PERSON"])[truth_index]
@@ -301,7 +319,7 @@ def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=
         "n_catalog": int(len(catalog["PLATE"])), "n_truth": int(len(truth["PLATE"])),
         "n_matched": int(keep.size), "n_matched_thing_id": int(by_thing.sum()),
         "n_excluded": int((~keep).sum()), "n_evaluated": int(cat_index.size),
-        "c_th": c_th, "n_th": n_th, "bal_th": bal_th,
+        "c_th": c_th, "n_th": n_th, "bal_th": bal_th, "bal_prob_th": bal_prob_th,
         "qso": classification_counts(classified, right_z, truth_qso, truth_galaxy),
         "automatic": (automatic_subset(classified, single_line, right_z, truth_qso, truth_galaxy)
                       if "NLINES_QN" in column else None),
@@ -324,8 +342,11 @@ def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=
     visual_bal = bal_sample & ((bal_vi == 1) | (cls == CLASS_PERSON["QSO_BAL"]))
     visual_non_bal = bal_sample & (bal_vi == 0) & (cls != CLASS_PERSON["QSO_BAL"])
     disagree = (visual_bal & ~bal_bi) | (visual_non_bal & bal_bi)
-    metrics["bal"] = bal_metrics(column["C_BAL_CIV"], column["BAL_FLAG_QN"] == 1,
-                                 visual_bal & bal_bi, visual_non_bal & ~bal_bi, disagree.sum())
+    sample = (visual_bal & bal_bi, visual_non_bal & ~bal_bi, disagree.sum())
+    bi_civ = np.asarray(truth["BI_CIV"], np.float64)[truth_index]
+    metrics["bal"] = (bal_metrics(column["BAL_PROB"], column["BAL_FLAG"] == 1, *sample, BAL_PROB_GRID, bi_civ)
+                      if "BAL_FLAG" in column else None)
+    metrics["bal_qn"] = bal_metrics(column["C_BAL_CIV"], column["BAL_FLAG_QN"] == 1, *sample, bi_civ=bi_civ)
     metrics["mgii"] = None
     if truth_absorbers is not None:
         metrics["mgii"] = mgii_metrics(catalog, truth, cat_index, truth_index, column,
@@ -406,18 +427,20 @@ def json_ready(value):
 
 CATALOG_READ = ("PLATE", "MJD", "FIBERID", "THING_ID", "IS_QSO_QN", "Z_QN", "Z", "NLINES_QN", "QN_FLAG",
                 *CONFIDENCE_COLUMNS,
-                "C_BAL_CIV", "BAL_FLAG_QN", "MGII_PROB", "IS_MGII_ABS", "MGII_FLAG")
+                "C_BAL_CIV", "BAL_FLAG_QN", "BAL_PROB", "BAL_FLAG", "MGII_PROB", "IS_MGII_ABS", "MGII_FLAG")
 
 
 def read_catalog(path):
-    """(catalog columns, absorber columns, header thresholds {'c_th', 'n_th', 'bal_th'}) of a catalog file."""
+    """(catalog columns, absorber columns, header thresholds {'c_th', 'n_th', 'bal_th', 'bal_prob_th'}) of a
+    catalog file."""
     with open_fits(path) as fits:
         if "CATALOG" not in fits:
             raise InputError(path, "no CATALOG HDU")
         catalog = read_columns(fits["CATALOG"], CATALOG_READ)
         header = fits["CATALOG"].read_header()
         absorbers = read_columns(fits["MGII_ABSORBERS"], ("TARGETID", "Z_ABS")) if "MGII_ABSORBERS" in fits else None
-    thresholds = {"c_th": header.get("C_TH"), "n_th": header.get("N_TH"), "bal_th": header.get("BAL_TH")}
+    thresholds = {"c_th": header.get("C_TH"), "n_th": header.get("N_TH"), "bal_th": header.get("BAL_TH"),
+                  "bal_prob_th": header.get("BALP_TH")}
     return catalog, absorbers, thresholds
 
 

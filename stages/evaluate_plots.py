@@ -58,18 +58,25 @@ def plot_velocity_histogram(metrics, path):
 
 
 def plot_bal(metrics, path):
-    """BAL quasars recognised and non-BAL quasars rejected vs the BAL threshold; the catalog's dashed."""
-    bal = metrics["bal"]
+    """BAL quasars recognised and non-BAL quasars rejected vs the threshold on BAL_PROB (solid) and on
+    C_BAL_CIV (dotted, where scored); the catalog's BALP_TH dashed."""
     figure = Figure(figsize=(6, 4), layout="constrained")
     ax = figure.subplots()
-    ax.plot(bal["bal_th"], _values(bal["recognised_vs_bal_th"]), label=f"BAL recognised (N = {bal['n_bal']})")
-    ax.plot(bal["bal_th"], _values(bal["rejected_vs_bal_th"]), label=f"non-BAL rejected (N = {bal['n_non_bal']})")
-    if metrics.get("bal_th") is not None:
-        ax.axvline(metrics["bal_th"], color="grey", linestyle="--", linewidth=0.8)
-    ax.set_xlabel("BAL threshold (C_BAL_CIV)")
+    for key, style, label in (("bal", "-", "BAL_PROB"), ("bal_qn", ":", "C_BAL_CIV")):
+        bal = metrics.get(key)
+        if bal is None:
+            continue
+        ax.plot(bal["bal_th"], _values(bal["recognised_vs_bal_th"]), style, color="C0",
+                label=f"{label}: BAL recognised (N = {bal['n_bal']})")
+        ax.plot(bal["bal_th"], _values(bal["rejected_vs_bal_th"]), style, color="C1",
+                label=f"{label}: non-BAL rejected (N = {bal['n_non_bal']})")
+    if metrics.get("bal_prob_th") is not None:
+        ax.axvline(metrics["bal_prob_th"], color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("threshold")
     ax.set_ylabel("fraction")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower center")
+    ax.legend(loc="lower center", fontsize="small")
     return _save(figure, path)
 
 
@@ -109,7 +116,7 @@ def make_plots(metrics, directory):
     plots = [
         (plot_threshold_curves, "purity_completeness_vs_cth.png", True),
         (plot_velocity_histogram, "dv_histogram.png", metrics["dv"]["n"] > 0),
-        (plot_bal, "bal_vs_threshold.png", metrics.get("bal") is not None),
+        (plot_bal, "bal_vs_threshold.png", metrics.get("bal") is not None or metrics.get("bal_qn") is not None),
         (plot_redshift_bins, "redshift_bins.png", True),
         (plot_mgii_recovery, "mgii_completeness_vs_ew.png", metrics.get("mgii") is not None),
     ]

@@ -49,11 +49,13 @@ def run_without_tensorflow():
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
-    """{"qn": path, "mgii": path}: untrained QuasarNET and MgII CNN .keras files, small enough to run in seconds."""
-    from qsopipe.models.mgii import build_model
+    """{"qn": path, "bal": path, "mgii": path}: untrained QuasarNET, BAL and MgII CNN .keras files, small enough
+    to run in seconds."""
+    from qsopipe.models import bal, mgii
     from qsopipe.models.quasarnet import build_quasarnet
 
     root = tmp_path_factory.mktemp("models")
     build_quasarnet(filters=8, dense_units=16).save(root / "qn.keras")
-    build_model().save(root / "mgii.keras")
-    return {"qn": root / "qn.keras", "mgii": root / "mgii.keras"}
+    bal.build_model().save(root / "bal.keras")
+    mgii.build_model().save(root / "mgii.keras")
+    return {"qn": root / "qn.keras", "bal": root / "bal.keras", "mgii": root / "mgii.keras"}

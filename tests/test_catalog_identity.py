@@ -13,7 +13,8 @@ simulator's eigenspectrum quasars, recorded by neither), and on 2026-12-04
 when the catalog changed on purpose in several ways at once: the simulator's
 archetype stars and WAVEDISP (demo), the retrained QuasarNET, the MgII
 finder's new rules and TensorFlow's oneDNN operations turned off (both
-records); a refactoring must leave
+records), and when the BAL CNN came (BAL_PROB, BAL_FLAG and the BALP_TH,
+BAMODEL and BASHA256 cards added, nothing else changed); a refactoring must leave
 every recorded header card and column as it was (see catalog_digest.py for
 what is left out). A change that means to alter the catalog re-records it:
 RECORD_CATALOG_DIGESTS=1 pytest tests/test_catalog_identity.py

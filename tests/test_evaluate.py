@@ -30,7 +30,8 @@ TRUTH = {
 STAR_SUBTYPES = {5: "WD", 9: "M"}
 # Fiber 10 matches truth (plate 9, MJD 9, fiber 5) on THING_ID 1010; fiber 11 matches nothing.
 # Catalog: fiber -> (IS_QSO_QN, Z_QN, lines with C = 0.9 (others 0.1), BAL_FLAG_QN, MGII searched, IS_MGII_ABS);
-# the quasars on one line (fibers 2 and 5) carry QN_FLAG SINGLE_LINE.
+# the quasars on one line (fibers 2 and 5) carry QN_FLAG SINGLE_LINE. The BAL CNN gets fiber 1 right where
+# QuasarNET does not: BAL_PROB 0.9 on fiber 3, 0.05 elsewhere, BAL_FLAG = quasar and BAL_PROB > 0.5.
 CATALOG = {
     1: (1, 2.0, 2, 1, True, 1), 2: (1, 2.1, 1, 0, True, 1), 3: (1, 2.5, 2, 1, True, 0), 4: (0, 1.0, 0, 0, False, 0),
     5: (1, 1.5, 1, 0, False, 0), 6: (1, 0.5, 2, 0, False, 0), 7: (0, 0.5, 0, 0, False, 0),
@@ -74,6 +75,8 @@ def make_catalog():
     catalog["QN_FLAG"] = np.where(single_line, QNFlag.SINGLE_LINE, 0).astype(np.int32)
     catalog["BAL_FLAG_QN"] = np.array([r[3] for r in rows], np.int16)
     catalog["C_BAL_CIV"] = np.where(catalog["BAL_FLAG_QN"] == 1, 0.8, 0.2).astype(np.float32)
+    catalog["BAL_PROB"] = np.where(catalog["FIBERID"] == 3, 0.9, 0.05).astype(np.float32)
+    catalog["BAL_FLAG"] = ((catalog["IS_QSO_QN"] == 1) & (catalog["BAL_PROB"] > 0.5)).astype(np.int16)
     searched = np.array([r[4] for r in rows])
     catalog["MGII_FLAG"] = np.where(searched, 0, 1).astype(np.int32)
     catalog["MGII_PROB"] = np.where(searched, 0.5, -1).astype(np.float32)
@@ -102,9 +105,10 @@ def test_bal_sample_leaves_out_disagreeing_labels():
     """Fiber 1 (visual non-BAL, flagged BAL) gets BI_CIV > 0: its labels disagree, so it leaves the sample."""
     truth = make_truth()
     truth["BI_CIV"][0] = 300.0
-    bal = ev.evaluate(make_catalog(), truth)["bal"]
-    assert (bal["n_bal"], bal["n_non_bal"], bal["n_excluded"]) == (1, 2, 1)
-    assert bal["recognised"] == 1.0 and bal["rejected"] == 1.0
+    metrics = ev.evaluate(make_catalog(), truth)
+    for bal in (metrics["bal"], metrics["bal_qn"]):
+        assert (bal["n_bal"], bal["n_non_bal"], bal["n_excluded"]) == (1, 2, 1)
+        assert bal["recognised"] == 1.0 and bal["rejected"] == 1.0
 
 
 def test_hand_made_metrics():
@@ -130,6 +134,11 @@ def test_hand_made_metrics():
     assert bins["n_truth_qso"][z2] == 2 and bins["completeness"][z2] == pytest.approx(0.5)
 
     bal = metrics["bal"]
+    assert (bal["n_bal"], bal["n_non_bal"]) == (1, 3)
+    assert bal["recognised"] == 1.0 and bal["rejected"] == 1.0
+    assert bal["rejected_vs_bal_th"][bal["bal_th"].index(0.02)] == pytest.approx(0.0)
+    assert bal["recognised_by_bi"]["n"] == [0, 1, 0, 0, 0] and bal["recognised_by_bi"]["recognised"][1] == 1.0
+    bal = metrics["bal_qn"]
     assert (bal["n_bal"], bal["n_non_bal"]) == (1, 3)
     assert bal["recognised"] == 1.0 and bal["rejected"] == pytest.approx(2 / 3)
     assert bal["n_excluded"] == 0
@@ -246,6 +255,7 @@ def test_spall_labels(tmp_path):
              "Z": catalog["Z_QN"], "ZWARNING": np.zeros(11, np.int64)}
     metrics = ev.evaluate(catalog, ev.truth_from_spall(spall))
     assert set(metrics["per_class"]) == {"QSO", "STAR", "GALAXY"}
-    assert metrics["bal"] is None and metrics["mgii"] is None and metrics["per_star_subtype"] is None
+    assert metrics["bal"] is None and metrics["bal_qn"] is None and metrics["mgii"] is None
+    assert metrics["per_star_subtype"] is None
     # QSO rows 1-4 and 11: 4 classified with their own redshift; row 4 not classified.
     assert metrics["qso"]["completeness"] == pytest.approx(4 / 5)

@@ -49,6 +49,7 @@ def test_run_equals_stage_by_stage(sim, tmp_path):
     steps = [("preprocess", spectra, "--out", tmp_path / "shards"),
              ("quasarnet", tmp_path / "shards", "--out", tmp_path / "results"),
              ("zfit", tmp_path / "shards", "--qn", tmp_path / "results", "--out", tmp_path / "results"),
+             ("bal", tmp_path / "shards", "--qn", tmp_path / "results", "--out", tmp_path / "results"),
              ("mgii", tmp_path / "shards", "--qn", tmp_path / "results", "--out", tmp_path / "results"),
              ("catalog", tmp_path / "results", "--out", tmp_path / "catalog.fits")]
     for step in steps:
@@ -73,6 +74,7 @@ def test_run_equals_stage_by_stage(sim, tmp_path):
     assert_same_table(read_hdu(by_run, "MGII_ABSORBERS"), read_hdu(by_stage, "MGII_ABSORBERS"))
     header = fitsio.read_header(by_run, ext="CATALOG")
     assert header["QNSHA256"] and header["C_TH"] == 0.4 and header["BAL_TH"] == 0.48
+    assert header["BASHA256"] and header["BALP_TH"] == 0.01
 
     report = json.loads((tmp_path / "run" / "run_report.json").read_text())
     assert [p["status"] for p in report["plates"]] == ["done", "done"]

@@ -36,7 +36,8 @@ def run_args(tmp_path_factory, tiny_models):
     sim = tmp_path_factory.mktemp("sim")
     result = qsopipe("simulate", "--out", sim, "--plates", 2, "--fibers", 20, "--seed", 5, "--spec-lite")
     assert result.returncode == 0, result.stderr
-    return [sim / "spectra", "--workers", 1, "--qn-model", tiny_models["qn"], "--mgii-model", tiny_models["mgii"]]
+    return [sim / "spectra", "--workers", 1, "--qn-model", tiny_models["qn"], "--bal-model", tiny_models["bal"],
+            "--mgii-model", tiny_models["mgii"]]
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def test_outputs_honour_the_umask(finished_run):
     out, _ = finished_run
     outputs = [out / "catalog.fits", out / "run_report.json", *(out / "results").rglob("*.parquet"),
                *(out / "shards").rglob("*.parquet"), *(out / "done").glob("*.json")]
-    assert len(outputs) == 2 + 4 * 2 + 2 + 2  # catalog and report, 4 results and a shard per plate, markers
+    assert len(outputs) == 2 + 5 * 2 + 2 + 2  # catalog and report, 5 results and a shard per plate, markers
     assert {str(path): oct(stat.S_IMODE(path.stat().st_mode)) for path in outputs} == \
         {str(path): "0o644" for path in outputs}
 
@@ -91,7 +92,7 @@ def test_report_names_version_command_models_and_wall_time(finished_run, run_arg
     assert made["qsopipe_version"] == __version__
     assert made["command_line"].split()[1:3] == ["run", str(run_args[0])] and "--keep-shards" in made["command_line"]
     assert made["models"] == {stage: {"path": str(tiny_models[key]), "sha256": file_sha256(str(tiny_models[key]))}
-                              for stage, key in (("quasarnet", "qn"), ("mgii", "mgii"))}
+                              for stage, key in (("quasarnet", "qn"), ("bal", "bal"), ("mgii", "mgii"))}
     assert 0 < made["wall_seconds"] < 600
 
 

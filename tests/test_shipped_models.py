@@ -6,7 +6,9 @@ the MgII stage on the catalogued DR12 absorbers of these spectra. Of the
 three, 3655-55240-0156 and -0714 lie in the CNN window and are found; the
 third, -0370 (z 0.919, between Lyman-alpha and CIV emission, on a spectrum of
 continuum S/N 2.2), lies on the finder's path but below its detection S/N
-(system S/N 4.4 against 4.5), so it is not asserted.
+(system S/N 4.4 against 4.5), so it is not asserted. The BAL CNN on the one
+BAL quasar of picca's plate-3655 catalog, and on a quasar with a narrow CIV
+absorber that QuasarNET's BAL finder takes for a trough.
 """
 
 import fitsio
@@ -16,7 +18,8 @@ import pytest
 from qsopipe.pipeline.config import defaults
 from qsopipe.pipeline.discovery import discover
 from qsopipe.models.store import default_weights, load_model
-from qsopipe.stages import mgii, quasarnet
+from qsopipe.models.bal import make_predictor
+from qsopipe.stages import bal, mgii, quasarnet
 from qsopipe.stages.evaluate import DV_MAX, velocity_offset
 from qsopipe.stages.preprocess import preprocess_plate
 from qsopipe.stages.redshift_fit import fit_plate
@@ -24,6 +27,9 @@ from qsopipe.stages.redshift_fit import fit_plate
 #: Catalogued DR12 absorbers (Raghunathan et al. 2016) the stage finds: (plate, mjd, fiber) -> z_abs.
 CATALOGUED_ABSORBERS = {(3655, 55240, 156): 1.409, (3655, 55240, 714): 1.592}
 
+
+#: 3655-55240-0110, deep CIV troughs (picca's BI_CIV flag 1), and -0388, a narrow CIV absorber at 9,500 km/s.
+BAL_QUASAR, NARROW_ABSORBER = (3655, 55240, 110), (3655, 55240, 388)
 
 #: The shipped decision thresholds (pipeline/config.yaml).
 QN_THRESHOLDS = {key: defaults()[key] for key in ("c_th", "n_th", "bal_th")}
@@ -79,3 +85,15 @@ def test_shipped_mgii_stage_finds_the_catalogued_absorbers(real_results):
         is_abs, z_abs = found[key]
         assert is_abs == 1, key
         assert np.min(np.abs(np.array(z_abs) - z_catalogue)) < 0.002, (key, z_abs)
+
+
+def test_shipped_bal_cnn_on_a_bal_and_a_narrow_absorber(real_results):
+    predict = make_predictor(load_model(str(default_weights("bal"))))
+    found = {}
+    for shard, qn_table in real_results:
+        table = bal.process_plate(shard, qn_table, fit_plate(shard, qn_table), predict, defaults()["bal_prob_th"])
+        columns = table.select(["PLATE", "MJD", "FIBERID", "BAL_PROB", "BAL_FLAG"]).to_pydict()
+        for plate, mjd, fiber, probability, flag in zip(*columns.values()):
+            found[(plate, mjd, fiber)] = (probability, flag)
+    assert found[BAL_QUASAR][0] > 0.9 and found[BAL_QUASAR][1] == 1
+    assert 0 <= found[NARROW_ABSORBER][0] < defaults()["bal_prob_th"] and found[NARROW_ABSORBER][1] == 0
