@@ -332,7 +332,8 @@ def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=
             for n in (1, 2)
         },
         "per_class": per_class(cls, classified, right_z),
-        "per_star_subtype": per_star_subtype(cls, subtype, classified),
+        "per_star_subtype": per_star_subtype(cls, subtype, classified,
+                                             classified & ~single_line if "NLINES_QN" in column else None),
     }
 
     bal_vi = np.asarray(truth["BAL_FLAG_VI"])[truth_index]
@@ -368,12 +369,14 @@ def per_class(cls, classified, right_z):
     return out
 
 
-def per_star_subtype(cls, subtype, classified):
+def per_star_subtype(cls, subtype, classified, automatic=None):
     """Per star subtype: number and fraction classified quasar; None when no star has a subtype.
 
     cls : int (npair,), CLASS_PERSON; subtype : str (npair,), SIM_SUBTYPE
-    ('' where none); classified : bool (npair,), IS_QSO_QN == 1.
-    Returns {subtype: {'n', 'n_classified_qso', 'fraction_classified_qso'}}.
+    ('' where none); classified : bool (npair,), IS_QSO_QN == 1; automatic :
+    bool (npair,), quasars of the automatic subset (no SINGLE_LINE), or None.
+    Returns {subtype: {'n', 'n_classified_qso', 'fraction_classified_qso'}}, with
+    'n_automatic' and 'fraction_automatic' when `automatic` is given.
     """
     star = (cls == CLASS_PERSON["STAR"]) & (subtype != "")
     if not star.any():
@@ -383,6 +386,9 @@ def per_star_subtype(cls, subtype, classified):
         mine = star & (subtype == name)
         out[str(name)] = {"n": int(mine.sum()), "n_classified_qso": int((mine & classified).sum()),
                           "fraction_classified_qso": _ratio((mine & classified).sum(), mine.sum())}
+        if automatic is not None:
+            out[str(name)].update(n_automatic=int((mine & automatic).sum()),
+                                  fraction_automatic=_ratio((mine & automatic).sum(), mine.sum()))
     return out
 
 

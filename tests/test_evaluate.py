@@ -189,8 +189,10 @@ def test_catalog_without_nlines_has_no_automatic_subset():
 
 def test_per_star_subtype_fraction_called_quasar():
     per_subtype = ev.evaluate(make_catalog(), make_truth())["per_star_subtype"]
-    assert per_subtype == {"M": {"n": 1, "n_classified_qso": 0, "fraction_classified_qso": 0.0},
-                           "WD": {"n": 1, "n_classified_qso": 1, "fraction_classified_qso": 1.0}}
+    assert per_subtype == {"M": {"n": 1, "n_classified_qso": 0, "fraction_classified_qso": 0.0,
+                                 "n_automatic": 0, "fraction_automatic": 0.0},
+                           "WD": {"n": 1, "n_classified_qso": 1, "fraction_classified_qso": 1.0,
+                                  "n_automatic": 0, "fraction_automatic": 0.0}}  # the WD rests on one line
     truth = make_truth()
     truth["SIM_SUBTYPE"][:] = ""
     assert ev.evaluate(make_catalog(), truth)["per_star_subtype"] is None
