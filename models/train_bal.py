@@ -24,7 +24,8 @@ import click
 import numpy as np
 
 from qsopipe.models.bal import WINDOW_NPIX, cut_windows, network_input, window_start
-from qsopipe.models.training_files import load_checkpoint, output_paths, plot_history, save_model, write_json
+from qsopipe.models.training_files import (fit_epoch, load_checkpoint, output_paths, plot_history, save_model,
+                                           write_json)
 from qsopipe.pipeline.constants import QUASAR_CLASSES, SPEED_OF_LIGHT_KMS
 from qsopipe.pipeline.grids import MGII_DLOGLAM
 from qsopipe.pipeline.ids import match_rows, target_id
@@ -135,13 +136,7 @@ def train(model, windows, is_validation, paths, epochs, batch_size=256, seed=0, 
         rng = np.random.default_rng([seed, epoch])
         x, usable = shifted_input(windows.flux[train_rows], windows.ivar[train_rows], rng)
         y = windows.label[train_rows].astype(np.float32)
-        result = model.fit(x[usable], y[usable], batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch,
-                           validation_data=validation, shuffle=True, verbose=2)
-        for key, values in result.history.items():
-            history.setdefault(key, []).extend(float(value) for value in values)
-        model.save(paths["checkpoint"])
-        write_json(paths["state"], {"epoch": epoch + 1, "history": history})
-        log.info("epoch %d/%d: %s", epoch + 1, epochs, {key: values[-1] for key, values in history.items()})
+        fit_epoch(model, x[usable], y[usable], epoch, epochs, paths, history, batch_size, validation)
     return history
 
 

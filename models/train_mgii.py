@@ -30,7 +30,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from qsopipe.models.training_files import load_checkpoint, output_paths, plot_history, save_model, write_json
+from qsopipe.models.training_files import (fit_epoch, load_checkpoint, output_paths, plot_history, save_model,
+                                           write_json)
 from qsopipe.pipeline.constants import (
     FEII_2344, FEII_2374, FEII_2382, FEII_2586, FEII_2600, FWHM_PER_SIGMA, MGII_2796, MGII_2803, QUASAR_CLASSES,
 )
@@ -305,13 +306,7 @@ def train(model, sightlines, is_validation, paths, epochs, samples_per_epoch, ba
     for epoch in range(initial_epoch, epochs):
         x, y = draw_epoch(part, label[train_rows], clean[train_rows], samples_per_epoch,
                           np.random.default_rng([seed, epoch]))
-        result = model.fit(x[..., None], y, batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch,
-                           validation_data=validation, shuffle=True, verbose=2)
-        for key, values in result.history.items():
-            history.setdefault(key, []).extend(float(value) for value in values)
-        model.save(paths["checkpoint"])
-        write_json(paths["state"], {"epoch": epoch + 1, "history": history})
-        log.info("epoch %d/%d: %s", epoch + 1, epochs, {key: values[-1] for key, values in history.items()})
+        fit_epoch(model, x[..., None], y, epoch, epochs, paths, history, batch_size, validation)
     return history
 
 

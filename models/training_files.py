@@ -1,12 +1,15 @@
 """The files a training run writes beside its model, shared by the trainers."""
 
 import json
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
 from qsopipe.pipeline.atomic import atomic_path
+
+log = logging.getLogger(__name__)
 
 
 def output_paths(out):
@@ -33,6 +36,18 @@ def load_checkpoint(paths):
         raise click.ClickException(f"--resume: no checkpoint {paths['checkpoint']} with {paths['state']}")
     state = json.loads(paths["state"].read_text())
     return keras.models.load_model(paths["checkpoint"]), state["epoch"], state["history"]
+
+
+def fit_epoch(model, x, y, epoch, epochs, paths, history, batch_size, validation=None):
+    """Fit `model` on (x, y) for epoch `epoch` (from 0) of `epochs`; extend `history` (dict of lists) in
+    place, save the checkpoint and the state file that `load_checkpoint` reads, and log the epoch's figures."""
+    result = model.fit(x, y, batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch,
+                       validation_data=validation, shuffle=True, verbose=2)
+    for key, values in result.history.items():
+        history.setdefault(key, []).extend(float(value) for value in values)
+    model.save(paths["checkpoint"])
+    write_json(paths["state"], {"epoch": epoch + 1, "history": history})
+    log.info("epoch %d/%d: %s", epoch + 1, epochs, {key: values[-1] for key, values in history.items()})
 
 
 def save_model(model, path):
