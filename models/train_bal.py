@@ -24,11 +24,11 @@ import click
 import numpy as np
 
 from qsopipe.models.bal import WINDOW_NPIX, cut_windows, network_input, window_start
+from qsopipe.models.simulated_runs import truth_matched_plates
 from qsopipe.models.training_files import (fit_epoch, load_checkpoint, output_paths, plot_history, save_model,
                                            write_json)
 from qsopipe.pipeline.constants import QUASAR_CLASSES, SPEED_OF_LIGHT_KMS
 from qsopipe.pipeline.grids import MGII_DLOGLAM
-from qsopipe.pipeline.ids import match_rows, target_id
 
 log = logging.getLogger(__name__)
 
@@ -66,22 +66,14 @@ def read_sim_windows(sim_dir):
     """The labelled quasars of a simulator run, with padded CIV windows cut at Z_VI (Windows)."""
     import fitsio
 
-    from qsopipe.pipeline.discovery import discover
     from qsopipe.pipeline.sdss.catalogs import read_dr12q
     from qsopipe.stages.preprocess import clean_pixels, mgii_input
 
     sim_dir = Path(sim_dir)
     truth = read_dr12q(sim_dir / "truth.fits")
     magnitudes = fitsio.read(sim_dir / "truth.fits", columns=["MAG"])["MAG"]
-    truth_keys = target_id(truth["PLATE"], truth["MJD"], truth["FIBERID"])
-    plates, rejects = discover([sim_dir / "spectra"])
-    for reject in rejects:
-        log.warning("skipped %s: %s", reject.path, reject.reason)
     parts = []
-    for plate_input in plates:
-        plate = plate_input.read()
-        row, in_truth = match_rows(target_id(plate.fibers["PLATE"], plate.fibers["MJD"], plate.fibers["FIBERID"]),
-                                   truth_keys)
+    for plate, row, in_truth in truth_matched_plates(sim_dir, truth):
         bal = truth["BI_CIV"][row] > 0
         agree = bal == (truth["BAL_FLAG_VI"][row] == 1)
         keep = (in_truth & np.isin(truth["CLASS_PERSON"][row], QUASAR_CLASSES) & (truth["Z_VI"][row] >= MIN_Z)

@@ -30,6 +30,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from qsopipe.models.simulated_runs import truth_matched_plates
 from qsopipe.models.training_files import (fit_epoch, load_checkpoint, output_paths, plot_history, save_model,
                                            write_json)
 from qsopipe.pipeline.constants import (
@@ -92,22 +93,14 @@ def read_sim_sightlines(sim_dir):
     """Quasar sightlines of a simulator run that the MgII stage can search (Sightlines)."""
     import fitsio
 
-    from qsopipe.pipeline.discovery import discover
     from qsopipe.pipeline.sdss.catalogs import read_dr12q
     from qsopipe.stages.preprocess import clean_pixels, mgii_input
 
     sim_dir = Path(sim_dir)
     truth = read_dr12q(sim_dir / "truth.fits")
     truth_absorbers = fitsio.read(sim_dir / "truth.fits", ext="MGII_ABSORBERS")
-    truth_keys = target_id(truth["PLATE"], truth["MJD"], truth["FIBERID"])
-    plates, rejects = discover([sim_dir / "spectra"])
-    for reject in rejects:
-        log.warning("skipped %s: %s", reject.path, reject.reason)
     parts = []
-    for plate_input in plates:
-        plate = plate_input.read()
-        row, in_truth = match_rows(target_id(plate.fibers["PLATE"], plate.fibers["MJD"], plate.fibers["FIBERID"]),
-                                   truth_keys)
+    for plate, row, in_truth in truth_matched_plates(sim_dir, truth):
         quasar = in_truth & np.isin(truth["CLASS_PERSON"][row], QUASAR_CLASSES)
         flux, ivar, flag = clean_pixels(plate.flux[quasar], plate.ivar[quasar])
         flux, ivar = mgii_input(plate.loglam, flux, ivar)
