@@ -46,7 +46,7 @@ PIXEL_KMS = SPEED_OF_LIGHT_KMS * np.log(10) * MGII_DLOGLAM
 class Windows:
     """Padded CIV windows of labelled quasars.
 
-    flux, ivar : float32 (n, WINDOW_NPIX + 2 PAD); label : int8 (n,); bi_civ, z_qso, r_mag : float64 (n,);
+    flux, ivar : float32 (n, WINDOW_NPIX + 2 PAD); label : int8 (n,); bi_civ (km/s), z_qso : float64 (n,);
     plate, mjd, fiberid : int32 (n,); thing_id : int64 (n,).
     """
 
@@ -55,7 +55,6 @@ class Windows:
     label: np.ndarray
     bi_civ: np.ndarray
     z_qso: np.ndarray
-    r_mag: np.ndarray
     plate: np.ndarray
     mjd: np.ndarray
     fiberid: np.ndarray
@@ -64,14 +63,11 @@ class Windows:
 
 def read_sim_windows(sim_dir):
     """The labelled quasars of a simulator run, with padded CIV windows cut at Z_VI (Windows)."""
-    import fitsio
-
     from qsopipe.pipeline.sdss.catalogs import read_dr12q
     from qsopipe.stages.preprocess import clean_pixels, mgii_input
 
     sim_dir = Path(sim_dir)
     truth = read_dr12q(sim_dir / "truth.fits")
-    magnitudes = fitsio.read(sim_dir / "truth.fits", columns=["MAG"])["MAG"]
     parts = []
     for plate, row, in_truth in truth_matched_plates(sim_dir, truth):
         bal = truth["BI_CIV"][row] > 0
@@ -85,7 +81,6 @@ def read_sim_windows(sim_dir):
         fibers = plate.fibers[keep]
         parts.append(dict(flux=flux, ivar=ivar, label=bal[keep].astype(np.int8),
                           bi_civ=truth["BI_CIV"][rows].astype(np.float64), z_qso=truth["Z_VI"][rows].astype(np.float64),
-                          r_mag=magnitudes[rows, 2].astype(np.float64),
                           plate=fibers["PLATE"].astype(np.int32), mjd=fibers["MJD"].astype(np.int32),
                           fiberid=fibers["FIBERID"].astype(np.int32), thing_id=fibers["THING_ID"].astype(np.int64)))
     if not parts:

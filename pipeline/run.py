@@ -254,7 +254,8 @@ def _input_record(summary, path):
 @config_options("workers", "qn_model", "bal_model", "mgii_model", "c_th", "n_th", "bal_th", "bal_prob_th",
                 "mgii_threshold", "keep_shards")
 def command(inputs, outdir, cluster, **options):
-    """Run every plate stage (preprocess, quasarnet, zfit, bal, mgii) on each plate under INPUTS, then write OUTDIR/catalog.fits."""
+    """Run every plate stage (preprocess, quasarnet, zfit, bal, mgii) on each plate under INPUTS, then write
+    OUTDIR/catalog.fits."""
     start = time.perf_counter()
     config = load_config(options.pop("config_file"), options)
     plates, rejects = discover(inputs)

@@ -353,8 +353,8 @@ def read_results(directory, plates=None):
     An empty `plates` gives empty tables (a catalog with no rows).
     Returns Results: tables per plate, the INPUTS columns (from the files'
     `qsopipe.sources` metadata, status 'ok') and the run parameters (c_th,
-    n_th, bal_th, bal_prob_th, models, fit settings and templates, MgII threshold) found in the metadata, which must agree
-    between plates.
+    n_th, bal_th, bal_prob_th, models, fit settings and templates, MgII
+    threshold) found in the metadata, which must agree between plates.
     """
     found = find_products("quasarnet", directory)
     if plates is not None:

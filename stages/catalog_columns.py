@@ -86,7 +86,7 @@ CATALOG_COLUMNS = (
     Column("Z_BAL_CIV", "f4", "", "Redshift from the BAL (CIV) finder; -1 if none"),
     Column("BAL_FLAG_QN", "i2", "", "1 if quasar and C_BAL_CIV > BAL_TH, else 0"),
     Column("BAL_PROB", "f4", "", "BAL CNN P(BI_CIV > 0); -1 if not run"),
-    Column("BAL_FLAG", "i2", "", "Quasar, BAL_PROB > BALP_TH (-1: BAL_FLAG_QN)"),
+    Column("BAL_FLAG", "i2", "", "1 if BAL_PROB > BALP_TH (or BAL_FLAG_QN if -1)"),
     Column("MGII_PROB", "f4", "", "MgII CNN absorber probability; -1 if not run"),
     Column("IS_MGII_ABS", "i2", "", "1: an MgII doublet found; -1: unsearched"),
     Column("N_MGII_ABS", "i2", "", "MgII absorbers found; -1 if not searched"),

@@ -85,8 +85,8 @@ def test_defaults_quoted_in_docs_and_readme_are_config_yamls():
     assert {card for card, _ in quoted} == set(CARDS)
     assert not re.search(r"default:? \d", catalog_doc), "quote a default as 'default CARD = VALUE'"
     readme = (REPO / "README.md").read_text()
-    quoted += [(OPTION_CARDS[option], value)
-               for option, value in re.findall(r"--(c-th|n-th|bal-th|bal-prob-th|mgii-threshold) ([\d.]+)\]?\s", readme)]
+    options = re.findall(r"--(c-th|n-th|bal-th|bal-prob-th|mgii-threshold) ([\d.]+)\]?\s", readme)
+    quoted += [(OPTION_CARDS[option], value) for option, value in options]
     for card, value in quoted:
         assert float(value) == shipped[CARDS[card]], (card, value)
 
