@@ -8,7 +8,8 @@ PUBLISHED.keras is the published Keras-2 weights imported by `qsopipe
 import-weights ../shared/data/weights/quasarnet_legacy_keras2_4layer.h5`.
 Labels are each spectrum's own pipeline answer (the spec file's HDU2, i.e.
 its spAll row: CLASS, Z, ZWARNING), kept where ZWARNING = 0. Every model
-runs through the same decision rule (`pipeline/config.yaml`'s c_th, or --c-th, and n_th).
+runs through the same decision rule (`pipeline/config.yaml`'s c_th, n_th and
+c_th_single, or --c-th and --c-th-single).
 Per class (quasars split at z 0.8 and 2.1): the number, the number called
 quasars and, for quasars, the number with |dv| < 6000 km/s; per model, the
 fibers it gets wrong.
@@ -74,15 +75,18 @@ def main(argv=None):
     parser.add_argument("--shards", required=True, help="preprocess shards of the real spectra")
     parser.add_argument("--model", action="append", required=True, help="QuasarNET .keras file; repeatable")
     parser.add_argument("--c-th", type=float, help="line-confidence threshold [default: pipeline/config.yaml's]")
+    parser.add_argument("--c-th-single", type=float,
+                        help="confidence a one-line quasar needs [default: pipeline/config.yaml's]")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
     config = load_config(None, {})
     c_th = config["c_th"] if args.c_th is None else args.c_th
+    c_th_single = config["c_th_single"] if args.c_th_single is None else args.c_th_single
     x, labels = read_labelled(args.shards)
     figures = {}
     for model in args.model:
         columns = classify_spectra(x, labels["PREP_FLAG"], make_forward(model), c_th, config["n_th"],
-                                   config["bal_th"])
+                                   config["bal_th"], c_th_single)
         figures[model] = score(columns, labels)
     for model, result in figures.items():
         print(model)

@@ -43,6 +43,8 @@ def _non_negative(value):
 SETTINGS = {
     "c_th": (float, False, _fraction, "in [0, 1]", "QuasarNET line-confidence threshold."),
     "n_th": (int, False, _positive, ">= 1", "Lines above c_th needed for a quasar."),
+    "c_th_single": (float, False, _fraction, "in [0, 1]",
+                    "Confidence a quasar that rests on one line above c_th needs."),
     "bal_th": (float, False, _fraction, "in [0, 1]", "BAL_FLAG_QN where a quasar's C_BAL_CIV exceeds this."),
     "bal_prob_th": (float, False, _fraction, "in [0, 1]",
                     "BAL_FLAG where a quasar's BAL_PROB exceeds this (BAL_FLAG_QN where BAL_PROB = -1)."),

@@ -69,11 +69,12 @@ def model_cards(models):
     return cards
 
 
-def threshold_cards(c_th=None, n_th=None, bal_th=None, mgii_threshold=None, bal_prob_th=None):
-    """Cards C_TH, N_TH, BAL_TH, BALP_TH and MGII_TH; thresholds that are None are left out."""
+def threshold_cards(c_th=None, n_th=None, bal_th=None, mgii_threshold=None, bal_prob_th=None, c_th_single=None):
+    """Cards C_TH, N_TH, C_TH1, BAL_TH, BALP_TH and MGII_TH; thresholds that are None are left out."""
     cards = [
         ("C_TH", c_th, "QuasarNET line confidence threshold"),
         ("N_TH", n_th, "IS_QSO_QN: lines needed with C > C_TH"),
+        ("C_TH1", c_th_single, "IS_QSO_QN on one line: its C > C_TH1"),
         ("BAL_TH", bal_th, "BAL_FLAG_QN: quasar with C_BAL_CIV > BAL_TH"),
         ("BALP_TH", bal_prob_th, "BAL_FLAG: quasar with BAL_PROB > BALP_TH"),
         ("MGII_TH", mgii_threshold, "Window doublets need MGII_PROB >= MGII_TH"),
@@ -100,13 +101,13 @@ def grid_cards(grid_specs=None):
     return cards
 
 
-def header_cards(*, c_th=None, n_th=None, bal_th=None, mgii_threshold=None, bal_prob_th=None, models=(),
-                 ninputs=None, lines=QN_FINDERS, grid_specs=None, date=None):
+def header_cards(*, c_th=None, n_th=None, bal_th=None, mgii_threshold=None, bal_prob_th=None, c_th_single=None,
+                 models=(), ninputs=None, lines=QN_FINDERS, grid_specs=None, date=None):
     """Every provenance card of a catalog header, in a stable order.
 
     Parameters
     ----------
-    c_th, n_th, bal_th, mgii_threshold, bal_prob_th : float, int, float, float, float or None
+    c_th, n_th, bal_th, mgii_threshold, bal_prob_th, c_th_single : float, int, float, float, float, float or None
         Classification thresholds (None: not known, card left out).
     models : iterable of (prefix, path, sha256)
         Model files, e.g. ('QN', 'qn.keras', '<hex>'), ('MG', ...).
@@ -119,7 +120,7 @@ def header_cards(*, c_th=None, n_th=None, bal_th=None, mgii_threshold=None, bal_
     """
     cards = software_cards(date)
     cards += model_cards(models)
-    cards += threshold_cards(c_th, n_th, bal_th, mgii_threshold, bal_prob_th)
+    cards += threshold_cards(c_th, n_th, bal_th, mgii_threshold, bal_prob_th, c_th_single)
     cards += grid_cards(grid_specs)
     cards += line_cards(lines)
     if ninputs is not None:

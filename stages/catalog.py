@@ -353,7 +353,7 @@ def read_results(directory, plates=None):
     An empty `plates` gives empty tables (a catalog with no rows).
     Returns Results: tables per plate, the INPUTS columns (from the files'
     `qsopipe.sources` metadata, status 'ok') and the run parameters (c_th,
-    n_th, bal_th, bal_prob_th, models, fit settings and templates, MgII
+    n_th, c_th_single, bal_th, bal_prob_th, models, fit settings and templates, MgII
     threshold) found in the metadata, which must agree between plates.
     """
     found = find_products("quasarnet", directory)
@@ -368,7 +368,8 @@ def read_results(directory, plates=None):
         table = read_parquet(qn_path)
         qn_tables.append(table)
         meta = read_metadata(table.schema)
-        _merge_parameters(metadata, meta, qn_path, ("c_th", "n_th", "bal_th", "qn_model", "qn_model_sha256"))
+        _merge_parameters(metadata, meta, qn_path, ("c_th", "n_th", "c_th_single", "bal_th", "qn_model",
+                                                       "qn_model_sha256"))
         sources = list(meta.get("sources", []))
         for product, tables, keys in (
             ("zfit", zfit_tables, ("zfit_settings", "zfit_templates", "zfit_templates_sha256")),
@@ -407,7 +408,8 @@ def results_header_cards(parameters, ninputs, date=None):
               for prefix, role in (("QN", "qn"), ("BA", "bal"), ("MG", "mgii")) if parameters.get(f"{role}_model")]
     return provenance.header_cards(
         c_th=parameters.get("c_th"), n_th=parameters.get("n_th"), bal_th=parameters.get("bal_th"),
-        mgii_threshold=parameters.get("mgii_threshold"), bal_prob_th=parameters.get("bal_prob_th"), models=models,
+        mgii_threshold=parameters.get("mgii_threshold"), bal_prob_th=parameters.get("bal_prob_th"),
+        c_th_single=parameters.get("c_th_single"), models=models,
         ninputs=ninputs, date=date,
     ) + provenance.zfit_cards(parameters.get("zfit_templates"), parameters.get("zfit_templates_sha256"),
                               parameters.get("zfit_settings"))
@@ -423,7 +425,7 @@ def catalog_from_results(results, out, plates=None, inputs=None, config=None, qs
     plates : iterable of plate-unit names to include, or None for all results files.
     inputs : records for the INPUTS HDU (see `inputs_columns`), or None to
         list the sources named in the results' metadata.
-    config : run configuration; its c_th, n_th, bal_th, bal_prob_th, mgii_threshold, qn_model, bal_model
+    config : run configuration; its c_th, n_th, c_th_single, bal_th, bal_prob_th, mgii_threshold, qn_model, bal_model
         and mgii_model fill what the results' metadata does not give.
     qso_only : keep only IS_QSO_QN == 1 rows.
 
@@ -437,8 +439,8 @@ def catalog_from_results(results, out, plates=None, inputs=None, config=None, qs
         catalog, absorbers = select_quasars(catalog, absorbers)
     inputs = found.inputs if inputs is None else inputs_columns(inputs)
     defaults = {key: (config or {}).get(key)
-                for key in ("c_th", "n_th", "bal_th", "bal_prob_th", "mgii_threshold", "qn_model", "bal_model",
-                            "mgii_model")}
+                for key in ("c_th", "n_th", "c_th_single", "bal_th", "bal_prob_th", "mgii_threshold", "qn_model",
+                            "bal_model", "mgii_model")}
     parameters = {**{key: value for key, value in defaults.items() if value is not None}, **found.parameters}
     cards = results_header_cards(parameters, len(inputs["PATH"]))
     cards.append(("QSOONLY", bool(qso_only), "rows restricted to IS_QSO_QN == 1"))

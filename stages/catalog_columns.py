@@ -66,7 +66,7 @@ CATALOG_COLUMNS = (
     Column("DEC", "f8", "deg", "Declination (J2000)"),
     Column("SDSS_NAME", "U19", "", "SDSS designation Jhhmmss.ss+ddmmss.s"),
     Column("OBJTYPE", "U16", "", "Object type from the plug map"),
-    Column("IS_QSO_QN", "i2", "", "1 if >= N_TH lines have C > C_TH, else 0"),
+    Column("IS_QSO_QN", "i2", "", "1: >= N_TH lines C > C_TH, one alone C > C_TH1"),
     Column("NLINES_QN", "i2", "", "Lines with C > C_TH (of 6); 0 if unclassified"),
     Column("Z", "f8", "", "Best redshift: fit if ZWARNING = 0, else Z_QN"),
     Column("ZERR", "f8", "", "Uncertainty of Z; -1 where Z is Z_QN"),

@@ -19,13 +19,17 @@ def count_lines(confidences, c_th):
     return np.sum(np.asarray(confidences) > c_th, axis=1).astype(np.int16)
 
 
-def classify(confidences, c_th, n_th):
-    """IS_QSO: at least n_th emission lines with confidence > c_th.
+def classify(confidences, c_th, n_th, c_th_single=0.0):
+    """IS_QSO: at least n_th emission lines with confidence > c_th, and a quasar
+    that rests on one such line needs its confidence > c_th_single.
 
     confidences : (n, nline) emission-line confidences.
+    c_th_single : at or below c_th, the paper's rule (n_th lines above c_th).
     Returns bool (n,).
     """
-    return count_lines(confidences, c_th) >= n_th
+    confidences = np.asarray(confidences)
+    nlines = count_lines(confidences, c_th)
+    return (nlines >= n_th) & ((nlines >= 2) | (np.max(confidences, axis=1, initial=0.0) > c_th_single))
 
 
 def single_line(is_qso, nlines):

@@ -133,15 +133,16 @@ def classification_counts(classified, right_z, truth_qso, truth_galaxy):
     }
 
 
-def threshold_curves(confidences, classifiable, right_z, truth_qso, truth_galaxy, n_th, c_grid=C_TH_GRID):
-    """Purity and completeness as c_th of the rule `qsopipe.stages.decision.classify` varies.
+def threshold_curves(confidences, classifiable, right_z, truth_qso, truth_galaxy, n_th, c_th_single=0.0,
+                     c_grid=C_TH_GRID):
+    """Purity and completeness as c_th of the rule `qsopipe.stages.decision.classify` varies (c_th_single fixed).
 
     confidences : (npair, nline) line confidences; classifiable : bool (npair,)
     (no unclassified bit in QN_FLAG). Returns {'c_th', 'purity', 'completeness'} lists.
     """
     purity, completeness = [], []
     for c_th in c_grid:
-        classified = classifiable & classify(confidences, c_th, n_th)
+        classified = classifiable & classify(confidences, c_th, n_th, c_th_single)
         counts = classification_counts(classified, right_z, truth_qso, truth_galaxy)
         purity.append(counts["purity"])
         completeness.append(counts["completeness"])
@@ -279,7 +280,7 @@ def absorber_recovery(truth_pair, truth_z, truth_ew, cat_pair, cat_z, edges=EW_E
 
 
 def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=None, n_th=None, bal_th=None,
-             bal_prob_th=None):
+             bal_prob_th=None, c_th_single=None):
     """Every metric of a catalog against a truth table, as a JSON-ready dict.
 
     Parameters
@@ -293,7 +294,8 @@ def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=
     catalog_absorbers : {name: array} with TARGETID, Z_ABS, or None.
     truth_absorbers : {name: array} with PLATE, MJD, FIBERID, Z_ABS, EW_2796,
         or None (no MgII scoring).
-    c_th, n_th, bal_th, bal_prob_th : the catalog's thresholds (reported only).
+    c_th, n_th, bal_th, bal_prob_th, c_th_single : the catalog's thresholds (reported; c_th_single, None
+        for a catalog made before it, also fixes the threshold curves' single-line rule).
     """
     cat_index, truth_index, by_thing = match_catalog(catalog, truth)
     cls = np.asarray(truth["CLASS_PERSON"])[truth_index]
@@ -319,7 +321,7 @@ def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=
         "n_catalog": int(len(catalog["PLATE"])), "n_truth": int(len(truth["PLATE"])),
         "n_matched": int(keep.size), "n_matched_thing_id": int(by_thing.sum()),
         "n_excluded": int((~keep).sum()), "n_evaluated": int(cat_index.size),
-        "c_th": c_th, "n_th": n_th, "bal_th": bal_th, "bal_prob_th": bal_prob_th,
+        "c_th": c_th, "n_th": n_th, "c_th_single": c_th_single, "bal_th": bal_th, "bal_prob_th": bal_prob_th,
         "qso": classification_counts(classified, right_z, truth_qso, truth_galaxy),
         "automatic": (automatic_subset(classified, single_line, right_z, truth_qso, truth_galaxy)
                       if "NLINES_QN" in column else None),
@@ -328,7 +330,8 @@ def evaluate(catalog, truth, catalog_absorbers=None, truth_absorbers=None, c_th=
                  if "Z" in column else None),
         "redshift_bins": redshift_bins(z_true, column["Z_QN"], classified, right_z, truth_qso, truth_galaxy),
         "threshold_curves": {
-            f"n_th_{n}": threshold_curves(confidences, classifiable, right_z, truth_qso, truth_galaxy, n)
+            f"n_th_{n}": threshold_curves(confidences, classifiable, right_z, truth_qso, truth_galaxy, n,
+                                          c_th_single or 0.0)
             for n in (1, 2)
         },
         "per_class": per_class(cls, classified, right_z),
@@ -437,16 +440,16 @@ CATALOG_READ = ("PLATE", "MJD", "FIBERID", "THING_ID", "IS_QSO_QN", "Z_QN", "Z",
 
 
 def read_catalog(path):
-    """(catalog columns, absorber columns, header thresholds {'c_th', 'n_th', 'bal_th', 'bal_prob_th'}) of a
-    catalog file."""
+    """(catalog columns, absorber columns, header thresholds {'c_th', 'n_th', 'c_th_single', 'bal_th',
+    'bal_prob_th'}) of a catalog file."""
     with open_fits(path) as fits:
         if "CATALOG" not in fits:
             raise InputError(path, "no CATALOG HDU")
         catalog = read_columns(fits["CATALOG"], CATALOG_READ)
         header = fits["CATALOG"].read_header()
         absorbers = read_columns(fits["MGII_ABSORBERS"], ("TARGETID", "Z_ABS")) if "MGII_ABSORBERS" in fits else None
-    thresholds = {"c_th": header.get("C_TH"), "n_th": header.get("N_TH"), "bal_th": header.get("BAL_TH"),
-                  "bal_prob_th": header.get("BALP_TH")}
+    thresholds = {"c_th": header.get("C_TH"), "n_th": header.get("N_TH"), "c_th_single": header.get("C_TH1"),
+                  "bal_th": header.get("BAL_TH"), "bal_prob_th": header.get("BALP_TH")}
     return catalog, absorbers, thresholds
 
 

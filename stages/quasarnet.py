@@ -45,7 +45,7 @@ def is_classified(qn_flag):
     return (np.asarray(qn_flag) & int(QNFlag.unclassified())) == 0
 
 
-def classify_spectra(x, prep_flag, forward, c_th, n_th, bal_th):
+def classify_spectra(x, prep_flag, forward, c_th, n_th, bal_th, c_th_single):
     """Classify preprocessed spectra with QuasarNET.
 
     Parameters
@@ -53,7 +53,8 @@ def classify_spectra(x, prep_flag, forward, c_th, n_th, bal_th):
     x : float32 (n, 443) QuasarNET inputs.
     prep_flag : int (n,) PREP_FLAG.
     forward : callable x -> {"confidence": (n, 7, 13), "offset": (n, 7, 13)}.
-    c_th, n_th : decision rule: quasar if >= n_th lines have C > c_th.
+    c_th, n_th, c_th_single : decision rule: quasar if >= n_th lines have
+        C > c_th, and, if only one has, its C > c_th_single.
     bal_th : BAL_FLAG_QN = 1 for quasars with C_BAL_CIV > bal_th.
 
     Returns
@@ -78,7 +79,7 @@ def classify_spectra(x, prep_flag, forward, c_th, n_th, bal_th):
     redshift[~classified] = -1.0
     c_lines, z_lines = confidence[:, :N_EMISSION], redshift[:, :N_EMISSION]
     nlines = np.where(classified, count_lines(c_lines, c_th), 0).astype(np.int16)
-    is_qso = classified & classify(c_lines, c_th, n_th)
+    is_qso = classified & classify(c_lines, c_th, n_th, c_th_single)
     flag |= np.where(single_line(is_qso, nlines), QNFlag.SINGLE_LINE, 0)
     columns = {}
     for k, name in enumerate(LINE_NAMES):
@@ -95,18 +96,18 @@ def classify_spectra(x, prep_flag, forward, c_th, n_th, bal_th):
     return columns
 
 
-def process_shard(shard, forward, model_path, model_sha256, c_th, n_th, bal_th):
+def process_shard(shard, forward, model_path, model_sha256, c_th, n_th, bal_th, c_th_single):
     """The QuasarNET result table of one shard table (same rows, same order)."""
     x = list_column(shard, "QN_FLUX")
     prep_flag = shard.column("PREP_FLAG").to_numpy()
     columns = {name: shard.column(name) for name in (*FIBER_COLUMNS, "PREP_FLAG")}
     columns.update({name: pa.array(values) for name, values in
-                    classify_spectra(x, prep_flag, forward, c_th, n_th, bal_th).items()})
+                    classify_spectra(x, prep_flag, forward, c_th, n_th, bal_th, c_th_single).items()})
     shard_meta = read_metadata(shard.schema)
     return with_metadata(pa.table(columns), {
         "plate": shard_meta.get("plate"), "mjd": shard_meta.get("mjd"),
         "sources": shard_meta.get("sources", []), "skipped": shard_meta.get("skipped", {}),
-        "c_th": c_th, "n_th": n_th, "bal_th": bal_th, "qn_model": str(model_path), "qn_model_sha256": model_sha256,
+        "c_th": c_th, "n_th": n_th, "c_th_single": c_th_single, "bal_th": bal_th, "qn_model": str(model_path), "qn_model_sha256": model_sha256,
         "qn_lines": [[name, wave] for name, wave in QN_FINDERS],
         "qn_flags": {flag.name: int(flag.value) for flag in QNFlag},
     })
@@ -140,7 +141,8 @@ class QuasarNetStage(Stage):
         from qsopipe.models.store import file_sha256
 
         return {"qn_model_sha256": file_sha256(str(model_path(config))),
-                "c_th": config["c_th"], "n_th": config["n_th"], "bal_th": config["bal_th"]}
+                "c_th": config["c_th"], "n_th": config["n_th"], "c_th_single": config["c_th_single"],
+                "bal_th": config["bal_th"]}
 
     def load(self, config):
         return make_forward(model_path(config), config["batch_size"])
@@ -148,7 +150,7 @@ class QuasarNetStage(Stage):
     def run(self, inputs, config, forward):
         settings = self.settings(config)
         return {"quasarnet": process_shard(inputs["shard"], forward, model_path(config), settings["qn_model_sha256"],
-                                          config["c_th"], config["n_th"], config["bal_th"])}
+                                          config["c_th"], config["n_th"], config["bal_th"], config["c_th_single"])}
 
     def counts(self, outputs):
         table = outputs["quasarnet"]
@@ -162,7 +164,7 @@ STAGE = QuasarNetStage()
 @click.command(name="quasarnet")
 @click.argument("shards", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "results", required=True, type=click.Path(file_okay=False), help="Results directory.")
-@config_options("qn_model", "c_th", "n_th", "bal_th", "batch_size", aliases={"qn_model": "--model"})
+@config_options("qn_model", "c_th", "n_th", "c_th_single", "bal_th", "batch_size", aliases={"qn_model": "--model"})
 @click.option("--force", is_flag=True, help="Redo plates whose results are up to date.")
 def command(shards, results, force, **options):
     """Classify every shard under SHARDS; write RESULTS/quasarnet/qn-pppp-mmmmm.parquet per plate."""

@@ -23,6 +23,20 @@ def test_classify_and_bal_flag():
     assert bal_flag(classify(c, 0.4, 1), c_bal, 0.5).tolist() == [False, False, False, False]
 
 
+def test_a_quasar_on_one_line_needs_c_th_single():
+    """One line at 0.6 is a quasar under the paper's rule but not at c_th_single 0.8; two such lines are."""
+    c = np.array([[0.6, 0, 0, 0, 0, 0],
+                  [0.6, 0.5, 0, 0, 0, 0],
+                  [0.85, 0, 0, 0, 0, 0],
+                  [0.3, 0, 0, 0, 0, 0]])
+    assert classify(c, 0.4, 1).tolist() == [True, True, True, False]
+    assert classify(c, 0.4, 1, c_th_single=0.8).tolist() == [False, True, True, False]
+    assert classify(c, 0.7, 1, c_th_single=0.2).tolist() == [False, False, True, False]
+    assert classify(c, 0.4, 2, c_th_single=0.8).tolist() == [False, True, False, False]
+    nlines = count_lines(c, 0.4)
+    assert single_line(classify(c, 0.4, 1, 0.8), nlines).tolist() == [False, False, True, False]
+
+
 def test_count_lines_and_single_line():
     c = np.array([[0.9, 0, 0, 0, 0, 0],
                   [0.4, 0.4, 0, 0, 0, 0],
@@ -51,7 +65,7 @@ FINDER_CONFIDENCES = np.array([[0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.9],
 PREP_FLAGS = np.array([0, 0, 0, PrepFlag.NO_VALID_PIXEL, 0])
 
 
-def _stand_in_classification(c_th=0.4, n_th=1):
+def _stand_in_classification(c_th=0.4, n_th=1, c_th_single=0.8):
     """classify_spectra of the five fibers of FINDER_CONFIDENCES; each finder's best box is box 4."""
     n = len(FINDER_CONFIDENCES)
     x = np.repeat(np.arange(n, dtype=np.float32)[:, None], QN_NBINS, axis=1)
@@ -62,7 +76,7 @@ def _stand_in_classification(c_th=0.4, n_th=1):
         confidence[:, :, 4] = FINDER_CONFIDENCES[index]
         return {"confidence": confidence, "offset": np.full_like(confidence, 0.5)}
 
-    return classify_spectra(x, PREP_FLAGS, forward, c_th=c_th, n_th=n_th, bal_th=0.5)
+    return classify_spectra(x, PREP_FLAGS, forward, c_th=c_th, n_th=n_th, bal_th=0.5, c_th_single=c_th_single)
 
 
 def test_a_single_line_quasar_is_a_flagged_quasar():

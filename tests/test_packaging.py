@@ -15,9 +15,10 @@ from qsopipe.pipeline.config import defaults
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 #: Header card quoted in the docs -> the setting (pipeline/config.yaml) it records.
-CARDS = {"C_TH": "c_th", "N_TH": "n_th", "BAL_TH": "bal_th", "BALP_TH": "bal_prob_th", "MGII_TH": "mgii_threshold"}
+CARDS = {"C_TH": "c_th", "N_TH": "n_th", "C_TH1": "c_th_single", "BAL_TH": "bal_th", "BALP_TH": "bal_prob_th",
+         "MGII_TH": "mgii_threshold"}
 #: Command-line option -> the card it sets.
-OPTION_CARDS = {"c-th": "C_TH", "n-th": "N_TH", "bal-th": "BAL_TH", "bal-prob-th": "BALP_TH",
+OPTION_CARDS = {"c-th": "C_TH", "n-th": "N_TH", "c-th-single": "C_TH1", "bal-th": "BAL_TH", "bal-prob-th": "BALP_TH",
                 "mgii-threshold": "MGII_TH"}
 
 
@@ -81,11 +82,11 @@ def test_sdist_carries_licence_tests_docs_slurm_and_environment():
 def test_defaults_quoted_in_docs_and_readme_are_config_yamls():
     shipped = defaults()
     catalog_doc = (REPO / "docs" / "catalog.md").read_text()
-    quoted = re.findall(r"default (C_TH|N_TH|BAL_TH|BALP_TH|MGII_TH) = ([\d.]+)", catalog_doc)
+    quoted = re.findall(r"default (C_TH1|C_TH|N_TH|BAL_TH|BALP_TH|MGII_TH) = ([\d.]+)", catalog_doc)
     assert {card for card, _ in quoted} == set(CARDS)
     assert not re.search(r"default:? \d", catalog_doc), "quote a default as 'default CARD = VALUE'"
     readme = (REPO / "README.md").read_text()
-    options = re.findall(r"--(c-th|n-th|bal-th|bal-prob-th|mgii-threshold) ([\d.]+)\]?\s", readme)
+    options = re.findall(r"--(c-th-single|c-th|n-th|bal-th|bal-prob-th|mgii-threshold) ([\d.]+)\]?\s", readme)
     quoted += [(OPTION_CARDS[option], value) for option, value in options]
     for card, value in quoted:
         assert float(value) == shipped[CARDS[card]], (card, value)

@@ -32,7 +32,7 @@ CATALOGUED_ABSORBERS = {(3655, 55240, 156): 1.409, (3655, 55240, 714): 1.592}
 BAL_QUASAR, NARROW_ABSORBER = (3655, 55240, 110), (3655, 55240, 388)
 
 #: The shipped decision thresholds (pipeline/config.yaml).
-QN_THRESHOLDS = {key: defaults()[key] for key in ("c_th", "n_th", "bal_th")}
+QN_THRESHOLDS = {key: defaults()[key] for key in ("c_th", "n_th", "bal_th", "c_th_single")}
 
 
 @pytest.fixture(scope="module")
