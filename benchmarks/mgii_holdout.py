@@ -1,6 +1,12 @@
 """Acceptance figures of a trained MgII CNN on a held-out simulator run.
 
 Usage: python benchmarks/mgii_holdout.py --sim HOLDOUT_DIR --model MODEL.keras --out DIR [--threshold 0]
+           [--vetter VETTER.json|none] [--vetter-threshold P]
+
+The doublet finder is the configured one (pipeline/config.yaml's
+mgii_vetter: the shipped candidate vetter) unless --vetter says otherwise;
+--vetter-threshold replaces the vetter's thresholds in both regions (for
+choosing them on a tuning simulation).
 
 On the searchable quasar sightlines of the run (labels as in training:
 positive = a strong absorber, rest EW_2796 >= 0.3 A and >= 3 sigma, in the
@@ -49,6 +55,7 @@ searches only quasars that QuasarNET does not call BAL (MgIIFlag.BAL); by defaul
 """
 
 import argparse
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -60,8 +67,7 @@ import numpy as np  # noqa: E402
 from qsopipe.models.train_mgii import (draw_epoch, ew_noise, read_sim_sightlines, sightline_labels,  # noqa: E402
                                        strong_absorbers)
 from qsopipe.pipeline.config import defaults  # noqa: E402
-from qsopipe.stages.mgii import measure_absorbers, prepare_input  # noqa: E402
-from qsopipe.stages.mgii_fit import DoubletCriteria  # noqa: E402
+from qsopipe.stages.mgii import doublet_finder, measure_absorbers, prepare_input, vetter_path  # noqa: E402
 from qsopipe.stages.mgii_regions import MgIIRegion, absorber_regions  # noqa: E402
 
 #: |z_fit - z_true| below which a truth absorber counts as localised.
@@ -161,11 +167,14 @@ def match_absorbers(rows, z_true, found):
     return dz, index
 
 
-def evaluate(sightlines, predictor, threshold, seed=1234):
-    """The acceptance metrics (dict) and the per-absorber arrays for the completeness plot."""
+def evaluate(sightlines, predictor, threshold, finder, seed=1234):
+    """The acceptance metrics (dict) and the per-absorber arrays for the completeness plot.
+
+    finder : (DoubletCriteria, Vetter or None), as from `qsopipe.stages.mgii.doublet_finder`.
+    """
     label, clean = sightline_labels(sightlines)
     absorbers = sightlines.absorbers
-    criteria = DoubletCriteria()
+    criteria, vetter = finder
     x, _ = prepare_input(sightlines.flux, sightlines.ivar, sightlines.z_qso)
     probability = predictor(x)
     cnn_yes = probability > CNN_YES
@@ -174,7 +183,7 @@ def evaluate(sightlines, predictor, threshold, seed=1234):
     balanced_yes = predictor(x_balanced) > CNN_YES
 
     # The finder treats each sightline on its own: the stage's fits are those of its rows at or above the threshold.
-    whole_path, _ = measure_absorbers(sightlines.flux, sightlines.ivar, sightlines.z_qso, criteria)
+    whole_path, _ = measure_absorbers(sightlines.flux, sightlines.ivar, sightlines.z_qso, criteria, vetter)
     every = [in_region(f, z, MgIIRegion.CNN_WINDOW) for f, z in zip(whole_path, sightlines.z_qso)]
     positive_rows = np.flatnonzero(probability >= threshold)
     fits = [every[row] for row in positive_rows]
@@ -333,6 +342,8 @@ def main():
     parser.add_argument("--model", required=True, help="trained MgII CNN, .keras")
     parser.add_argument("--out", required=True, help="directory for mgii_holdout.json and mgii_completeness.png")
     parser.add_argument("--threshold", type=float, default=defaults()["mgii_threshold"])
+    parser.add_argument("--vetter", help="candidate vetter .json, or 'none' [default: pipeline/config.yaml's]")
+    parser.add_argument("--vetter-threshold", type=float, help="the vetter's threshold in both regions")
     parser.add_argument("--leave-out-bal", action="store_true",
                         help="score only sightlines of quasars without BAL troughs (truth BAL_FLAG_VI = 0)")
     args = parser.parse_args()
@@ -342,10 +353,15 @@ def main():
     sightlines = read_sim_sightlines(args.sim)
     if args.leave_out_bal:
         sightlines = sightlines.subset(non_bal(args.sim, sightlines))
-    metrics = evaluate(sightlines, load_predictor(args.model), args.threshold)
+    criteria, vetter = doublet_finder({"mgii_vetter": args.vetter})
+    if vetter is not None and args.vetter_threshold is not None:
+        vetter = dataclasses.replace(vetter, thresholds={region: args.vetter_threshold for region in vetter.thresholds})
+    metrics = evaluate(sightlines, load_predictor(args.model), args.threshold, (criteria, vetter))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     metrics["model"], metrics["sim"], metrics["leave_out_bal"] = str(args.model), str(args.sim), args.leave_out_bal
+    metrics["vetter"] = None if vetter is None else {"file": str(vetter_path({"mgii_vetter": args.vetter})),
+                                                     "thresholds": vetter.thresholds}
     plot_completeness(metrics, out / "mgii_completeness.png")
     plot_ew(metrics, out / "mgii_ew.png")
     metrics = json_safe(metrics)

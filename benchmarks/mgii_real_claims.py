@@ -10,8 +10,12 @@ the flux on the MgII grid, the finder's running continuum and the noise,
 around the doublet (with the 2796/2803 positions marked) and around the
 system's FeII 2600/2586 and 2382/2344 lines. DIR/mgii_real_claims.json
 lists every claim with its REGION and, for the catalogue's absorbers on
-the run's sightlines, whether one lies within |dz| < 0.005 and the fitted
-against the catalogued EWs (difference over the catalogue's error).
+the run's searched sightlines, whether one lies within |dz| < 0.005 and
+the fitted against the catalogued EWs (difference over the catalogue's
+error). A catalogued absorber the stage misses gets the finder's doublet
+fit started at the catalogue's z (`at_catalogue_z`: EWs, their errors and
+S/N, which the finder's criteria would judge) and the same plot,
+DIR/missed-PPPP-MMMMM-FFFF-Z.png.
 """
 
 import argparse
@@ -26,7 +30,8 @@ from qsopipe.pipeline.constants import FEII_2344, FEII_2382, FEII_2586, FEII_260
 from qsopipe.pipeline.layout import RunLayout, find_products
 from qsopipe.pipeline.parquet_io import list_column
 from qsopipe.stages.mgii import grid_wavelength
-from qsopipe.stages.mgii_fit import running_continuum
+from qsopipe.stages.mgii_fit import (FIT_HALF_WIDTH_PIX, DoubletCriteria, fit_doublets, running_continuum,
+                                     with_continuum_error)
 from qsopipe.stages.mgii_regions import MgIIRegion
 
 #: |z_fit - z_catalogue| within which a catalogued absorber counts as recovered.
@@ -43,30 +48,44 @@ def region_names(bits):
     return "|".join(region.name for region in MgIIRegion if bits & region) or "NONE"
 
 
-def read_claims(run):
-    """{(plate, mjd, fiber): {"flux", "ivar", "continuum" (3841,), "absorbers": [row dicts]}} of a run."""
-    layout = RunLayout(run)
-    shards = dict(find_products("shard", layout.shards))
-    sightlines = {}
-    for name, path in find_products("mgii_absorbers", layout.results):
-        absorbers = pq.read_table(path).to_pylist()
-        if not absorbers:
-            continue
-        shard = pq.read_table(shards[name])
-        plate, mjd = (int(part) for part in name.split("-"))
+def read_spectra(run, keys):
+    """{(plate, mjd, fiber): {"flux", "ivar", "continuum" (3841,)}} of the run's shards, for `keys`."""
+    shards = dict(find_products("shard", RunLayout(run).shards))
+    spectra = {}
+    for plate, mjd in sorted({key[:2] for key in keys}):
+        shard = pq.read_table(shards[f"{plate:04d}-{mjd:05d}"])
         fibers = shard.column("FIBERID").to_numpy()
         flux, ivar = list_column(shard, "MGII_FLUX"), list_column(shard, "MGII_IVAR")
-        for fiber in sorted({row["FIBERID"] for row in absorbers}):
-            row = int(np.flatnonzero(fibers == fiber)[0])
-            continuum = running_continuum(flux[row:row + 1], ivar[row:row + 1])[0]
-            sightlines[(plate, mjd, fiber)] = {
-                "flux": flux[row], "ivar": ivar[row], "continuum": continuum,
-                "absorbers": [a for a in absorbers if a["FIBERID"] == fiber]}
-    return sightlines
+        for key in sorted(key for key in keys if key[:2] == (plate, mjd)):
+            row = int(np.flatnonzero(fibers == key[2])[0])
+            spectra[key] = {"flux": flux[row], "ivar": ivar[row],
+                            "continuum": running_continuum(flux[row:row + 1], ivar[row:row + 1])[0]}
+    return spectra
 
 
-def plot_claim(sightline, absorber, path):
-    """The claim's plot (see the module docstring), PNG."""
+def read_claims(run):
+    """{(plate, mjd, fiber): [absorber row dicts]} of the run's MgII absorbers."""
+    claims = {}
+    for _, path in find_products("mgii_absorbers", RunLayout(run).results):
+        for absorber in pq.read_table(path).to_pylist():
+            claims.setdefault((absorber["PLATE"], absorber["MJD"], absorber["FIBERID"]), []).append(absorber)
+    return claims
+
+
+def fit_at(sightline, z_abs):
+    """The finder's doublet fit (`fit_doublets`, with its continuum error) started at z_abs: a dict of
+    Z_ABS, EW_2796(_ERR), EW_2803(_ERR) (rest A), SNR_2796, SNR_2803, SIGMA_KMS."""
+    flux, continuum = sightline["flux"][None], sightline["continuum"][None]
+    ivar = with_continuum_error(sightline["ivar"][None], continuum)
+    first = int(np.argmin(np.abs(grid_wavelength() - MGII_2796 * (1 + z_abs)))) - FIT_HALF_WIDTH_PIX
+    fit = fit_doublets(flux, ivar, continuum, np.array([0]), np.array([z_abs]), np.array([1 + z_abs]),
+                       DoubletCriteria.max_iterations, first_pixel=np.array([first]))
+    return {name: float(fit[name][0]) for name in ("Z_ABS", "EW_2796", "EW_2796_ERR", "EW_2803", "EW_2803_ERR",
+                                                   "SNR_2796", "SNR_2803", "SIGMA_KMS")}
+
+
+def plot_claim(sightline, absorber, path, label=None):
+    """The claim's plot (see the module docstring), PNG; `label` replaces the REGION and MGII_PROB of its title."""
     from matplotlib.figure import Figure
 
     wave = grid_wavelength()
@@ -84,15 +103,18 @@ def plot_claim(sightline, absorber, path):
         axes.set(title=title, xlabel="observed wavelength [A]")
     figure.axes[0].set_ylabel("flux [1e-17 erg/s/cm2/A]")
     figure.axes[0].legend(fontsize=7, loc="lower left")
-    figure.suptitle(f"{absorber['PLATE']}-{absorber['MJD']}-{absorber['FIBERID']:04d}  z_qso {absorber['Z_QSO']:.3f}"
+    z_qso = f"  z_qso {absorber['Z_QSO']:.3f}" if "Z_QSO" in absorber else ""
+    figure.suptitle(f"{absorber['PLATE']}-{absorber['MJD']}-{absorber['FIBERID']:04d}{z_qso}"
                     f"  z_abs {z_abs:.4f}  EW {absorber['EW_2796']:.2f}/{absorber['EW_2803']:.2f} A"
-                    f"  S/N {absorber['SNR_2796']:.1f}/{absorber['SNR_2803']:.1f}  {region_names(absorber['REGION'])}"
-                    f"  MGII_PROB {absorber['MGII_PROB']:.2f}", fontsize=9)
+                    f"  S/N {absorber['SNR_2796']:.1f}/{absorber['SNR_2803']:.1f}  "
+                    + (label or f"{region_names(absorber['REGION'])}  MGII_PROB {absorber['MGII_PROB']:.2f}"),
+                    fontsize=9)
     figure.savefig(path, dpi=90)
 
 
-def catalogue_recovery(dr12_path, sightlines, searched):
-    """Each DR12 absorber on a searched sightline ({(plate, mjd, fiber)}), with the nearest claim, as dicts."""
+def catalogue_recovery(dr12_path, claims, searched):
+    """Each DR12 absorber on a searched sightline ({(plate, mjd, fiber)}), with the nearest claim, as dicts
+    (and its key, under "key")."""
     catalogue = fitsio.read(dr12_path, ext=1, columns=["plate-mjd-fibre", "z", "W_2796", "W_2796_err",
                                                        "W_2803", "W_2803_err"])
     rows = []
@@ -100,11 +122,10 @@ def catalogue_recovery(dr12_path, sightlines, searched):
         key = tuple(int(part) for part in entry["plate-mjd-fibre"].strip().split("-"))
         if key not in searched:
             continue
-        claims = sightlines.get(key, {"absorbers": []})["absorbers"]
-        nearest = min(claims, key=lambda a: abs(a["Z_ABS"] - entry["z"]), default=None)
+        nearest = min(claims.get(key, []), key=lambda a: abs(a["Z_ABS"] - entry["z"]), default=None)
         found = nearest is not None and abs(nearest["Z_ABS"] - entry["z"]) < RECOVERED_DZ
         rows.append({
-            "sightline": "-".join(f"{part:04d}" if k == 2 else str(part) for k, part in enumerate(key)),
+            "key": key, "sightline": f"{key[0]}-{key[1]}-{key[2]:04d}",
             "z": float(entry["z"]), "W_2796": float(entry["W_2796"]), "W_2796_err": float(entry["W_2796_err"]),
             "W_2803": float(entry["W_2803"]), "W_2803_err": float(entry["W_2803_err"]), "recovered": bool(found),
             **({"z_fit": nearest["Z_ABS"], "EW_2796": nearest["EW_2796"], "EW_2803": nearest["EW_2803"],
@@ -132,23 +153,32 @@ def main():
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sightlines = read_claims(args.run)
-    claims = []
-    for key, sightline in sorted(sightlines.items()):
-        for absorber in sightline["absorbers"]:
+    claims = read_claims(args.run)
+    searched = searched_sightlines(args.run)
+    dr12 = catalogue_recovery(args.dr12, claims, searched)
+    spectra = read_spectra(args.run, set(claims) | {row["key"] for row in dr12 if not row["recovered"]})
+    listed = []
+    for key, absorbers in sorted(claims.items()):
+        for absorber in absorbers:
             name = f"claim-{key[0]}-{key[1]}-{key[2]:04d}-{absorber['Z_ABS']:.4f}.png"
-            plot_claim(sightline, absorber, out / name)
-            claims.append({**{k: absorber[k] for k in ("PLATE", "MJD", "FIBERID", "Z_QSO", "Z_ABS", "EW_2796",
+            plot_claim(spectra[key], absorber, out / name)
+            listed.append({**{k: absorber[k] for k in ("PLATE", "MJD", "FIBERID", "Z_QSO", "Z_ABS", "EW_2796",
                                                         "EW_2803", "SNR_2796", "SNR_2803", "MGII_PROB")},
                            "REGION": region_names(absorber["REGION"]), "plot": name})
-    searched = searched_sightlines(args.run)
-    result = {"searched_sightlines": len(searched), "claims": claims,
-              "dr12": catalogue_recovery(args.dr12, sightlines, searched)}
+    for row in dr12:
+        key = row.pop("key")
+        if row["recovered"]:
+            continue
+        row["at_catalogue_z"] = fit = fit_at(spectra[key], row["z"])
+        row["plot"] = name = f"missed-{key[0]}-{key[1]}-{key[2]:04d}-{row['z']:.4f}.png"
+        plot_claim(spectra[key], {"PLATE": key[0], "MJD": key[1], "FIBERID": key[2], **fit},
+                   out / name, label="fit at the catalogue's z (missed)")
+    result = {"searched_sightlines": len(searched), "claims": listed, "dr12": dr12}
     (out / "mgii_real_claims.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps({"searched_sightlines": len(searched), "claims": len(claims),
-                      "by_region": {name: sum(c["REGION"] == name for c in claims)
-                                    for name in sorted({c["REGION"] for c in claims})},
-                      "dr12": result["dr12"]}, indent=1))
+    print(json.dumps({"searched_sightlines": len(searched), "claims": len(listed),
+                      "by_region": {name: sum(c["REGION"] == name for c in listed)
+                                    for name in sorted({c["REGION"] for c in listed})},
+                      "dr12": dr12}, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Speed of the MgII stage on one core: the CNN forward pass and `process_plate`.
 
-Usage: python benchmarks/mgii_speed.py [--model MODEL.keras] [--fibers 1000] [--repeat 3]
+Usage: python benchmarks/mgii_speed.py [--model MODEL.keras] [--vetter VETTER.json|none] [--fibers 1000] [--repeat 3]
 
 Without --model, an untrained network of the shipped architecture is used
 (same cost). The plate is synthetic: power-law spectra on the MgII grid, a
@@ -9,7 +9,8 @@ doublets. The stage's default threshold (0) fits every searched sightline,
 so the fits cost what they would with a trained network. Reports spectra/s
 of the compiled fixed-batch forward pass, of prepare_input, of the doublet
 search and fits per searched sightline and of the whole process_plate (per
-input fiber).
+input fiber). The doublet finder is the configured one (the shipped
+candidate vetter) unless --vetter says otherwise ('none': the rules alone).
 """
 
 import argparse
@@ -25,8 +26,8 @@ from qsopipe.pipeline.constants import MGII_2796  # noqa: E402
 from qsopipe.pipeline.grids import MGII_NPIX, mgii_loglam  # noqa: E402
 from qsopipe.pipeline.parquet_io import fixed_size_list  # noqa: E402
 from qsopipe.pipeline.config import defaults  # noqa: E402
-from qsopipe.stages.mgii import measure_absorbers, prepare_input, process_plate  # noqa: E402
-from qsopipe.stages.mgii_fit import DoubletCriteria, doublet_profile  # noqa: E402
+from qsopipe.stages.mgii import doublet_finder, measure_absorbers, prepare_input, process_plate  # noqa: E402
+from qsopipe.stages.mgii_fit import doublet_profile  # noqa: E402
 from timing import best_of  # noqa: E402
 
 
@@ -60,6 +61,7 @@ def synthetic_plate(nfiber, seed=0):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="MgII CNN .keras (default: untrained, same architecture)")
+    parser.add_argument("--vetter", help="candidate vetter .json, or 'none' [default: pipeline/config.yaml's]")
     parser.add_argument("--fibers", type=int, default=1000)
     parser.add_argument("--forward-spectra", type=int, default=4096)
     parser.add_argument("--repeat", type=int, default=3)
@@ -82,11 +84,13 @@ def main():
     seconds, (xq, searchable) = best_of(args.repeat, lambda: prepare_input(flux[quasars], ivar[quasars], z_qso[quasars]))
     print(f"prepare_input: {quasars.size / seconds:.0f} spectra/s")
     positive = quasars[searchable][predictor(xq[searchable]) >= defaults()["mgii_threshold"]]
+    criteria, vetter = doublet_finder({"mgii_vetter": args.vetter})
     seconds, (found, _) = best_of(1, lambda: measure_absorbers(flux[positive], ivar[positive], z_qso[positive],
-                                                                 DoubletCriteria()))
+                                                                 criteria, vetter))
     print(f"doublet search + fits over the whole path: {positive.size / seconds:.0f} searched sightlines/s, "
           f"{sum(map(len, found)) / max(positive.size, 1):.2f} absorbers each")
-    seconds, (mgii, absorbers) = best_of(args.repeat, lambda: process_plate(shard, qn, zfit, predictor, defaults()["mgii_threshold"]))
+    seconds, (mgii, absorbers) = best_of(args.repeat, lambda: process_plate(shard, qn, zfit, predictor,
+                                                                            defaults()["mgii_threshold"], criteria, vetter))
     print(f"process_plate: {args.fibers} fibers ({quasars.size} quasars, {positive.size} fitted, "
           f"{absorbers.num_rows} absorbers) in {seconds:.2f} s = {args.fibers / seconds:.0f} fibers/s, "
           f"{quasars.size / seconds:.0f} quasars/s")

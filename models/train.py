@@ -16,6 +16,8 @@ TRAINERS = {
     "mgii": ("qsopipe.models.train_mgii:command",
              "Train the MgII absorber CNN on simulated quasar sightlines."),
     "bal": ("qsopipe.models.train_bal:command", "Train the CIV BAL classifier on simulated quasars."),
+    "mgii-vetter": ("qsopipe.models.train_mgii_vetter:command",
+                    "Train the MgII candidate vetter on simulated doublet-finder candidates."),
 }
 
 

@@ -53,6 +53,7 @@ SETTINGS = {
     "qn_model": (str, True, None, "", "QuasarNET .keras file."),
     "bal_model": (str, True, None, "", "BAL CNN .keras file."),
     "mgii_model": (str, True, None, "", "MgII CNN .keras file."),
+    "mgii_vetter": (str, True, None, "", "MgII candidate vetter .json file ('none': the doublet finder's rules)."),
     "batch_size": (int, False, _positive, ">= 1", "Fixed batch of the compiled forward passes."),
     "workers": (int, True, _positive, ">= 1", "Dask workers."),
     "tf_threads": (int, False, _non_negative, ">= 0", "TensorFlow intra-op threads per worker."),
@@ -62,7 +63,7 @@ SETTINGS = {
 
 #: What a null default (pipeline/config.yaml) means, for the options' help.
 NULL_DEFAULTS = {"qn_model": "the shipped weights", "bal_model": "the shipped weights",
-                 "mgii_model": "the shipped weights", "workers": "one per core"}
+                 "mgii_model": "the shipped weights", "mgii_vetter": "the shipped vetter", "workers": "one per core"}
 
 
 def defaults():

@@ -374,8 +374,10 @@ def read_results(directory, plates=None):
         for product, tables, keys in (
             ("zfit", zfit_tables, ("zfit_settings", "zfit_templates", "zfit_templates_sha256")),
             ("bal", bal_tables, ("bal_prob_th", "bal_model", "bal_model_sha256")),
-            ("mgii", mgii_tables, ("mgii_threshold", "mgii_model", "mgii_model_sha256")),
-            ("mgii_absorbers", absorber_tables, ("mgii_model", "mgii_model_sha256")),
+            ("mgii", mgii_tables, ("mgii_threshold", "mgii_model", "mgii_model_sha256", "mgii_vetter_model",
+                                   "mgii_vetter_model_sha256")),
+            ("mgii_absorbers", absorber_tables, ("mgii_model", "mgii_model_sha256", "mgii_vetter_model",
+                                                 "mgii_vetter_model_sha256")),
         ):
             path = product_path(product, directory, name)
             if path.is_file():
@@ -405,7 +407,8 @@ def _merge_parameters(parameters, metadata, path, keys):
 def results_header_cards(parameters, ninputs, date=None):
     """Provenance cards for a catalog made from results with run `parameters`."""
     models = [(prefix, parameters[f"{role}_model"], parameters.get(f"{role}_model_sha256", ""))
-              for prefix, role in (("QN", "qn"), ("BA", "bal"), ("MG", "mgii")) if parameters.get(f"{role}_model")]
+              for prefix, role in (("QN", "qn"), ("BA", "bal"), ("MG", "mgii"), ("MV", "mgii_vetter"))
+              if parameters.get(f"{role}_model")]
     return provenance.header_cards(
         c_th=parameters.get("c_th"), n_th=parameters.get("n_th"), bal_th=parameters.get("bal_th"),
         mgii_threshold=parameters.get("mgii_threshold"), bal_prob_th=parameters.get("bal_prob_th"),

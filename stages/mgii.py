@@ -43,8 +43,9 @@ from qsopipe.pipeline.ids import target_id
 from qsopipe.pipeline.parquet_io import list_column, with_metadata
 from qsopipe.pipeline.stage import Stage, run_stage_on_plates, shard_plates
 from qsopipe.stages.mgii_fit import (ABSORBER_DTYPE, PATH_DTYPE, DoubletCriteria, bridge_masked_pixels,
-                                     running_continuum, search_doublets)
+                                     find_candidates, running_continuum, search_doublets)
 from qsopipe.stages.mgii_regions import CIV_GAP_REST, CNN_WINDOW_REST, PATH_REST, MgIIRegion, absorber_regions
+from qsopipe.stages.mgii_vetter import load_vetter
 from qsopipe.stages.quasarnet import is_classified
 
 log = logging.getLogger(__name__)
@@ -223,17 +224,19 @@ def path_flags(z_qso):
     return flags.astype(np.int32)
 
 
-def measure_absorbers(flux, ivar, z_qso, criteria):
+def measure_absorbers(flux, ivar, z_qso, criteria, vetter=None):
     """Find and fit MgII doublets along each spectrum's whole path (`search_path`), less its CIV gap.
 
     Between Lyman-alpha and CIV emission (REGION LYA_CIV) the finder asks
-    more of a doublet (DoubletCriteria's lya_civ_min_snr and lya_civ_max_sigma_kms).
+    more of a doublet (DoubletCriteria's lya_civ_min_snr and lya_civ_max_sigma_kms). A vetter
+    (`qsopipe.stages.mgii_vetter`) judges the candidates the criteria pass.
 
     Parameters
     ----------
     flux, ivar : ndarray (n, 3841), on the MgII grid
     z_qso : ndarray (n,)
     criteria : qsopipe.stages.mgii_fit.DoubletCriteria, the finder's thresholds
+    vetter : qsopipe.stages.mgii_vetter.Vetter or None
 
     Returns
     -------
@@ -242,9 +245,21 @@ def measure_absorbers(flux, ivar, z_qso, criteria):
     """
     if len(z_qso) == 0:
         return [], np.zeros(0, PATH_DTYPE)
+    return search_doublets(flux, ivar, criteria=criteria, vetter=vetter, **_search_geometry(flux, ivar, z_qso))
+
+
+def measure_candidates(flux, ivar, z_qso, criteria):
+    """The finder's candidates on each spectrum's path with their vetter features, for training a vetter
+    (`qsopipe.stages.mgii_fit.find_candidates` with the geometry of `measure_absorbers`); n > 0."""
+    return find_candidates(flux, ivar, criteria=criteria, with_features=True, **_search_geometry(flux, ivar, z_qso))
+
+
+def _search_geometry(flux, ivar, z_qso):
+    """The path, continuum, CIV gap and redshifts of a whole-path search, as keyword arguments of
+    `search_doublets` and `find_candidates`."""
     wave_min, wave_max, _ = search_path(z_qso)
-    gap = _observed_span(CIV_GAP_REST, z_qso)[:2]
-    return search_doublets(flux, ivar, wave_min, wave_max, running_continuum(flux, ivar), criteria, gap, z_qso)
+    return {"wave_min": wave_min, "wave_max": wave_max, "continuum": running_continuum(flux, ivar),
+            "gap": _observed_span(CIV_GAP_REST, z_qso)[:2], "z_qso": z_qso}
 
 
 def _flatten(per_row):
@@ -254,7 +269,7 @@ def _flatten(per_row):
     return flat, np.repeat(np.arange(len(per_row)), counts)
 
 
-def process_plate(shard_table, qn_table, zfit_table, model, threshold, criteria=None):
+def process_plate(shard_table, qn_table, zfit_table, model, threshold, criteria=None, vetter=None):
     """The MgII results of one plate.
 
     Parameters
@@ -269,6 +284,7 @@ def process_plate(shard_table, qn_table, zfit_table, model, threshold, criteria=
     threshold : float; doublets in the CNN window count on sightlines with MGII_PROB >= threshold
         (where the CNN ran)
     criteria : DoubletCriteria of the doublet finder (None: its defaults)
+    vetter : qsopipe.stages.mgii_vetter.Vetter judging the candidates the criteria pass, or None
 
     Returns
     -------
@@ -297,7 +313,7 @@ def process_plate(shard_table, qn_table, zfit_table, model, threshold, criteria=
         from qsopipe.models.mgii import predictor_for
 
         probability[searched[cnn_ready]] = predictor_for(model)(x[cnn_ready])
-    found, path = measure_absorbers(flux, ivar, z_qso[searched], criteria or DoubletCriteria())
+    found, path = measure_absorbers(flux, ivar, z_qso[searched], criteria or DoubletCriteria(), vetter)
     absorbers, owner = _flatten(found)
     owner = searched[owner]
     regions = absorber_regions(absorbers["Z_ABS"], z_qso[owner])
@@ -363,14 +379,16 @@ def absorbers_table(plate, mjd, fiberid, sky, z_qso, probability, owner, found, 
     return pa.table(columns)
 
 
-def results_metadata(model_path, threshold, criteria=None):
-    """Schema metadata of both MgII result tables: model path, its sha256, the threshold and the
-    doublet finder's thresholds (DoubletCriteria as a dict; None: its defaults)."""
+def results_metadata(model_path, threshold, criteria, vetter_file):
+    """Schema metadata of both MgII result tables: model path, its sha256, the threshold, the doublet
+    finder's thresholds (DoubletCriteria as a dict) and its vetter file ('none') and sha256."""
     return {
         "mgii_model": str(model_path),
         "mgii_model_sha256": file_sha256(str(model_path)),
         "mgii_threshold": float(threshold),
-        "mgii_finder": dataclasses.asdict(criteria or DoubletCriteria()),
+        "mgii_finder": dataclasses.asdict(criteria),
+        "mgii_vetter_model": str(vetter_file or "none"),
+        "mgii_vetter_model_sha256": file_sha256(str(vetter_file)) if vetter_file else "",
     }
 
 
@@ -381,27 +399,50 @@ def model_path(config):
     return Path(config.get("mgii_model") or default_weights("mgii"))
 
 
+def vetter_path(config):
+    """The candidate vetter file of a run configuration: its mgii_vetter, the shipped one where that is
+    null, None where it is 'none' (the finder's rules alone)."""
+    from qsopipe.models.store import WEIGHTS_DIR
+
+    value = config.get("mgii_vetter")
+    if value is None:
+        return WEIGHTS_DIR / "mgii_vetter.json"
+    return None if value.strip().lower() == "none" else Path(value)
+
+
+def doublet_finder(config):
+    """(DoubletCriteria, Vetter or None) of a run configuration: the finder's criteria, and the vetter that
+    judges the candidates they pass (None: the criteria alone)."""
+    path = vetter_path(config)
+    return DoubletCriteria(), None if path is None else load_vetter(str(path))
+
+
 class MgIIStage(Stage):
     """shard + quasarnet + zfit -> mgii (one row per fiber) and mgii_absorbers (one row per absorber)."""
 
     name = "mgii"
+    version = 2  # 2: the candidate vetter
     reads = ("shard", "quasarnet", "zfit")
     writes = ("mgii", "mgii_absorbers")
 
     def settings(self, config):
+        criteria, _ = doublet_finder(config)
+        vetter_file = vetter_path(config)
         return {"mgii_model_sha256": file_sha256(str(model_path(config))),
                 "mgii_threshold": float(config["mgii_threshold"]),
-                "mgii_finder": dataclasses.asdict(DoubletCriteria())}
+                "mgii_finder": dataclasses.asdict(criteria),
+                "mgii_vetter_sha256": file_sha256(str(vetter_file)) if vetter_file else "none"}
 
     def load(self, config):
         from qsopipe.models.store import load_model
 
-        return load_model(str(model_path(config)))
+        return load_model(str(model_path(config))), *doublet_finder(config)
 
-    def run(self, inputs, config, model):
+    def run(self, inputs, config, loaded):
+        model, criteria, vetter = loaded
         mgii_table, absorbers = process_plate(inputs["shard"], inputs["quasarnet"], inputs["zfit"], model,
-                                              threshold=config["mgii_threshold"])
-        metadata = results_metadata(model_path(config), config["mgii_threshold"])
+                                              config["mgii_threshold"], criteria, vetter)
+        metadata = results_metadata(model_path(config), config["mgii_threshold"], criteria, vetter_path(config))
         return {"mgii": with_metadata(mgii_table, metadata), "mgii_absorbers": with_metadata(absorbers, metadata)}
 
     def counts(self, outputs):
@@ -418,7 +459,8 @@ STAGE = MgIIStage()
               help="RESULTS directory holding quasarnet/qn-pppp-mmmmm.parquet and zfit/zfit-pppp-mmmmm.parquet.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False),
               help="RESULTS directory; writes mgii/mgii-*.parquet and mgii/absorbers-*.parquet.")
-@config_options("mgii_model", "mgii_threshold", aliases={"mgii_model": "--model", "mgii_threshold": "--threshold"})
+@config_options("mgii_model", "mgii_threshold", "mgii_vetter",
+                aliases={"mgii_model": "--model", "mgii_threshold": "--threshold", "mgii_vetter": "--vetter"})
 @click.option("--force", is_flag=True, help="Redo plates whose results are up to date.")
 def command(shards, qn_results, out, force, **options):
     """Run the MgII absorber CNN on the quasars of every shard in SHARDS and fit their absorbers."""

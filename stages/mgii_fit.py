@@ -43,6 +43,7 @@ from qsopipe.pipeline.constants import (
 )
 from qsopipe.pipeline.grids import MGII_DLOGLAM, MGII_NPIX, mgii_loglam
 from qsopipe.stages.mgii_regions import PROXIMATE_KMS
+from qsopipe.stages.mgii_vetter import FEATURES, candidate_features
 
 #: Lines an MgII absorber may show besides the doublet, rest A: FeII 2600-2344, MgI 2853, CIV.
 COMPANION_LINES = tuple(rest for rest, _ in MGII_SYSTEM_FEII_LINES) + (FEII_2374, MGI_2853, CIV_1548, CIV_1550)
@@ -95,6 +96,11 @@ CIV_SYSTEM_LINES = (SIIV_1394, SIIV_1403, SIII_1526, ALII_1670)
 VETO_EXCLUSION_PIX = 6
 #: Pixels either side of a veto's test position searched for the line's peak.
 VETO_REACH_PIX = 2
+#: Levenberg-Marquardt iterations of the CIV fit whose chi^2 is a vetter feature (CIV_DCHI2): it only has to
+#: come near its minimum.
+VETTER_CIV_ITERATIONS = 8
+#: Half width of the pixels whose median continuum S/N is a vetter feature, pixels.
+CONTINUUM_SNR_HALF_WIDTH_PIX = 40
 #: Rest-EW detection limit of the path, in sigma of the matched filter's EW_2796.
 EW_LIMIT_SIGMA = 5.0
 
@@ -677,7 +683,25 @@ def _coincides(z_candidate, z_found, tolerance_kms):
     return bool(np.any(np.abs(np.log(candidate[:, None] / others[None])) * SPEED_OF_LIGHT_KMS < tolerance_kms))
 
 
-def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=None, z_qso=None):
+@dataclass
+class Candidates:
+    """The doublet finder's fitted candidates (`find_candidates`), k of them over n spectra.
+
+    rows : int (k,), spectrum of each; fits : `fit_doublets`' dict of (k,) arrays; credible : bool (k,),
+    which pass the criteria and the vetoes; lya_civ : bool (k,), blue of the CIV gap's red end;
+    features : (number credible, nfeature) vetter input of the credible ones (None unless asked for);
+    path : PATH_DTYPE (n,), the path searched.
+    """
+
+    rows: np.ndarray
+    fits: dict
+    credible: np.ndarray
+    lya_civ: np.ndarray
+    features: np.ndarray | None
+    path: np.ndarray
+
+
+def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=None, z_qso=None, vetter=None):
     """All MgII doublets with both lines inside [wave_min[i], wave_max[i]] (observed A) of each spectrum,
     and outside its gap, and the path searched.
 
@@ -689,7 +713,8 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
     (`_civ_better`; and, blue of the gap's red end, where CIV absorbers lie,
     a CIV doublet fit: `civ_fits_better`, and the stricter criteria of
     `accepted_blue_of_civ`) or a line of another ion's system sits on one
-    of them (`metal_line_veto`).
+    of them (`metal_line_veto`). A vetter (`qsopipe.stages.mgii_vetter`)
+    then judges each candidate that passed all of these.
 
     Parameters
     ----------
@@ -700,6 +725,7 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
         no CIV fit)
     z_qso : float (n,), emission redshifts: another ion's system of a veto lies at most PROXIMATE_KMS red
         of it (`system_z_max`); None: at any redshift
+    vetter : qsopipe.stages.mgii_vetter.Vetter or None (the criteria alone decide)
 
     Returns
     -------
@@ -707,7 +733,33 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
     path : structured array (n,) PATH_DTYPE; over the pixels where the doublet filter has data
         and both lines lie in the window (ZMIN = ZMAX = EW_LIMIT = -1 and DZ = 0 where there is none)
     """
+    candidates = find_candidates(flux, ivar, wave_min, wave_max, continuum, criteria, gap, z_qso,
+                                 with_features=vetter is not None)
+    rows, fits, ok = candidates.rows, candidates.fits, candidates.credible.copy()
+    if vetter is not None and ok.any():
+        ok[ok] = vetter.accepts(candidates.features, candidates.lya_civ[ok])
+    accepted = {}
+    for index in np.flatnonzero(ok)[np.lexsort((-fits["SNR_2796"][ok], rows[ok]))]:
+        found = accepted.setdefault(rows[index], [])
+        if not _coincides(fits["Z_ABS"][index], [fits["Z_ABS"][i] for i in found], criteria.coincidence_kms):
+            found.append(index)
+    chosen = np.array([index for found in accepted.values() for index in found], np.int64)
+    chosen = chosen[np.lexsort((fits["Z_ABS"][chosen], rows[chosen]))]
+    table = np.zeros(chosen.size, ABSORBER_DTYPE)
+    for name, _ in ABSORBER_DTYPE:
+        table[name] = fits[name][chosen]
+    stops = np.cumsum(np.bincount(rows[chosen], minlength=len(np.atleast_2d(flux))))
+    return [table[start:stop] for start, stop in zip(np.concatenate([[0], stops[:-1]]), stops)], candidates.path
+
+
+def find_candidates(flux, ivar, wave_min, wave_max, continuum, criteria, gap=None, z_qso=None, with_features=False):
+    """`search_doublets`' candidates, fitted and judged by the criteria and vetoes (Candidates).
+
+    Arguments as for `search_doublets`; with `with_features`, the credible
+    candidates' vetter features are computed (`vetting_features`).
+    """
     flux = np.atleast_2d(flux)
+    continuum_snr = continuum * np.sqrt(np.clip(np.atleast_2d(ivar), 0, None))
     ivar = with_continuum_error(np.atleast_2d(ivar), continuum)
     wave_min = np.asarray(wave_min, np.float64)
     positive = continuum > 0
@@ -735,47 +787,68 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
     fits = fit_doublets(flux, ivar, continuum, rows, WAVE[peaks] / MGII_2796 - 1.0, ew_guess, criteria.max_iterations,
                         first_pixel=first_pixel)
     ok = accepted_doublets(fits, criteria) & ~_civ_better(snr, depth, weight, rows, peaks)
-    if gap is not None:
-        blue = WAVE[peaks] < gap_max[rows, 0]
-        ok &= ~blue | accepted_blue_of_civ(fits, criteria)
-        test = np.flatnonzero(ok & blue)
-        ok[test] = ~civ_fits_better(flux, ivar, continuum, rows[test], peaks[test], first_pixel[test],
-                                    fits["CHI2"][test], fits["EW_2796"][test], criteria.max_iterations)
+    blue = np.zeros(rows.size, bool) if gap is None else WAVE[peaks] < gap_max[rows, 0]
+    ok &= ~blue | accepted_blue_of_civ(fits, criteria)
+    test = np.flatnonzero(ok & blue)
+    if test.size:
+        civ = civ_fits(flux, ivar, continuum, rows[test], peaks[test], first_pixel[test], fits["EW_2796"][test],
+                       criteria.max_iterations)
+        ok[test] = ~civ_fits_better(civ, fits["CHI2"][test])
     z_max = np.full(rows.size, np.inf) if z_qso is None else system_z_max(np.asarray(z_qso, np.float64)[rows])
     ok[ok] = ~metal_line_veto(depth, weight, rows[ok], fits["Z_ABS"][ok], criteria.veto_snr, z_max[ok])
-    accepted = {}
-    for index in np.flatnonzero(ok)[np.lexsort((-fits["SNR_2796"][ok], rows[ok]))]:
-        found = accepted.setdefault(rows[index], [])
-        if not _coincides(fits["Z_ABS"][index], [fits["Z_ABS"][i] for i in found], criteria.coincidence_kms):
-            found.append(index)
-    chosen = np.array([index for found in accepted.values() for index in found], np.int64)
-    chosen = chosen[np.lexsort((fits["Z_ABS"][chosen], rows[chosen]))]
-    table = np.zeros(chosen.size, ABSORBER_DTYPE)
-    for name, _ in ABSORBER_DTYPE:
-        table[name] = fits[name][chosen]
-    stops = np.cumsum(np.bincount(rows[chosen], minlength=len(flux)))
-    return [table[start:stop] for start, stop in zip(np.concatenate([[0], stops[:-1]]), stops)], path
+    features = None
+    if with_features:
+        test = np.flatnonzero(ok)
+        features = vetting_features(flux, ivar, continuum, depth, weight, continuum_snr, rows[test], peaks[test],
+                                    first_pixel[test], {name: values[test] for name, values in fits.items()},
+                                    snr[rows[test], peaks[test]], blue[test])
+    return Candidates(rows, fits, ok, blue, features, path)
 
 
-def civ_fits_better(flux, ivar, continuum, rows, peaks, first_pixel, chi2_mgii, ew_2796, max_iterations):
-    """True where a CIV 1548/1550 doublet, fitted over the same pixels, fits a candidate better than MgII; bool (k,).
+def civ_fits(flux, ivar, continuum, rows, peaks, first_pixel, ew_2796, max_iterations):
+    """A CIV 1548/1550 doublet fitted over each MgII candidate's own pixels (`fit_doublets` with CIV_DOUBLET).
 
     rows, peaks, first_pixel : int (k,), each candidate's spectrum, 2796
-    pixel and fit region (as given to its MgII fit); chi2_mgii, ew_2796
-    (rest A) : float (k,), from that fit. The CIV fit starts with its pair
-    centred on the MgII pair (1548 at (11.1 - 7.2) / 2 pixels red of the
-    2796 pixel) and the MgII fit's EW; both fits have the same six free
-    parameters over the same pixels, so the lower chi^2 is the better
-    model. A broad CIV doublet, whose fitted MgII width can absorb the
-    4-pixel difference in separation, fails here.
+    pixel and fit region (as given to its MgII fit); ew_2796 (rest A) :
+    float (k,), from that fit. The CIV fit starts with its pair centred on
+    the MgII pair (1548 at (11.1 - 7.2) / 2 pixels red of the 2796 pixel)
+    and the MgII fit's EW; both fits have the same six free parameters over
+    the same pixels, so the lower chi^2 is the better model.
     """
-    if len(rows) == 0:
-        return np.zeros(0, bool)
     offset = (DOUBLET_SEPARATION_PIX - CIV_SEPARATION_PIX) / 2
     z_civ = 10.0 ** (_LOGLAM[peaks] + offset * MGII_DLOGLAM) / CIV_1548 - 1.0
-    civ = fit_doublets(flux, ivar, continuum, rows, z_civ, np.asarray(ew_2796) * (WAVE[peaks] / MGII_2796),
-                       max_iterations, lines=CIV_DOUBLET, first_pixel=first_pixel)
+    return fit_doublets(flux, ivar, continuum, rows, z_civ, np.asarray(ew_2796) * (WAVE[peaks] / MGII_2796),
+                        max_iterations, lines=CIV_DOUBLET, first_pixel=first_pixel)
+
+
+def civ_fits_better(civ, chi2_mgii):
+    """True where the CIV fit (`civ_fits`) beats the MgII fit's chi2_mgii (k,) with two positive lines; bool (k,).
+
+    A broad CIV doublet, whose fitted MgII width can absorb the 4-pixel
+    difference in separation, fails here.
+    """
     return civ["FITTED"] & (civ["CHI2"] < chi2_mgii) & (civ["EW_2796"] > 0) & (civ["EW_2803"] > 0)
+
+
+def vetting_features(flux, ivar, continuum, depth, weight, continuum_snr, rows, peaks, first_pixel, fits, filter_snr,
+                     lya_civ):
+    """The vetter's input for k candidates (`qsopipe.stages.mgii_vetter.candidate_features`), (k, nfeature).
+
+    flux, ivar (with the continuum error), continuum, depth, weight, continuum_snr (continuum times the
+    pixels' own sqrt(ivar)) : (n, 3841), as in `search_doublets`; rows, peaks, first_pixel : int (k,);
+    fits : their MgII fits; filter_snr : (k,); lya_civ : bool (k,).
+    """
+    if rows.size == 0:
+        return np.zeros((0, len(FEATURES)))
+    civ = civ_fits(flux, ivar, continuum, rows, peaks, first_pixel, fits["EW_2796"], VETTER_CIV_ITERATIONS)
+    civ_chi2 = np.where(civ["FITTED"], civ["CHI2"], np.inf)
+    offsets, template = line_template(((0.0, 1.0),))
+    columns = np.stack([peaks, np.round(peaks + DOUBLET_SEPARATION_PIX).astype(np.int64)], axis=1)
+    line_snr = template_snr_at(depth, weight, rows, columns, offsets, template)
+    near = np.clip(peaks[:, None] + np.arange(-CONTINUUM_SNR_HALF_WIDTH_PIX, CONTINUUM_SNR_HALF_WIDTH_PIX), 0,
+                   depth.shape[1] - 1)
+    local_snr = np.median(continuum_snr[rows[:, None], near], axis=1)
+    return candidate_features(fits, filter_snr, civ_chi2, line_snr, local_snr, lya_civ)
 
 
 def searched_path(usable, amplitude_error):

@@ -10,7 +10,7 @@ from qsopipe.pipeline.constants import (
 )
 from qsopipe.stages.mgii_fit import (
     CIV_FILTER_RATIO, CIV_SEPARATION_PIX, DOUBLET_SEPARATION_PIX, FILTER_RATIO, FILTER_SIGMA_PIX,
-    FIT_HALF_WIDTH_PIX, PIXEL_WIDTH, WAVE, DoubletCriteria, accepted_doublets, bridge_masked_pixels, civ_fits_better,
+    FIT_HALF_WIDTH_PIX, PIXEL_WIDTH, WAVE, DoubletCriteria, accepted_doublets, bridge_masked_pixels, civ_fits, civ_fits_better,
     doublet_filter_snr_at, doublet_matched_filter, doublet_profile, find_absorbers, fit_doublet, fit_doublets,
     running_continuum, search_doublets, system_snr_at, with_continuum_error,
 )
@@ -295,8 +295,9 @@ def test_the_civ_doublet_fit_tells_civ_from_mgii(ion):
     first = np.array([pixel - FIT_HALF_WIDTH_PIX])
     mgii = fit_doublets(flux, ivar, continuum, [0], [WAVE[pixel] / MGII_2796 - 1], [1.0], CRITERIA.max_iterations,
                         first_pixel=first)
-    better = civ_fits_better(flux, ivar, continuum, np.array([0]), np.array([pixel]), first, mgii["CHI2"],
-                             mgii["EW_2796"], CRITERIA.max_iterations)
+    civ = civ_fits(flux, ivar, continuum, np.array([0]), np.array([pixel]), first, mgii["EW_2796"],
+                   CRITERIA.max_iterations)
+    better = civ_fits_better(civ, mgii["CHI2"])
     assert better.tolist() == [ion == "civ"]
 
 
