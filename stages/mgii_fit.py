@@ -22,7 +22,9 @@ Four steps, each a function on arrays of many spectra at once:
    to saturated range [1, 2] within errors, the line width is within the
    instrumental + intrinsic range, the dip is better matched by the MgII
    separation than by the CIV 1548/1550 one, and neither line falls on a
-   line (MgII, FeII, CIV) of a stronger absorber already accepted.
+   line (MgII, FeII, CIV) of a stronger absorber already accepted; a
+   candidate vetter (`qsopipe.stages.mgii_vetter`), when given, judges the
+   candidates that pass.
 
 All thresholds are fields of `DoubletCriteria`, passed explicitly.
 Wavelengths in Angstrom (observed unless named rest), equivalent widths in

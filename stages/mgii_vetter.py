@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qsopipe.pipeline.atomic import atomic_path
+
 #: The doublet-ratio range (EW_2796 / EW_2803: optically thick to thin) of RATIO_PULL.
 RATIO_RANGE = (1.0, 2.0)
 
@@ -105,12 +107,13 @@ def ratio_pull(fits):
 
 
 def save_vetter(path, vetter, provenance):
-    """Write a vetter as JSON (weights as nested lists), with a provenance dict (training data, figures)."""
+    """Write a vetter as JSON (weights as nested lists), with a provenance dict (training data, figures),
+    through a temporary file and a rename."""
     document = {"features": list(FEATURES), "thresholds": vetter.thresholds,
                 "mean": vetter.mean.tolist(), "scale": vetter.scale.tolist(),
                 "layers": [{"weights": w.tolist(), "bias": b.tolist()} for w, b in vetter.layers],
                 "provenance": provenance}
-    with open(path, "w") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w") as handle:
         json.dump(document, handle)
         handle.write("\n")
 

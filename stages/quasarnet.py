@@ -107,7 +107,8 @@ def process_shard(shard, forward, model_path, model_sha256, c_th, n_th, bal_th, 
     return with_metadata(pa.table(columns), {
         "plate": shard_meta.get("plate"), "mjd": shard_meta.get("mjd"),
         "sources": shard_meta.get("sources", []), "skipped": shard_meta.get("skipped", {}),
-        "c_th": c_th, "n_th": n_th, "c_th_single": c_th_single, "bal_th": bal_th, "qn_model": str(model_path), "qn_model_sha256": model_sha256,
+        "c_th": c_th, "n_th": n_th, "c_th_single": c_th_single, "bal_th": bal_th,
+        "qn_model": str(model_path), "qn_model_sha256": model_sha256,
         "qn_lines": [[name, wave] for name, wave in QN_FINDERS],
         "qn_flags": {flag.name: int(flag.value) for flag in QNFlag},
     })

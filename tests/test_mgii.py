@@ -230,7 +230,8 @@ def test_command_writes_both_tables(cnn, tmp_path, caplog):
     assert metadata["mgii_threshold"] == 0.0 and len(metadata["mgii_model_sha256"]) == 64
     finder = {key: tuple(value) if isinstance(value, list) else value for key, value in metadata["mgii_finder"].items()}
     assert DoubletCriteria(**finder) == DoubletCriteria()
-    assert metadata["mgii_vetter_model"].endswith("mgii_vetter.json") and len(metadata["mgii_vetter_model_sha256"]) == 64
+    assert metadata["mgii_vetter_model"].endswith("mgii_vetter.json")
+    assert len(metadata["mgii_vetter_model_sha256"]) == 64
     assert sorted(p.name for p in (tmp_path / "results" / "mgii").iterdir()) == [
         "absorbers-7001-56000.parquet", "mgii-7001-56000.parquet"]
 

@@ -10,9 +10,9 @@ from qsopipe.pipeline.constants import (
 )
 from qsopipe.stages.mgii_fit import (
     CIV_FILTER_RATIO, CIV_SEPARATION_PIX, DOUBLET_SEPARATION_PIX, FILTER_RATIO, FILTER_SIGMA_PIX,
-    FIT_HALF_WIDTH_PIX, PIXEL_WIDTH, WAVE, DoubletCriteria, accepted_doublets, bridge_masked_pixels, civ_fits, civ_fits_better,
-    doublet_filter_snr_at, doublet_matched_filter, doublet_profile, find_absorbers, fit_doublet, fit_doublets,
-    running_continuum, search_doublets, system_snr_at, with_continuum_error,
+    FIT_HALF_WIDTH_PIX, PIXEL_WIDTH, WAVE, DoubletCriteria, accepted_doublets, bridge_masked_pixels, civ_fits,
+    civ_fits_better, doublet_filter_snr_at, doublet_matched_filter, doublet_profile, find_absorbers, fit_doublet,
+    fit_doublets, running_continuum, search_doublets, system_snr_at, with_continuum_error,
 )
 
 CRITERIA = DoubletCriteria()
