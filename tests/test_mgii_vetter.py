@@ -79,3 +79,27 @@ def test_the_vetter_drops_a_lone_line_the_wider_pool_lets_through():
     _, vetter = doublet_finder(defaults())
     assert _on_the_line(_search(flux, ivar, POOL_CRITERIA, None), MGII_2796 * (1 + lone))
     assert not _on_the_line(_search(flux, ivar, POOL_CRITERIA, vetter), MGII_2796 * (1 + lone))
+
+
+def test_the_trainer_writes_a_vetter_the_stage_loads(tmp_path):
+    """`qsopipe train mgii-vetter` on one small simulated plate: a vetter file with its thresholds and provenance."""
+    import json
+
+    from click.testing import CliRunner
+
+    from qsopipe.models.train_mgii_vetter import command as train
+    from qsopipe.stages.simulate.command import command as simulate
+
+    sim = tmp_path / "sim"
+    result = CliRunner().invoke(simulate, ["--out", str(sim), "--plates", "1", "--fibers", "400", "--seed", "919",
+                                           "--first-plate", "8800", "--mgii-fraction", "0.5"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "vetter.json"
+    result = CliRunner().invoke(train, ["--sim", str(sim), "--out", str(out), "--epochs", "2",
+                                        "--lya-civ-threshold", "0.8"])
+    assert result.exit_code == 0, result.output
+    vetter = load_vetter(str(out))
+    assert vetter.thresholds == {"CNN_WINDOW": 0.5, "LYA_CIV": 0.8}
+    provenance = json.loads(out.read_text())["provenance"]
+    assert 0 < provenance["real"] < provenance["candidates"] and provenance["pool"]["detect_snr"] == 4.2
+    assert vetter.probability(np.zeros((3, len(FEATURES)))).shape == (3,)
