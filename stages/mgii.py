@@ -2,8 +2,10 @@
 
 Science functions take arrays: `search_window` (the CNN's window),
 `search_path` (the doublet finder's), `prepare_input`, `selection_flags`,
-`path_flags`, `measure_absorbers`. `process_plate` turns one shard, its
-QuasarNET and its redshift-fit results into the two result tables;
+`path_flags`, `measure_absorbers` (and `measure_candidates`, for training
+the candidate vetter). `process_plate` turns one shard, its QuasarNET and
+its redshift-fit results into the two result tables; `doublet_finder`
+reads the finder's criteria and vetter from the run configuration;
 `command` is the thin `qsopipe mgii` CLI. TensorFlow is imported only when
 a model is loaded. `qsopipe.stages.mgii_regions` defines the window, the
 path and the REGION bits.
@@ -17,7 +19,8 @@ MGII_EW_LIMIT the median 5-sigma rest EW_2796 limit over it; -1 elsewhere.
 MGII_PROB is the CNN's probability, -1 where the CNN did not run (fiber not
 searched, or its CNN window off the grid or without continuum).
 
-IS_MGII_ABS is 1 where at least one doublet passes the fit's criteria (so
+IS_MGII_ABS is 1 where at least one doublet passes the fit's criteria and
+the candidate vetter (`qsopipe.stages.mgii_vetter`; so
 every IS_MGII_ABS = 1 sightline has its rows in the absorbers table), 0
 elsewhere on searched fibers; MGII_ABS_REGION is the OR of its absorbers'
 REGION bits. Doublets in the CNN window count only on sightlines with
