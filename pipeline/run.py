@@ -251,8 +251,8 @@ def _input_record(summary, path):
 @click.option("--out", "outdir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--cluster", default="local", show_default=True, callback=check_cluster,
               help="'local', 'slurm' or a scheduler ADDRESS.")
-@config_options("workers", "qn_model", "bal_model", "mgii_model", "c_th", "n_th", "bal_th", "bal_prob_th",
-                "mgii_threshold", "keep_shards")
+@config_options("workers", "qn_model", "bal_model", "mgii_model", "mgii_vetter", "c_th", "n_th", "c_th_single",
+                "bal_th", "bal_prob_th", "mgii_threshold", "keep_shards")
 def command(inputs, outdir, cluster, **options):
     """Run every plate stage (preprocess, quasarnet, zfit, bal, mgii) on each plate under INPUTS, then write
     OUTDIR/catalog.fits."""
