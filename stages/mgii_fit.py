@@ -761,8 +761,8 @@ def find_candidates(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
     candidates' vetter features are computed (`vetting_features`).
     """
     flux = np.atleast_2d(flux)
-    continuum_snr = continuum * np.sqrt(np.clip(np.atleast_2d(ivar), 0, None))
-    ivar = with_continuum_error(np.atleast_2d(ivar), continuum)
+    pixel_ivar = np.atleast_2d(ivar)
+    ivar = with_continuum_error(pixel_ivar, continuum)
     wave_min = np.asarray(wave_min, np.float64)
     positive = continuum > 0
     safe = np.where(positive, continuum, 1.0)
@@ -801,6 +801,7 @@ def find_candidates(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
     features = None
     if with_features:
         test = np.flatnonzero(ok)
+        continuum_snr = continuum * np.sqrt(np.clip(pixel_ivar, 0, None))
         features = vetting_features(flux, ivar, continuum, depth, weight, continuum_snr, rows[test], peaks[test],
                                     first_pixel[test], {name: values[test] for name, values in fits.items()},
                                     snr[rows[test], peaks[test]], blue[test])
