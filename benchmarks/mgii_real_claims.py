@@ -16,6 +16,22 @@ error). A catalogued absorber the stage misses gets the finder's doublet
 fit started at the catalogue's z (`at_catalogue_z`: EWs, their errors and
 S/N, which the finder's criteria would judge) and the same plot,
 DIR/missed-PPPP-MMMMM-FFFF-Z.png.
+
+Repeat spectra of one object (the same THING_ID in the run) test each
+claim, and each missed catalogued absorber, without looking: the doublet
+is measured at its z and line width (from the finder's fit in its own
+spectrum) in every spectrum of the object (`doublet_ew_at`, a linear fit
+with the position fixed), and the other spectra's EW_2796 + EW_2803,
+averaged by inverse variance, give the verdict (`repeat_verdict`):
+"confirmed" where that average is at least REPEAT_DETECTION_SNR times its
+error, "contradicted" where it falls short of the claim's own by more than
+REPEAT_CONTRADICTION_SIGMA combined errors, else "inconclusive". A sky
+residual or a noise dip does not come back in another exposure; an
+absorber does. How often noise alone confirms is measured on the same
+spectra: "repeat_null" gives the fraction of NULL_POSITIONS random
+positions per searched spectrum with repeats (z on its searched path, at
+least RECOVERED_DZ from its claims; line sigma uniform in NULL_SIGMA_KMS)
+that the other spectra would confirm.
 """
 
 import argparse
@@ -30,12 +46,18 @@ from qsopipe.pipeline.constants import FEII_2344, FEII_2382, FEII_2586, FEII_260
 from qsopipe.pipeline.layout import RunLayout, find_products
 from qsopipe.pipeline.parquet_io import list_column
 from qsopipe.stages.mgii import grid_wavelength
-from qsopipe.stages.mgii_fit import (FIT_HALF_WIDTH_PIX, DoubletCriteria, fit_doublets, running_continuum,
-                                     with_continuum_error)
+from qsopipe.stages.mgii_fit import (FIT_HALF_WIDTH_PIX, DoubletCriteria, doublet_ew_at, fit_doublets,
+                                     running_continuum, with_continuum_error)
 from qsopipe.stages.mgii_regions import MgIIRegion
 
 #: |z_fit - z_catalogue| within which a catalogued absorber counts as recovered.
 RECOVERED_DZ = 0.005
+#: Doublet S/N (EW_2796 + EW_2803 over its error) in the other spectra of an object that confirms a claim.
+REPEAT_DETECTION_SNR = 3.0
+#: Combined errors by which the other spectra's doublet EW falls short of the claim's to contradict it.
+REPEAT_CONTRADICTION_SIGMA = 3.0
+#: Random positions per searched spectrum with repeats, and their line sigma range (km/s), of the null test.
+NULL_POSITIONS, NULL_SIGMA_KMS = 200, (50.0, 200.0)
 #: Half width of each plot panel, rest A of the absorber.
 PANEL_HALF_WIDTH = 25.0
 #: The panels of a claim's plot: (title, rest wavelengths marked), rest A.
@@ -84,8 +106,81 @@ def fit_at(sightline, z_abs):
                                                    "SNR_2796", "SNR_2803", "SIGMA_KMS")}
 
 
-def plot_claim(sightline, absorber, path, label=None):
-    """The claim's plot (see the module docstring), PNG; `label` replaces the REGION and MGII_PROB of its title."""
+def measure_at(sightline, z_abs, sigma_kms):
+    """The doublet's rest EWs at a fixed z_abs and line sigma (`doublet_ew_at`, with the continuum error):
+    dict of EW_2796(_ERR), EW_2803(_ERR) and DOUBLET(_ERR), their sum, rest A."""
+    continuum = sightline["continuum"][None]
+    ivar = with_continuum_error(sightline["ivar"][None], continuum)
+    ew, covariance = doublet_ew_at(sightline["flux"][None], ivar, continuum, np.array([0]), np.array([z_abs]),
+                                   np.array([sigma_kms]))
+    (ew_2796, ew_2803), covariance = ew[0], covariance[0]
+    return {"EW_2796": float(ew_2796), "EW_2796_ERR": float(np.sqrt(covariance[0, 0])),
+            "EW_2803": float(ew_2803), "EW_2803_ERR": float(np.sqrt(covariance[1, 1])),
+            "DOUBLET": float(ew_2796 + ew_2803), "DOUBLET_ERR": float(np.sqrt(np.sum(covariance)))}
+
+
+def repeat_verdict(own, repeats):
+    """"confirmed", "contradicted" or "inconclusive" (module docstring) for a doublet measured as `own` in its
+    spectrum and as `repeats` (measure_at dicts, at least one) in the object's other spectra; and the other
+    spectra's inverse-variance mean doublet EW and its error (rest A)."""
+    weights = np.array([1.0 / r["DOUBLET_ERR"] ** 2 for r in repeats if np.isfinite(r["DOUBLET"])])
+    if weights.size == 0:
+        return "inconclusive", float("nan"), float("nan")
+    values = np.array([r["DOUBLET"] for r in repeats if np.isfinite(r["DOUBLET"])])
+    mean, error = float(np.sum(weights * values) / weights.sum()), float(1.0 / np.sqrt(weights.sum()))
+    if mean >= REPEAT_DETECTION_SNR * error:
+        return "confirmed", mean, error
+    if own["DOUBLET"] - mean > REPEAT_CONTRADICTION_SIGMA * np.hypot(own["DOUBLET_ERR"], error):
+        return "contradicted", mean, error
+    return "inconclusive", mean, error
+
+
+def repeat_test(spectra, key, z_abs, others, claims):
+    """The repeat test of a doublet at z_abs in spectrum `key` against the object's other spectra `others`
+    (keys; `spectra` holds them all), as a JSON-ready dict; `claims` says which spectra claim it."""
+    sigma_kms = fit_at(spectra[key], z_abs)["SIGMA_KMS"]
+    own = measure_at(spectra[key], z_abs, sigma_kms)
+    repeats = [{"sightline": f"{other[0]}-{other[1]}-{other[2]:04d}", **measure_at(spectra[other], z_abs, sigma_kms),
+                "claimed": any(abs(a["Z_ABS"] - z_abs) < RECOVERED_DZ for a in claims.get(other, []))}
+               for other in others]
+    verdict, mean, error = repeat_verdict(own, repeats)
+    return {"sigma_kms": sigma_kms, "own": own, "repeats": repeats, "verdict": verdict,
+            "repeats_doublet": mean, "repeats_doublet_err": error}
+
+
+def repeat_null(spectra, others, paths, claims, seed=1):
+    """The repeat test on random positions (module docstring): dict of the number of tests, the fraction
+    confirmed and the standard deviation of the other spectra's doublet S/N."""
+    rng = np.random.default_rng(seed)
+    snr = []
+    for key in sorted(key for key in paths if others.get(key)):
+        claimed = [a["Z_ABS"] for a in claims.get(key, [])]
+        for z_abs, sigma_kms in zip(rng.uniform(*paths[key], NULL_POSITIONS), rng.uniform(*NULL_SIGMA_KMS, NULL_POSITIONS)):
+            if any(abs(z_abs - z) < RECOVERED_DZ for z in claimed):
+                continue
+            _, mean, error = repeat_verdict({"DOUBLET": 0.0, "DOUBLET_ERR": np.inf},
+                                            [measure_at(spectra[other], z_abs, sigma_kms) for other in others[key]])
+            if np.isfinite(mean):
+                snr.append(mean / error)
+    snr = np.array(snr)
+    return {"tests": int(snr.size), "fraction_confirmed": float(np.mean(snr >= REPEAT_DETECTION_SNR)),
+            "doublet_snr_std": float(np.std(snr))}
+
+
+def object_spectra(run):
+    """{(plate, mjd, fiber): [the other spectra of its object]} over the run's shards, by THING_ID (> 0)."""
+    by_object = {}
+    for _, path in find_products("shard", RunLayout(run).shards):
+        table = pq.read_table(path, columns=["PLATE", "MJD", "FIBERID", "THING_ID"]).to_pydict()
+        for plate, mjd, fiber, thing_id in zip(*table.values()):
+            if thing_id > 0:
+                by_object.setdefault(thing_id, []).append((plate, mjd, fiber))
+    return {key: [other for other in keys if other != key] for keys in by_object.values() for key in keys}
+
+
+def plot_claim(sightline, absorber, path, label=None, repeats=()):
+    """The claim's plot (see the module docstring), PNG; `label` replaces the REGION and MGII_PROB of its title;
+    `repeats`, [(name, sightline)] of the object's other spectra, are drawn over it, each scaled to its continuum."""
     from matplotlib.figure import Figure
 
     wave = grid_wavelength()
@@ -98,6 +193,11 @@ def plot_claim(sightline, absorber, path, label=None):
         axes.step(wave[near], sightline["flux"][near], where="mid", color="k", lw=0.8, label="flux")
         axes.plot(wave[near], sightline["continuum"][near], color="tab:blue", label="continuum")
         axes.plot(wave[near], noise[near], color="tab:grey", lw=0.6, label="noise")
+        for (name, other), colour in zip(repeats, ("tab:orange", "tab:green", "tab:purple")):
+            scale = np.where(other["continuum"] > 0, sightline["continuum"] / np.where(other["continuum"] > 0,
+                                                                                          other["continuum"], 1.0), 0.0)
+            axes.step(wave[near], (other["flux"] * scale)[near], where="mid", color=colour, lw=0.6, alpha=0.8,
+                      label=f"{name}, scaled")
         for rest in lines:
             axes.axvline(rest * (1 + z_abs), color="tab:red", ls=":", lw=1)
         axes.set(title=title, xlabel="observed wavelength [A]")
@@ -136,11 +236,13 @@ def catalogue_recovery(dr12_path, claims, searched):
 
 
 def searched_sightlines(run):
-    """{(plate, mjd, fiber)} of the fibers the MgII stage searched (MGII_FLAG == 0) in a run."""
-    searched = set()
+    """{(plate, mjd, fiber): (MGII_ZMIN, MGII_ZMAX)} of the fibers the MgII stage searched (MGII_FLAG == 0)."""
+    searched = {}
     for _, path in find_products("mgii", RunLayout(run).results):
-        table = pq.read_table(path, columns=["PLATE", "MJD", "FIBERID", "MGII_FLAG"]).to_pydict()
-        searched.update((p, m, f) for p, m, f, flag in zip(*table.values()) if flag == 0)
+        table = pq.read_table(path, columns=["PLATE", "MJD", "FIBERID", "MGII_FLAG", "MGII_ZMIN", "MGII_ZMAX"])
+        for plate, mjd, fiber, flag, z_min, z_max in zip(*table.to_pydict().values()):
+            if flag == 0:
+                searched[(plate, mjd, fiber)] = (z_min, z_max)
     return searched
 
 
@@ -156,15 +258,20 @@ def main():
     claims = read_claims(args.run)
     searched = searched_sightlines(args.run)
     dr12 = catalogue_recovery(args.dr12, claims, searched)
-    spectra = read_spectra(args.run, set(claims) | {row["key"] for row in dr12 if not row["recovered"]})
+    others = object_spectra(args.run)
+    tested = set(claims) | {row["key"] for row in dr12 if not row["recovered"]} | {k for k in searched if others.get(k)}
+    spectra = read_spectra(args.run, tested | {other for key in tested for other in others.get(key, [])})
     listed = []
     for key, absorbers in sorted(claims.items()):
         for absorber in absorbers:
             name = f"claim-{key[0]}-{key[1]}-{key[2]:04d}-{absorber['Z_ABS']:.4f}.png"
-            plot_claim(spectra[key], absorber, out / name)
+            plot_claim(spectra[key], absorber, out / name,
+                       repeats=[(f"{o[0]}-{o[1]}-{o[2]:04d}", spectra[o]) for o in others.get(key, [])])
             listed.append({**{k: absorber[k] for k in ("PLATE", "MJD", "FIBERID", "Z_QSO", "Z_ABS", "EW_2796",
                                                         "EW_2803", "SNR_2796", "SNR_2803", "MGII_PROB")},
                            "REGION": region_names(absorber["REGION"]), "plot": name})
+            if others.get(key):
+                listed[-1]["repeat_test"] = repeat_test(spectra, key, absorber["Z_ABS"], others[key], claims)
     for row in dr12:
         key = row.pop("key")
         if row["recovered"]:
@@ -172,12 +279,20 @@ def main():
         row["at_catalogue_z"] = fit = fit_at(spectra[key], row["z"])
         row["plot"] = name = f"missed-{key[0]}-{key[1]}-{key[2]:04d}-{row['z']:.4f}.png"
         plot_claim(spectra[key], {"PLATE": key[0], "MJD": key[1], "FIBERID": key[2], **fit},
-                   out / name, label="fit at the catalogue's z (missed)")
-    result = {"searched_sightlines": len(searched), "claims": listed, "dr12": dr12}
+                   out / name, label="fit at the catalogue's z (missed)",
+                   repeats=[(f"{o[0]}-{o[1]}-{o[2]:04d}", spectra[o]) for o in others.get(key, [])])
+        if others.get(key):
+            row["repeat_test"] = repeat_test(spectra, key, row["z"], others[key], claims)
+    null = repeat_null(spectra, others, searched, claims)
+    result = {"searched_sightlines": len(searched), "claims": listed, "dr12": dr12, "repeat_null": null}
     (out / "mgii_real_claims.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({"searched_sightlines": len(searched), "claims": len(listed),
                       "by_region": {name: sum(c["REGION"] == name for c in listed)
                                     for name in sorted({c["REGION"] for c in listed})},
+                      "repeat_tests": {verdict: [f"{c['PLATE']}-{c['MJD']}-{c['FIBERID']:04d} z {c['Z_ABS']:.4f}"
+                                                 for c in listed if c.get("repeat_test", {}).get("verdict") == verdict]
+                                       for verdict in ("confirmed", "inconclusive", "contradicted")},
+                      "repeat_null": null,
                       "dr12": dr12}, indent=1))
 
 

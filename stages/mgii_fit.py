@@ -630,6 +630,44 @@ def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations,
     }
 
 
+def doublet_ew_at(flux, ivar, continuum, rows, z_abs, sigma_kms):
+    """Rest EWs of an MgII doublet of known z_abs and line sigma in spectra rows: a linear least-squares fit.
+
+    With the position and width fixed, the model continuum * (1 - EW_2796 a_2796 - EW_2803 a_2803) (a: each
+    line's pixel-averaged profile per unit observed EW, `doublet_profile`) is linear in the two EWs, so the
+    fit is exact and its errors are those of the pixels. It measures a doublet found in one spectrum of an
+    object in the object's other spectra (forced photometry, no search). The continuum is taken as known;
+    pass ivar with its error (`with_continuum_error`).
+
+    Parameters
+    ----------
+    flux, ivar, continuum : ndarray (n, 3841), on the MgII grid
+    rows : int (k,), spectrum of each measurement
+    z_abs, sigma_kms : float (k,), the doublet's redshift and line sigma (km/s)
+
+    Returns
+    -------
+    ew : (k, 2) rest A, EW_2796 and EW_2803 (NaN where fewer than MIN_FIT_PIXELS good pixels)
+    covariance : (k, 2, 2) rest A^2
+    """
+    z_abs = np.asarray(z_abs, np.float64)
+    centre = (np.log10(MGII_2796 * (1.0 + z_abs)) - _LOGLAM[0]) / MGII_DLOGLAM
+    first_pixel = np.floor(centre).astype(np.int64) - FIT_HALF_WIDTH_PIX
+    npix = 2 * FIT_HALF_WIDTH_PIX + int(np.ceil(DOUBLET_SEPARATION_PIX)) + 1
+    regions = _fit_regions(flux, ivar, continuum, rows, first_pixel, npix)
+    sigma = np.asarray(sigma_kms, np.float64)[:, None]
+    profiles = np.stack([doublet_profile(z_abs[:, None], 1.0, 0.0, sigma, regions.wave_lo, regions.wave_hi),
+                         doublet_profile(z_abs[:, None], 0.0, 1.0, sigma, regions.wave_lo, regions.wave_hi)], axis=2)
+    design = (regions.continuum * regions.sqrt_ivar)[..., None] * profiles
+    data = (regions.continuum - regions.flux) * regions.sqrt_ivar
+    covariance = np.linalg.pinv(np.matmul(design.transpose(0, 2, 1), design))
+    ew = np.matmul(covariance, np.matmul(design.transpose(0, 2, 1), data[..., None]))[..., 0]
+    to_rest = 1.0 / (1.0 + z_abs)
+    fitted = np.sum(regions.sqrt_ivar > 0, axis=1) >= MIN_FIT_PIXELS
+    ew = np.where(fitted[:, None], ew * to_rest[:, None], np.nan)
+    return ew, covariance * to_rest[:, None, None] ** 2
+
+
 def fit_doublet(flux, ivar, continuum, z_guess, ew_guess=1.0, max_iterations=DoubletCriteria.max_iterations):
     """`fit_doublets` for one spectrum (3841,) and one z_guess: dict of scalars, None when not fitted."""
     fits = fit_doublets(np.asarray(flux)[None], np.asarray(ivar)[None], np.asarray(continuum)[None],

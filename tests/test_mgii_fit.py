@@ -11,7 +11,7 @@ from qsopipe.pipeline.constants import (
 from qsopipe.stages.mgii_fit import (
     CIV_FILTER_RATIO, CIV_SEPARATION_PIX, DOUBLET_SEPARATION_PIX, FILTER_RATIO, FILTER_SIGMA_PIX,
     FIT_HALF_WIDTH_PIX, PIXEL_WIDTH, WAVE, DoubletCriteria, accepted_doublets, bridge_masked_pixels, civ_fits,
-    civ_fits_better, doublet_filter_snr_at, doublet_matched_filter, doublet_profile, find_absorbers, fit_doublet,
+    civ_fits_better, doublet_ew_at, doublet_filter_snr_at, doublet_matched_filter, doublet_profile, find_absorbers, fit_doublet,
     fit_doublets, running_continuum, search_doublets, system_snr_at, with_continuum_error,
 )
 
@@ -173,6 +173,20 @@ def test_fit_errors_match_the_scatter():
         fit = fit_doublet(flux, ivar, continuum, z_abs, ew_guess=2.0)
         pulls.append((fit["EW_2796"] - ew) / fit["EW_2796_ERR"])
     assert 0.6 < np.std(pulls) < 1.5 and abs(np.mean(pulls)) < 0.6
+
+
+def test_doublet_ew_at_a_known_position_is_unbiased_with_errors_that_match_the_scatter():
+    z_abs, ew_2796, ew_2803, fwhm_rest = 1.4, 0.9, 0.6, 1.7
+    sigma_kms = fwhm_rest / FWHM_PER_SIGMA / MGII_2796 * SPEED_OF_LIGHT_KMS
+    spectra = [_spectrum([(z_abs, ew_2796, ew_2803)], snr=12, seed=seed, fwhm_rest=fwhm_rest) for seed in range(40)]
+    flux, ivar, continuum = (np.array(part) for part in zip(*spectra))
+    ew, covariance = doublet_ew_at(flux, ivar, continuum, np.arange(40), np.full(40, z_abs), np.full(40, sigma_kms))
+    errors = np.sqrt(np.einsum("kii->ki", covariance))
+    pulls = (ew - [ew_2796, ew_2803]) / errors
+    assert np.all(np.abs(pulls.mean(axis=0)) < 0.5) and np.all((0.7 < pulls.std(axis=0)) & (pulls.std(axis=0) < 1.4))
+    assert np.all(errors < 0.2)
+    empty, _ = doublet_ew_at(flux[:1], np.zeros_like(ivar[:1]), continuum[:1], [0], [z_abs], [sigma_kms])
+    assert np.all(np.isnan(empty))
 
 
 def test_two_absorbers_on_one_sightline_are_both_found():
