@@ -1,6 +1,6 @@
 """Find and measure MgII 2796/2803 doublets in spectra on the MgII CNN grid.
 
-Four steps, each a function on arrays of many spectra at once:
+Five steps, each a function on arrays of many spectra at once:
 
 1. `running_continuum`: a running median (85 pixels, about 5900 km/s, on
    5-pixel block means) over the pixels with ivar > 0, once more after
@@ -25,6 +25,9 @@ Four steps, each a function on arrays of many spectra at once:
    line (MgII, FeII, CIV) of a stronger absorber already accepted; a
    candidate vetter (`qsopipe.stages.mgii_vetter`), when given, judges the
    candidates that pass.
+5. `refit_beside_neighbours`: an accepted absorber with a line of another
+   one of its spectrum in its fit region is fitted again without those
+   pixels, so that the neighbour does not pull its continuum and EWs low.
 
 All thresholds are fields of `DoubletCriteria`, passed explicitly.
 Wavelengths in Angstrom (observed unless named rest), equivalent widths in
@@ -77,6 +80,8 @@ MIN_TEMPLATE_COVERAGE = 0.5
 MIN_PEAK_DISTANCE_PIX = 15
 #: Half width of the fit region beyond the doublet, pixels.
 FIT_HALF_WIDTH_PIX = 20
+#: Pixels of a fit region: FIT_HALF_WIDTH_PIX either side of the doublet.
+FIT_REGION_PIX = 2 * FIT_HALF_WIDTH_PIX + int(np.ceil(DOUBLET_SEPARATION_PIX)) + 1
 #: Fewest good pixels a fit region needs.
 MIN_FIT_PIXELS = 12
 #: Bounds of the fitted line width sigma, km/s (wider than any accepted range).
@@ -101,6 +106,8 @@ VETO_REACH_PIX = 2
 #: Levenberg-Marquardt iterations of the CIV fit whose chi^2 is a vetter feature (CIV_DCHI2): it only has to
 #: come near its minimum.
 VETTER_CIV_ITERATIONS = 8
+#: Line sigmas around another absorber's lines that `refit_beside_neighbours` leaves out of a fit.
+NEIGHBOUR_MASK_SIGMA = 3.0
 #: Half width of the pixels whose median continuum S/N is a vetter feature, pixels.
 CONTINUUM_SNR_HALF_WIDTH_PIX = 40
 #: Rest-EW detection limit of the path, in sigma of the matched filter's EW_2796.
@@ -544,6 +551,12 @@ def _fit_regions(flux, ivar, continuum, rows, first_pixel, npix):
     )
 
 
+def _first_fit_pixel(z_abs, blue_line):
+    """First pixel of the fit region of a doublet whose blue line (rest A) lies at z_abs (k,); int (k,)."""
+    centre = (np.log10(blue_line * (1.0 + np.asarray(z_abs, np.float64))) - _LOGLAM[0]) / MGII_DLOGLAM
+    return np.floor(centre).astype(np.int64) - FIT_HALF_WIDTH_PIX
+
+
 def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations, lines=MGII_DOUBLET,
                  first_pixel=None):
     """Batched least-squares fit of one doublet (MgII unless `lines` says) near each z_guess[k] in spectrum rows[k].
@@ -562,7 +575,7 @@ def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations,
     max_iterations : int
     lines : (blue, red) rest A of the doublet
     first_pixel : int (k,), first pixel of each fit region (None: FIT_HALF_WIDTH_PIX blue of the
-        blue line at z_guess); every region spans 2 FIT_HALF_WIDTH_PIX + 13 pixels
+        blue line at z_guess); every region spans FIT_REGION_PIX pixels
 
     Returns
     -------
@@ -575,10 +588,8 @@ def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations,
     z_guess = np.asarray(z_guess, np.float64)
     k = z_guess.size
     if first_pixel is None:
-        centre = (np.log10(lines[0] * (1.0 + z_guess)) - _LOGLAM[0]) / MGII_DLOGLAM
-        first_pixel = np.floor(centre).astype(np.int64) - FIT_HALF_WIDTH_PIX
-    npix = 2 * FIT_HALF_WIDTH_PIX + int(np.ceil(DOUBLET_SEPARATION_PIX)) + 1
-    regions = _fit_regions(flux, ivar, continuum, rows, first_pixel, npix)
+        first_pixel = _first_fit_pixel(z_guess, lines[0])
+    regions = _fit_regions(flux, ivar, continuum, rows, first_pixel, FIT_REGION_PIX)
     dz = 3 * MGII_DLOGLAM * np.log(10) * (1.0 + z_guess)
     ones = np.ones(k)
     lower = np.stack([z_guess - dz, -20 * ones, -20 * ones, SIGMA_BOUNDS_KMS[0] * ones, 0.5 * ones, -ones], 1)
@@ -651,10 +662,7 @@ def doublet_ew_at(flux, ivar, continuum, rows, z_abs, sigma_kms):
     covariance : (k, 2, 2) rest A^2
     """
     z_abs = np.asarray(z_abs, np.float64)
-    centre = (np.log10(MGII_2796 * (1.0 + z_abs)) - _LOGLAM[0]) / MGII_DLOGLAM
-    first_pixel = np.floor(centre).astype(np.int64) - FIT_HALF_WIDTH_PIX
-    npix = 2 * FIT_HALF_WIDTH_PIX + int(np.ceil(DOUBLET_SEPARATION_PIX)) + 1
-    regions = _fit_regions(flux, ivar, continuum, rows, first_pixel, npix)
+    regions = _fit_regions(flux, ivar, continuum, rows, _first_fit_pixel(z_abs, MGII_2796), FIT_REGION_PIX)
     sigma = np.asarray(sigma_kms, np.float64)[:, None]
     profiles = np.stack([doublet_profile(z_abs[:, None], 1.0, 0.0, sigma, regions.wave_lo, regions.wave_hi),
                          doublet_profile(z_abs[:, None], 0.0, 1.0, sigma, regions.wave_lo, regions.wave_hi)], axis=2)
@@ -754,7 +762,8 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
     a CIV doublet fit: `civ_fits_better`, and the stricter criteria of
     `accepted_blue_of_civ`) or a line of another ion's system sits on one
     of them (`metal_line_veto`). A vetter (`qsopipe.stages.mgii_vetter`)
-    then judges each candidate that passed all of these.
+    then judges each candidate that passed all of these. The absorbers
+    reported are refitted beside their neighbours (`refit_beside_neighbours`).
 
     Parameters
     ----------
@@ -785,11 +794,74 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
             found.append(index)
     chosen = np.array([index for found in accepted.values() for index in found], np.int64)
     chosen = chosen[np.lexsort((fits["Z_ABS"][chosen], rows[chosen]))]
+    refit = refit_beside_neighbours(flux, with_continuum_error(np.atleast_2d(ivar), continuum), continuum,
+                                    rows[chosen], {name: values[chosen] for name, values in fits.items()},
+                                    criteria.max_iterations)
     table = np.zeros(chosen.size, ABSORBER_DTYPE)
     for name, _ in ABSORBER_DTYPE:
-        table[name] = fits[name][chosen]
+        table[name] = refit[name]
     stops = np.cumsum(np.bincount(rows[chosen], minlength=len(np.atleast_2d(flux))))
     return [table[start:stop] for start, stop in zip(np.concatenate([[0], stops[:-1]]), stops)], candidates.path
+
+
+def refit_beside_neighbours(flux, ivar, continuum, rows, fits, max_iterations):
+    """The fits of a spectrum's absorbers, each refitted without the pixels of the others' lines in its region.
+
+    A fit's region (FIT_REGION_PIX pixels) can hold a line of
+    another absorber of the same spectrum (its MgII doublet or a companion
+    line: COMPANION_LINES), which the model of one doublet and a linear
+    continuum correction absorbs by lowering the continuum, so that the
+    EWs come out low. Each absorber with such a line is fitted again from
+    its own z and EW_2796 with the pixels within NEIGHBOUR_MASK_SIGMA line
+    sigmas (plus half a pixel) of those lines left out, except where they
+    also lie that close to one of its own two lines.
+
+    Parameters
+    ----------
+    flux, ivar (with the continuum error), continuum : ndarray (n, 3841), on the MgII grid
+    rows : int (k,), spectrum of each absorber; fits : `fit_doublets`' dict of (k,) arrays, the accepted ones
+    max_iterations : int
+
+    Returns
+    -------
+    dict of (k,) arrays as `fits`, the refitted absorbers' values replaced where the refit had enough
+    pixels (its z stays within 3 pixels of the first fit's, as in every fit)
+    """
+    flux, ivar = np.atleast_2d(flux), np.atleast_2d(ivar)
+    z_abs, sigma = fits["Z_ABS"], fits["SIGMA_KMS"]
+    first_pixel = _first_fit_pixel(z_abs, MGII_2796)
+    masks, which = [], []
+    for index in range(rows.size):
+        others = np.flatnonzero((rows == rows[index]) & (np.arange(rows.size) != index))
+        if others.size == 0:
+            continue
+        mask = _near_lines(_lines_of(z_abs[others]), np.repeat(sigma[others], 2 + len(COMPANION_LINES)))
+        mask &= ~_near_lines(_lines_of(z_abs[index:index + 1])[:, :2], np.repeat(sigma[index], 2))
+        region = np.arange(MGII_NPIX) - first_pixel[index]
+        if np.any(mask & (region >= 0) & (region < FIT_REGION_PIX)):
+            masks.append(mask)
+            which.append(index)
+    result = {name: values.copy() for name, values in fits.items()}
+    if not which:
+        return result
+    which = np.array(which)
+    spectra = rows[which]
+    refit = fit_doublets(flux[spectra], np.where(np.array(masks), 0.0, ivar[spectra]), continuum[spectra],
+                         np.arange(which.size), z_abs[which], fits["EW_2796"][which] * (1 + z_abs[which]),
+                         max_iterations, first_pixel=first_pixel[which])
+    good = refit["FITTED"] & np.isfinite(refit["EW_2796"]) & np.isfinite(refit["EW_2803"])
+    for name in result:
+        result[name][which[good]] = refit[name][good]
+    return result
+
+
+def _near_lines(observed, sigma_kms):
+    """Pixels within NEIGHBOUR_MASK_SIGMA line sigmas plus half a pixel of any of the lines `observed` (A,
+    any shape) of sigma_kms (same shape); bool (3841,)."""
+    observed, sigma_kms = np.ravel(observed), np.ravel(sigma_kms)
+    half_width = NEIGHBOUR_MASK_SIGMA * sigma_kms / SPEED_OF_LIGHT_KMS * observed
+    distance = np.abs(WAVE[:, None] - observed[None])
+    return np.any(distance < half_width[None] + 0.5 * PIXEL_WIDTH[:, None], axis=1)
 
 
 def find_candidates(flux, ivar, wave_min, wave_max, continuum, criteria, gap=None, z_qso=None, with_features=False):

@@ -12,7 +12,7 @@ from qsopipe.stages.mgii_fit import (
     CIV_FILTER_RATIO, CIV_SEPARATION_PIX, DOUBLET_SEPARATION_PIX, FILTER_RATIO, FILTER_SIGMA_PIX,
     FIT_HALF_WIDTH_PIX, PIXEL_WIDTH, WAVE, DoubletCriteria, accepted_doublets, bridge_masked_pixels, civ_fits,
     civ_fits_better, doublet_ew_at, doublet_filter_snr_at, doublet_matched_filter, doublet_profile, find_absorbers, fit_doublet,
-    fit_doublets, running_continuum, search_doublets, system_snr_at, with_continuum_error,
+    fit_doublets, refit_beside_neighbours, running_continuum, search_doublets, system_snr_at, with_continuum_error,
 )
 
 CRITERIA = DoubletCriteria()
@@ -197,6 +197,26 @@ def test_two_absorbers_on_one_sightline_are_both_found():
     np.testing.assert_allclose(found["Z_ABS"], [1.3, 1.72], atol=1e-4)
     assert np.all(np.abs(found["EW_2796"] - [0.9, 0.5]) < 3 * found["EW_2796_ERR"])
     assert np.all(found["SNR_2796"] > 5)
+
+
+def test_a_neighbour_in_the_fit_region_no_longer_pulls_the_ews_low():
+    truth = np.array([(1.5768, 1.2, 1.0), (1.5923, 1.075, 0.72)])
+    found, alone = [], []
+    for seed in range(6):
+        flux, ivar, _ = _spectrum(truth, snr=30, seed=seed)
+        continuum = running_continuum(flux[None], ivar[None])
+        absorbers = search_doublets(flux[None], ivar[None], [3800.0], [9000.0], continuum, CRITERIA)[0][0]
+        assert np.allclose(absorbers["Z_ABS"], truth[:, 0], atol=3e-4)
+        found.append(np.stack([absorbers["EW_2796"], absorbers["EW_2803"]], axis=1))
+        fits = fit_doublets(flux[None], with_continuum_error(ivar[None], continuum), continuum, [0, 0],
+                            absorbers["Z_ABS"], absorbers["EW_2796"] * (1 + absorbers["Z_ABS"]), CRITERIA.max_iterations)
+        alone.append(np.stack([fits["EW_2796"], fits["EW_2803"]], axis=1))
+        again = refit_beside_neighbours(flux[None], with_continuum_error(ivar[None], continuum), continuum,
+                                        np.array([0]), {name: values[:1] for name, values in fits.items()}, 20)
+        assert again["EW_2796"][0] == fits["EW_2796"][0]
+    ratio_found, ratio_alone = np.mean(found, axis=0) / truth[:, 1:], np.mean(alone, axis=0) / truth[:, 1:]
+    assert np.all(np.abs(ratio_found - 1) < 0.06), ratio_found
+    assert np.all(ratio_alone < 0.93), ratio_alone
 
 
 def test_absorbers_outside_the_window_or_single_lines_are_not_reported():
