@@ -794,9 +794,8 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
             found.append(index)
     chosen = np.array([index for found in accepted.values() for index in found], np.int64)
     chosen = chosen[np.lexsort((fits["Z_ABS"][chosen], rows[chosen]))]
-    refit = refit_beside_neighbours(flux, with_continuum_error(np.atleast_2d(ivar), continuum), continuum,
-                                    rows[chosen], {name: values[chosen] for name, values in fits.items()},
-                                    criteria.max_iterations)
+    refit = refit_beside_neighbours(flux, ivar, continuum, rows[chosen],
+                                    {name: values[chosen] for name, values in fits.items()}, criteria.max_iterations)
     table = np.zeros(chosen.size, ABSORBER_DTYPE)
     for name, _ in ABSORBER_DTYPE:
         table[name] = refit[name]
@@ -807,18 +806,19 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
 def refit_beside_neighbours(flux, ivar, continuum, rows, fits, max_iterations):
     """The fits of a spectrum's absorbers, each refitted without the pixels of the others' lines in its region.
 
-    A fit's region (FIT_REGION_PIX pixels) can hold a line of
-    another absorber of the same spectrum (its MgII doublet or a companion
-    line: COMPANION_LINES), which the model of one doublet and a linear
-    continuum correction absorbs by lowering the continuum, so that the
-    EWs come out low. Each absorber with such a line is fitted again from
-    its own z and EW_2796 with the pixels within NEIGHBOUR_MASK_SIGMA line
-    sigmas (plus half a pixel) of those lines left out, except where they
-    also lie that close to one of its own two lines.
+    A fit's region (FIT_REGION_PIX pixels) can hold a line of another
+    absorber of the same spectrum (its MgII doublet or a companion line:
+    COMPANION_LINES), which the model of one doublet and a linear continuum
+    correction absorbs by lowering the continuum, so that the EWs come out
+    low. Each absorber with such a line is fitted again from its own z and
+    EW_2796 with the pixels within NEIGHBOUR_MASK_SIGMA line sigmas (plus
+    half a pixel) of those lines left out, except where they lie as close
+    to one of its own two lines.
 
     Parameters
     ----------
-    flux, ivar (with the continuum error), continuum : ndarray (n, 3841), on the MgII grid
+    flux, ivar, continuum : ndarray (n, 3841), on the MgII grid (the fits add the continuum error to ivar,
+        `with_continuum_error`, as the search does)
     rows : int (k,), spectrum of each absorber; fits : `fit_doublets`' dict of (k,) arrays, the accepted ones
     max_iterations : int
 
@@ -828,40 +828,42 @@ def refit_beside_neighbours(flux, ivar, continuum, rows, fits, max_iterations):
     pixels (its z stays within 3 pixels of the first fit's, as in every fit)
     """
     flux, ivar = np.atleast_2d(flux), np.atleast_2d(ivar)
+    rows = np.asarray(rows)
     z_abs, sigma = fits["Z_ABS"], fits["SIGMA_KMS"]
     first_pixel = _first_fit_pixel(z_abs, MGII_2796)
-    masks, which = [], []
-    for index in range(rows.size):
-        others = np.flatnonzero((rows == rows[index]) & (np.arange(rows.size) != index))
-        if others.size == 0:
-            continue
-        mask = _near_lines(_lines_of(z_abs[others]), np.repeat(sigma[others], 2 + len(COMPANION_LINES)))
-        mask &= ~_near_lines(_lines_of(z_abs[index:index + 1])[:, :2], np.repeat(sigma[index], 2))
-        region = np.arange(MGII_NPIX) - first_pixel[index]
-        if np.any(mask & (region >= 0) & (region < FIT_REGION_PIX)):
-            masks.append(mask)
-            which.append(index)
+    lines = _lines_of(z_abs)
+    half_width = NEIGHBOUR_MASK_SIGMA * sigma[:, None] / SPEED_OF_LIGHT_KMS * lines
+    region_lo = WAVE[np.clip(first_pixel, 0, MGII_NPIX - 1)]
+    region_hi = WAVE[np.clip(first_pixel + FIT_REGION_PIX - 1, 0, MGII_NPIX - 1)]
+    neighbour = (rows[:, None] == rows[None]) & ~np.eye(rows.size, dtype=bool)
+    inside = ((lines[None] + half_width[None] > region_lo[:, None, None])
+              & (lines[None] - half_width[None] < region_hi[:, None, None]))
+    touched = neighbour[:, :, None] & inside
+    which = np.flatnonzero(touched.any(axis=(1, 2)))
     result = {name: values.copy() for name, values in fits.items()}
-    if not which:
+    if which.size == 0:
         return result
-    which = np.array(which)
     spectra = rows[which]
-    refit = fit_doublets(flux[spectra], np.where(np.array(masks), 0.0, ivar[spectra]), continuum[spectra],
-                         np.arange(which.size), z_abs[which], fits["EW_2796"][which] * (1 + z_abs[which]),
-                         max_iterations, first_pixel=first_pixel[which])
-    good = refit["FITTED"] & np.isfinite(refit["EW_2796"]) & np.isfinite(refit["EW_2803"])
+    masked_ivar = with_continuum_error(ivar[spectra], continuum[spectra])
+    for row, index in enumerate(which):
+        pixels = np.clip(first_pixel[index] + np.arange(FIT_REGION_PIX), 0, MGII_NPIX - 1)
+        others, line = np.nonzero(touched[index])
+        mask = _near_lines(pixels, lines[others, line], half_width[others, line])
+        mask &= ~_near_lines(pixels, lines[index, :2], half_width[index, :2])
+        masked_ivar[row, pixels[mask]] = 0.0
+    refit = fit_doublets(flux[spectra], masked_ivar, continuum[spectra], np.arange(which.size), z_abs[which],
+                         fits["EW_2796"][which] * (1 + z_abs[which]), max_iterations, first_pixel=first_pixel[which])
+    good = refit["FITTED"]
     for name in result:
         result[name][which[good]] = refit[name][good]
     return result
 
 
-def _near_lines(observed, sigma_kms):
-    """Pixels within NEIGHBOUR_MASK_SIGMA line sigmas plus half a pixel of any of the lines `observed` (A,
-    any shape) of sigma_kms (same shape); bool (3841,)."""
-    observed, sigma_kms = np.ravel(observed), np.ravel(sigma_kms)
-    half_width = NEIGHBOUR_MASK_SIGMA * sigma_kms / SPEED_OF_LIGHT_KMS * observed
-    distance = np.abs(WAVE[:, None] - observed[None])
-    return np.any(distance < half_width[None] + 0.5 * PIXEL_WIDTH[:, None], axis=1)
+def _near_lines(pixels, observed, half_width):
+    """Which of `pixels` (int (m,)) lie within half_width plus half a pixel of any of the lines `observed`
+    (A; half_width A, same shape); bool (m,)."""
+    distance = np.abs(WAVE[pixels, None] - observed[None])
+    return np.any(distance < half_width[None] + 0.5 * PIXEL_WIDTH[pixels, None], axis=1)
 
 
 def find_candidates(flux, ivar, wave_min, wave_max, continuum, criteria, gap=None, z_qso=None, with_features=False):
