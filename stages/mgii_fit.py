@@ -835,11 +835,10 @@ def refit_beside_neighbours(flux, ivar, continuum, rows, fits, max_iterations):
     half_width = NEIGHBOUR_MASK_SIGMA * sigma[:, None] / SPEED_OF_LIGHT_KMS * lines
     region_lo = WAVE[np.clip(first_pixel, 0, MGII_NPIX - 1)]
     region_hi = WAVE[np.clip(first_pixel + FIT_REGION_PIX - 1, 0, MGII_NPIX - 1)]
-    neighbour = (rows[:, None] == rows[None]) & ~np.eye(rows.size, dtype=bool)
-    inside = ((lines[None] + half_width[None] > region_lo[:, None, None])
-              & (lines[None] - half_width[None] < region_hi[:, None, None]))
-    touched = neighbour[:, :, None] & inside
-    which = np.flatnonzero(touched.any(axis=(1, 2)))
+    fitted, other = _same_spectrum_pairs(rows)
+    touched = ((lines[other] + half_width[other] > region_lo[fitted, None])
+               & (lines[other] - half_width[other] < region_hi[fitted, None]))
+    which = np.unique(fitted[touched.any(axis=1)])
     result = {name: values.copy() for name, values in fits.items()}
     if which.size == 0:
         return result
@@ -847,8 +846,8 @@ def refit_beside_neighbours(flux, ivar, continuum, rows, fits, max_iterations):
     masked_ivar = with_continuum_error(ivar[spectra], continuum[spectra])
     for row, index in enumerate(which):
         pixels = np.clip(first_pixel[index] + np.arange(FIT_REGION_PIX), 0, MGII_NPIX - 1)
-        others, line = np.nonzero(touched[index])
-        mask = _near_lines(pixels, lines[others, line], half_width[others, line])
+        pair, line = np.nonzero(touched & (fitted == index)[:, None])
+        mask = _near_lines(pixels, lines[other[pair], line], half_width[other[pair], line])
         mask &= ~_near_lines(pixels, lines[index, :2], half_width[index, :2])
         masked_ivar[row, pixels[mask]] = 0.0
     refit = fit_doublets(flux[spectra], masked_ivar, continuum[spectra], np.arange(which.size), z_abs[which],
@@ -857,6 +856,18 @@ def refit_beside_neighbours(flux, ivar, continuum, rows, fits, max_iterations):
     for name in result:
         result[name][which[good]] = refit[name][good]
     return result
+
+
+def _same_spectrum_pairs(rows):
+    """Every ordered pair (i, j), i != j, of entries with rows[i] == rows[j]: two int arrays."""
+    order = np.argsort(rows, kind="stable")
+    ordered = rows[order]
+    starts = np.searchsorted(ordered, ordered, side="left")
+    sizes = np.searchsorted(ordered, ordered, side="right") - starts
+    first = np.repeat(np.arange(rows.size), sizes)
+    second = np.repeat(starts, sizes) + np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    distinct = first != second
+    return order[first[distinct]], order[second[distinct]]
 
 
 def _near_lines(pixels, observed, half_width):
