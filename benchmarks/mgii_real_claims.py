@@ -155,7 +155,8 @@ def repeat_null(spectra, others, paths, claims, seed=1):
     snr = []
     for key in sorted(key for key in paths if others.get(key)):
         claimed = [a["Z_ABS"] for a in claims.get(key, [])]
-        for z_abs, sigma_kms in zip(rng.uniform(*paths[key], NULL_POSITIONS), rng.uniform(*NULL_SIGMA_KMS, NULL_POSITIONS)):
+        positions = zip(rng.uniform(*paths[key], NULL_POSITIONS), rng.uniform(*NULL_SIGMA_KMS, NULL_POSITIONS))
+        for z_abs, sigma_kms in positions:
             if any(abs(z_abs - z) < RECOVERED_DZ for z in claimed):
                 continue
             _, mean, error = repeat_verdict({"DOUBLET": 0.0, "DOUBLET_ERR": np.inf},

@@ -25,16 +25,17 @@ Five steps, each a function on arrays of many spectra at once:
    line (MgII, FeII, CIV) of a stronger absorber already accepted; a
    candidate vetter (`qsopipe.stages.mgii_vetter`), when given, judges the
    candidates that pass.
-5. `refit_beside_neighbours`: an accepted absorber with a line of another
-   one of its spectrum in its fit region is fitted again without those
-   pixels, so that the neighbour does not pull its continuum and EWs low.
+5. `refit_absorbers`: each accepted absorber is fitted again with a sigma
+   of its own for each line (saturation broadens 2796) and without the
+   pixels of other absorbers' lines in its fit region, which would pull
+   its continuum and EWs low; its EWs, S/N and z are those of this fit.
 
 All thresholds are fields of `DoubletCriteria`, passed explicitly.
 Wavelengths in Angstrom (observed unless named rest), equivalent widths in
 rest-frame A, line widths sigma in km/s.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import bottleneck
 import numpy as np
@@ -106,8 +107,12 @@ VETO_REACH_PIX = 2
 #: Levenberg-Marquardt iterations of the CIV fit whose chi^2 is a vetter feature (CIV_DCHI2): it only has to
 #: come near its minimum.
 VETTER_CIV_ITERATIONS = 8
-#: Line sigmas around another absorber's lines that `refit_beside_neighbours` leaves out of a fit.
+#: Line sigmas around another absorber's lines that `refit_absorbers` leaves out of a fit.
 NEIGHBOUR_MASK_SIGMA = 3.0
+#: Range of the 2803 line's sigma over the 2796 line's in `refit_absorbers` (saturation broadens 2796).
+WIDTH_RATIO_RANGE = (0.5, 1.0)
+#: Levenberg-Marquardt iterations of `refit_absorbers`, which starts from the search's converged fit.
+REFIT_ITERATIONS = 10
 #: Half width of the pixels whose median continuum S/N is a vetter feature, pixels.
 CONTINUUM_SNR_HALF_WIDTH_PIX = 40
 #: Rest-EW detection limit of the path, in sigma of the matched filter's EW_2796.
@@ -265,8 +270,9 @@ def with_continuum_error(ivar, continuum, fraction=CONTINUUM_ERROR):
     """
     ivar = np.asarray(ivar, np.float64)
     good = ivar > 0
-    variance = 1.0 / np.where(good, ivar, 1.0) + (fraction * np.asarray(continuum, np.float64)) ** 2
-    return np.where(good, 1.0 / variance, 0.0)
+    variance = np.square(fraction * np.asarray(continuum, np.float64))
+    variance += np.divide(1.0, ivar, out=np.zeros_like(variance), where=good)
+    return np.divide(1.0, variance, out=np.zeros_like(variance), where=good)
 
 
 def _block_median(values, width, block):
@@ -286,7 +292,8 @@ def _block_median(values, width, block):
     position = (np.arange(npix) - (block - 1) / 2) / block
     left = np.clip(np.floor(position).astype(np.int64), 0, nblock - 2)
     frac = np.clip(position - left, 0.0, 1.0)
-    return np.take(medians, left, axis=1) * (1 - frac) + np.take(medians, left + 1, axis=1) * frac
+    return (np.repeat(medians, np.bincount(left, minlength=nblock), axis=1) * (1 - frac)
+            + np.repeat(medians, np.bincount(left + 1, minlength=nblock), axis=1) * frac)
 
 
 def line_template(lines, sigma_pix=FILTER_SIGMA_PIX):
@@ -476,25 +483,35 @@ def doublet_profile(z_abs, ew_2796_obs, ew_2803_obs, sigma_kms, wave_lo=_EDGE_LO
     return depth / (wave_hi - wave_lo)
 
 
-def doublet_profile_gradient(z_abs, ew_2796_obs, ew_2803_obs, sigma_kms, wave_lo, wave_hi, lines=MGII_DOUBLET):
-    """`doublet_profile` and its derivatives by (z, EW_2796, EW_2803, sigma_kms); depth (k, m), gradient (k, m, 4).
+def doublet_profile_gradient(z_abs, ew_2796_obs, ew_2803_obs, sigma_kms, wave_lo, wave_hi, lines=MGII_DOUBLET,
+                             width_ratio=None):
+    """`doublet_profile` and its derivatives by (z, EW_2796, EW_2803, sigma_kms[, width_ratio]); depth (k, m),
+    gradient (k, m, 4), or (k, m, 5) with width_ratio.
 
-    With a, b the erf arguments at a pixel's edges and s the line's sigma
-    times sqrt 2: d erf(x) = 2 / sqrt(pi) exp(-x^2) dx, da/dz = -rest / s -
-    a / (1 + z) and da/dsigma = -a / sigma (the same for b).
+    The blue line has sigma_kms, the red one width_ratio * sigma_kms (None:
+    sigma_kms too). With a, b the erf arguments at a pixel's edges and s the
+    line's sigma times sqrt 2: d erf(x) = 2 / sqrt(pi) exp(-x^2) dx, da/dz =
+    -rest / s - a / (1 + z) and da/dsigma_line = -a / sigma_line (the same
+    for b).
     """
     width = wave_hi - wave_lo
     depth = 0.0
-    gradient = np.zeros(np.broadcast(z_abs, wave_lo).shape + (4,))
-    for k, (ew, (rest, blue, red, scale)) in enumerate(
-            zip((ew_2796_obs, ew_2803_obs), _line_terms(z_abs, sigma_kms, wave_lo, wave_hi, lines))):
+    gradient = np.zeros(np.broadcast(z_abs, wave_lo).shape + (4 if width_ratio is None else 5,))
+    red_sigma = sigma_kms if width_ratio is None else width_ratio * sigma_kms
+    for k, (ew, line_sigma, rest) in enumerate(zip((ew_2796_obs, ew_2803_obs), (sigma_kms, red_sigma), lines)):
+        (_, blue, red, scale), = _line_terms(z_abs, line_sigma, wave_lo, wave_hi, (rest,))
         area = 0.5 * (erf(red) - erf(blue)) / width
         density_red, density_blue = np.exp(-red ** 2) / np.sqrt(np.pi), np.exp(-blue ** 2) / np.sqrt(np.pi)
         depth = depth + ew * area
         gradient[..., 0] += ew / width * (density_red * (-rest / scale - red / (1.0 + z_abs))
                                           - density_blue * (-rest / scale - blue / (1.0 + z_abs)))
         gradient[..., 1 + k] = area
-        gradient[..., 3] += ew / width * (density_blue * blue - density_red * red) / sigma_kms
+        by_line_sigma = ew / width * (density_blue * blue - density_red * red) / line_sigma
+        if k == 1 and width_ratio is not None:
+            gradient[..., 3] += by_line_sigma * width_ratio
+            gradient[..., 4] = by_line_sigma * sigma_kms
+        else:
+            gradient[..., 3] += by_line_sigma
     return depth, gradient
 
 
@@ -516,21 +533,26 @@ class _FitRegions:
         return _FitRegions(**{name: getattr(self, name)[rows] for name in self.__dataclass_fields__})
 
     def evaluate(self, params, lines):
-        """Residuals (flux - model) * sqrt(ivar), (k, m), and their derivatives by params, (k, m, 6), analytic.
+        """Residuals (flux - model) * sqrt(ivar), (k, m), and their derivatives by params, (k, m, p), analytic.
 
         params (k, 6): z, the blue and red line's EW (observed A), sigma km/s,
         and the continuum correction c0 + c1 (wave - wave_ref) / wave_ref, of
-        the doublet `lines` (rest A).
+        the doublet `lines` (rest A); (k, 7): the same with the red line's
+        sigma over the blue one's after sigma.
         """
-        z_abs, ew1, ew2, sigma, c0, c1 = (params[:, j:j + 1] for j in range(6))
-        depth, gradient = doublet_profile_gradient(z_abs, ew1, ew2, sigma, self.wave_lo, self.wave_hi, lines)
+        n_line = params.shape[1] - 2
+        z_abs, ew1, ew2, sigma = (params[:, j:j + 1] for j in range(4))
+        width_ratio = params[:, 4:5] if n_line == 5 else None
+        c0, c1 = params[:, n_line:n_line + 1], params[:, n_line + 1:]
+        depth, gradient = doublet_profile_gradient(z_abs, ew1, ew2, sigma, self.wave_lo, self.wave_hi, lines,
+                                                   width_ratio)
         slope = (self.wave - self.wave_ref) / self.wave_ref
         scale = self.continuum * (c0 + c1 * slope)
         residuals = (self.flux - scale * (1.0 - depth)) * self.sqrt_ivar
-        jac = np.empty(depth.shape + (6,))
-        jac[..., :4] = (scale * self.sqrt_ivar)[..., None] * gradient
-        jac[..., 4] = -self.continuum * (1.0 - depth) * self.sqrt_ivar
-        jac[..., 5] = jac[..., 4] * slope
+        jac = np.empty(depth.shape + (n_line + 2,))
+        jac[..., :n_line] = (scale * self.sqrt_ivar)[..., None] * gradient
+        jac[..., n_line] = -self.continuum * (1.0 - depth) * self.sqrt_ivar
+        jac[..., n_line + 1] = jac[..., n_line] * slope
         return residuals, jac
 
 
@@ -558,7 +580,7 @@ def _first_fit_pixel(z_abs, blue_line):
 
 
 def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations, lines=MGII_DOUBLET,
-                 first_pixel=None):
+                 first_pixel=None, sigma_guess=SIGMA_GUESS_KMS, width_ratio=None):
     """Batched least-squares fit of one doublet (MgII unless `lines` says) near each z_guess[k] in spectrum rows[k].
 
     Levenberg-Marquardt with Marquardt scaling and an analytic Jacobian, at
@@ -576,27 +598,42 @@ def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations,
     lines : (blue, red) rest A of the doublet
     first_pixel : int (k,), first pixel of each fit region (None: FIT_HALF_WIDTH_PIX blue of the
         blue line at z_guess); every region spans FIT_REGION_PIX pixels
+    sigma_guess : float or (k,), starting line sigma, km/s
+    width_ratio : None, both lines of one sigma; or (low, high), the red line's sigma over the blue one's
+        is free between these bounds (starting at high). Where it ends on a bound, the errors are those
+        with it fixed there.
 
     Returns
     -------
     dict of (k,) float64 arrays: Z_ABS, Z_ABS_ERR, EW_2796, EW_2796_ERR,
     EW_2803, EW_2803_ERR (rest A; of the blue and red line), SNR_2796,
     SNR_2803, SNR_DOUBLET ((EW_2796 + EW_2803) over its error), COV_EW
-    (k, 2, 2) (rest A^2), SIGMA_KMS, CHI2 (over the region) and FITTED
-    (bool, False where the region has fewer than MIN_FIT_PIXELS good pixels).
+    (k, 2, 2) (rest A^2), SIGMA_KMS (the blue line's), WIDTH_RATIO (1 unless
+    width_ratio), CONTINUUM_SCALE and CONTINUUM_SLOPE (c0, c1 of the
+    continuum correction), CHI2 (over the region) and FITTED (bool, False
+    where the region has fewer than MIN_FIT_PIXELS good pixels).
     """
     z_guess = np.asarray(z_guess, np.float64)
-    k = z_guess.size
     if first_pixel is None:
         first_pixel = _first_fit_pixel(z_guess, lines[0])
     regions = _fit_regions(flux, ivar, continuum, rows, first_pixel, FIT_REGION_PIX)
+    return _fit_in_regions(regions, z_guess, ew_guess, max_iterations, lines, sigma_guess, width_ratio)
+
+
+def _fit_in_regions(regions, z_guess, ew_guess, max_iterations, lines, sigma_guess, width_ratio):
+    """`fit_doublets` on the pixels of its _FitRegions (k of them); arguments and result as there."""
+    k = z_guess.size
     dz = 3 * MGII_DLOGLAM * np.log(10) * (1.0 + z_guess)
     ones = np.ones(k)
-    lower = np.stack([z_guess - dz, -20 * ones, -20 * ones, SIGMA_BOUNDS_KMS[0] * ones, 0.5 * ones, -ones], 1)
-    upper = np.stack([z_guess + dz, 60 * ones, 60 * ones, SIGMA_BOUNDS_KMS[1] * ones, 1.5 * ones, ones], 1)
+    ratio = [] if width_ratio is None else [(width_ratio[0] * ones, width_ratio[1] * ones)]
+    lower = np.stack([z_guess - dz, -20 * ones, -20 * ones, SIGMA_BOUNDS_KMS[0] * ones]
+                     + [low for low, _ in ratio] + [0.5 * ones, -ones], 1)
+    upper = np.stack([z_guess + dz, 60 * ones, 60 * ones, SIGMA_BOUNDS_KMS[1] * ones]
+                     + [high for _, high in ratio] + [1.5 * ones, ones], 1)
     ew_guess = np.asarray(ew_guess, np.float64) * ones
-    params = np.clip(np.stack([z_guess, ew_guess, 0.7 * ew_guess, SIGMA_GUESS_KMS * ones, ones, 0 * ones], 1),
-                     lower, upper)
+    params = np.clip(np.stack([z_guess, ew_guess, 0.7 * ew_guess, np.asarray(sigma_guess, np.float64) * ones]
+                              + [high for _, high in ratio] + [ones, 0 * ones], 1), lower, upper)
+    n_param = params.shape[1]
     residuals, jac = regions.evaluate(params, lines)
     chi2 = np.sum(residuals ** 2, axis=1)
     damping = np.full(k, 1e-3)
@@ -606,7 +643,7 @@ def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations,
         normal = np.matmul(jac_active.transpose(0, 2, 1), jac_active)
         gradient = np.matmul(jac_active.transpose(0, 2, 1), residuals[active][..., None])[..., 0]
         scale = np.maximum(np.einsum("kii->ki", normal), 1e-12)
-        step = np.linalg.solve(normal + damping[active, None, None] * scale[:, :, None] * np.eye(6),
+        step = np.linalg.solve(normal + damping[active, None, None] * scale[:, :, None] * np.eye(n_param),
                                -gradient[..., None])[..., 0]
         trial = np.clip(params[active] + step, lower[active], upper[active])
         trial_residuals, trial_jac = regions.subset(active).evaluate(trial, lines)
@@ -621,6 +658,10 @@ def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations,
         if active.size == 0:
             break
     normal = np.matmul(jac.transpose(0, 2, 1), jac)
+    if width_ratio is not None:
+        pinned = np.isclose(params[:, 4], lower[:, 4]) | np.isclose(params[:, 4], upper[:, 4])
+        normal[pinned, 4, :] = normal[pinned, :, 4] = 0.0
+        normal[pinned, 4, 4] = 1.0
     covariance = np.linalg.pinv(normal)
     errors = np.sqrt(np.clip(np.einsum("kii->ki", covariance), 0, None))
     to_rest = 1.0 / (1.0 + params[:, 0])
@@ -636,7 +677,8 @@ def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations,
         "EW_2803": params[:, 2] * to_rest, "EW_2803_ERR": ew2_err,
         "SNR_2796": snr1, "SNR_2803": snr2, "SNR_DOUBLET": snr_doublet,
         "COV_EW": covariance[:, 1:3, 1:3] * to_rest[:, None, None] ** 2,
-        "SIGMA_KMS": params[:, 3], "CHI2": chi2,
+        "SIGMA_KMS": params[:, 3], "WIDTH_RATIO": params[:, 4] if width_ratio is not None else ones,
+        "CONTINUUM_SCALE": params[:, -2], "CONTINUUM_SLOPE": params[:, -1], "CHI2": chi2,
         "FITTED": np.sum(regions.sqrt_ivar > 0, axis=1) >= MIN_FIT_PIXELS,
     }
 
@@ -763,7 +805,8 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
     `accepted_blue_of_civ`) or a line of another ion's system sits on one
     of them (`metal_line_veto`). A vetter (`qsopipe.stages.mgii_vetter`)
     then judges each candidate that passed all of these. The absorbers
-    reported are refitted beside their neighbours (`refit_beside_neighbours`).
+    reported are refitted, each line with its own width and without the
+    lines of their neighbours (`refit_absorbers`).
 
     Parameters
     ----------
@@ -794,8 +837,8 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
             found.append(index)
     chosen = np.array([index for found in accepted.values() for index in found], np.int64)
     chosen = chosen[np.lexsort((fits["Z_ABS"][chosen], rows[chosen]))]
-    refit = refit_beside_neighbours(flux, ivar, continuum, rows[chosen],
-                                    {name: values[chosen] for name, values in fits.items()}, criteria.max_iterations)
+    refit = refit_absorbers(flux, ivar, continuum, rows[chosen],
+                            {name: values[chosen] for name, values in fits.items()})
     table = np.zeros(chosen.size, ABSORBER_DTYPE)
     for name, _ in ABSORBER_DTYPE:
         table[name] = refit[name]
@@ -803,32 +846,37 @@ def search_doublets(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
     return [table[start:stop] for start, stop in zip(np.concatenate([[0], stops[:-1]]), stops)], candidates.path
 
 
-def refit_beside_neighbours(flux, ivar, continuum, rows, fits, max_iterations):
-    """The fits of a spectrum's absorbers, each refitted without the pixels of the others' lines in its region.
+def refit_absorbers(flux, ivar, continuum, rows, fits):
+    """The accepted absorbers' fits again, each line with its own width and without its neighbours' lines.
 
-    A fit's region (FIT_REGION_PIX pixels) can hold a line of another
-    absorber of the same spectrum (its MgII doublet or a companion line:
-    COMPANION_LINES), which the model of one doublet and a linear continuum
-    correction absorbs by lowering the continuum, so that the EWs come out
-    low. Each absorber with such a line is fitted again from its own z and
-    EW_2796 with the pixels within NEIGHBOUR_MASK_SIGMA line sigmas (plus
-    half a pixel) of those lines left out, except where they lie as close
-    to one of its own two lines.
+    The search's fit gives both lines one sigma, which the criteria judge.
+    In a saturated doublet the stronger 2796 line is the broader (its
+    optical depth is twice 2803's), so one sigma puts EW from 2796 into
+    2803; the refit lets the red line's sigma be WIDTH_RATIO_RANGE times
+    the blue one's. A fit's region (FIT_REGION_PIX pixels) can also hold a
+    line of another absorber of the same spectrum (its MgII doublet or a
+    companion line: COMPANION_LINES), which the model absorbs by lowering
+    the continuum; the refit leaves out the pixels within
+    NEIGHBOUR_MASK_SIGMA line sigmas (plus half a pixel) of those lines,
+    except where they lie as close to one of its own two lines.
 
     Parameters
     ----------
     flux, ivar, continuum : ndarray (n, 3841), on the MgII grid (the fits add the continuum error to ivar,
         `with_continuum_error`, as the search does)
     rows : int (k,), spectrum of each absorber; fits : `fit_doublets`' dict of (k,) arrays, the accepted ones
-    max_iterations : int
 
     Returns
     -------
-    dict of (k,) arrays as `fits`, the refitted absorbers' values replaced where the refit had enough
-    pixels (its z stays within 3 pixels of the first fit's, as in every fit)
+    dict of (k,) arrays as `fits`, from the refit (REFIT_ITERATIONS steps at most) where it had enough pixels
+    (its z stays within 3 pixels of the first fit's, as in every fit); an absorber without a neighbour's
+    line in its region, whose chi^2 a narrower 2803 line would not lower (`_narrower_2803_fits_better`),
+    keeps its first fit, which the refit would return
     """
     flux, ivar = np.atleast_2d(flux), np.atleast_2d(ivar)
     rows = np.asarray(rows)
+    if rows.size == 0:
+        return fits
     z_abs, sigma = fits["Z_ABS"], fits["SIGMA_KMS"]
     first_pixel = _first_fit_pixel(z_abs, MGII_2796)
     lines = _lines_of(z_abs)
@@ -838,24 +886,36 @@ def refit_beside_neighbours(flux, ivar, continuum, rows, fits, max_iterations):
     fitted, other = _same_spectrum_pairs(rows)
     touched = ((lines[other] + half_width[other] > region_lo[fitted, None])
                & (lines[other] - half_width[other] < region_hi[fitted, None]))
-    which = np.unique(fitted[touched.any(axis=1)])
-    result = {name: values.copy() for name, values in fits.items()}
-    if which.size == 0:
-        return result
-    spectra = rows[which]
-    masked_ivar = with_continuum_error(ivar[spectra], continuum[spectra])
-    for row, index in enumerate(which):
+    regions = _fit_regions(flux, ivar, continuum, rows, first_pixel, FIT_REGION_PIX)
+    sqrt_ivar = np.sqrt(with_continuum_error(regions.sqrt_ivar ** 2, regions.continuum))
+    beside = np.unique(fitted[touched.any(axis=1)])
+    for index in beside:
         pixels = np.clip(first_pixel[index] + np.arange(FIT_REGION_PIX), 0, MGII_NPIX - 1)
         pair, line = np.nonzero(touched & (fitted == index)[:, None])
         mask = _near_lines(pixels, lines[other[pair], line], half_width[other[pair], line])
         mask &= ~_near_lines(pixels, lines[index, :2], half_width[index, :2])
-        masked_ivar[row, pixels[mask]] = 0.0
-    refit = fit_doublets(flux[spectra], masked_ivar, continuum[spectra], np.arange(which.size), z_abs[which],
-                         fits["EW_2796"][which] * (1 + z_abs[which]), max_iterations, first_pixel=first_pixel[which])
+        sqrt_ivar[index, mask] = 0.0
+    regions = replace(regions, sqrt_ivar=sqrt_ivar)
+    which = np.union1d(beside, np.flatnonzero(_narrower_2803_fits_better(regions, fits)))
+    result = {name: values.copy() for name, values in fits.items()}
+    if which.size == 0:
+        return result
+    refit = _fit_in_regions(regions.subset(which), z_abs[which], fits["EW_2796"][which] * (1 + z_abs[which]),
+                            REFIT_ITERATIONS, MGII_DOUBLET, sigma[which], WIDTH_RATIO_RANGE)
     good = refit["FITTED"]
     for name in result:
         result[name][which[good]] = refit[name][good]
     return result
+
+
+def _narrower_2803_fits_better(regions, fits):
+    """Where a 2803 line narrower than 2796 would lower the chi^2 of the one-sigma fits (k,) in their regions:
+    the chi^2 gradient by the width ratio, at 1, is positive; bool (k,)."""
+    params = np.stack([fits["Z_ABS"], fits["EW_2796"] * (1 + fits["Z_ABS"]), fits["EW_2803"] * (1 + fits["Z_ABS"]),
+                       fits["SIGMA_KMS"], np.ones(fits["Z_ABS"].size), fits["CONTINUUM_SCALE"],
+                       fits["CONTINUUM_SLOPE"]], 1)
+    residuals, jac = regions.evaluate(params, MGII_DOUBLET)
+    return np.sum(residuals * jac[..., 4], axis=1) > 0
 
 
 def _same_spectrum_pairs(rows):
@@ -924,8 +984,7 @@ def find_candidates(flux, ivar, wave_min, wave_max, continuum, criteria, gap=Non
     features = None
     if with_features:
         test = np.flatnonzero(ok)
-        continuum_snr = continuum * np.sqrt(np.clip(pixel_ivar, 0, None))
-        features = vetting_features(flux, ivar, continuum, depth, weight, continuum_snr, rows[test], peaks[test],
+        features = vetting_features(flux, ivar, continuum, depth, weight, pixel_ivar, rows[test], peaks[test],
                                     first_pixel[test], {name: values[test] for name, values in fits.items()},
                                     snr[rows[test], peaks[test]], blue[test])
     return Candidates(rows, fits, ok, blue, features, path)
@@ -956,12 +1015,12 @@ def civ_fits_better(civ, chi2_mgii):
     return civ["FITTED"] & (civ["CHI2"] < chi2_mgii) & (civ["EW_2796"] > 0) & (civ["EW_2803"] > 0)
 
 
-def vetting_features(flux, ivar, continuum, depth, weight, continuum_snr, rows, peaks, first_pixel, fits, filter_snr,
+def vetting_features(flux, ivar, continuum, depth, weight, pixel_ivar, rows, peaks, first_pixel, fits, filter_snr,
                      lya_civ):
     """The vetter's input for k candidates (`qsopipe.stages.mgii_vetter.candidate_features`), (k, nfeature).
 
-    flux, ivar (with the continuum error), continuum, depth, weight, continuum_snr (continuum times the
-    pixels' own sqrt(ivar)) : (n, 3841), as in `search_doublets`; rows, peaks, first_pixel : int (k,);
+    flux, ivar (with the continuum error), continuum, depth, weight, pixel_ivar (the pixels' own, without
+    the continuum error) : (n, 3841), as in `search_doublets`; rows, peaks, first_pixel : int (k,);
     fits : their MgII fits; filter_snr : (k,); lya_civ : bool (k,).
     """
     if rows.size == 0:
@@ -973,7 +1032,8 @@ def vetting_features(flux, ivar, continuum, depth, weight, continuum_snr, rows, 
     line_snr = template_snr_at(depth, weight, rows, columns, offsets, template)
     near = np.clip(peaks[:, None] + np.arange(-CONTINUUM_SNR_HALF_WIDTH_PIX, CONTINUUM_SNR_HALF_WIDTH_PIX), 0,
                    depth.shape[1] - 1)
-    local_snr = np.median(continuum_snr[rows[:, None], near], axis=1)
+    local_snr = np.median(continuum[rows[:, None], near] * np.sqrt(np.clip(pixel_ivar[rows[:, None], near], 0, None)),
+                          axis=1)
     return candidate_features(fits, filter_snr, civ_chi2, line_snr, local_snr, lya_civ)
 
 

@@ -11,8 +11,9 @@ from qsopipe.pipeline.constants import (
 from qsopipe.stages.mgii_fit import (
     CIV_FILTER_RATIO, CIV_SEPARATION_PIX, DOUBLET_SEPARATION_PIX, FILTER_RATIO, FILTER_SIGMA_PIX,
     FIT_HALF_WIDTH_PIX, PIXEL_WIDTH, WAVE, DoubletCriteria, accepted_doublets, bridge_masked_pixels, civ_fits,
-    civ_fits_better, doublet_ew_at, doublet_filter_snr_at, doublet_matched_filter, doublet_profile, find_absorbers, fit_doublet,
-    fit_doublets, refit_beside_neighbours, running_continuum, search_doublets, system_snr_at, with_continuum_error,
+    civ_fits_better, doublet_ew_at, doublet_filter_snr_at, doublet_matched_filter, doublet_profile, find_absorbers,
+    fit_doublet, fit_doublets, refit_absorbers, running_continuum, search_doublets, system_snr_at,
+    with_continuum_error,
 )
 
 CRITERIA = DoubletCriteria()
@@ -209,14 +210,34 @@ def test_a_neighbour_in_the_fit_region_no_longer_pulls_the_ews_low():
         assert np.allclose(absorbers["Z_ABS"], truth[:, 0], atol=3e-4)
         found.append(np.stack([absorbers["EW_2796"], absorbers["EW_2803"]], axis=1))
         fits = fit_doublets(flux[None], with_continuum_error(ivar[None], continuum), continuum, [0, 0],
-                            absorbers["Z_ABS"], absorbers["EW_2796"] * (1 + absorbers["Z_ABS"]), CRITERIA.max_iterations)
+                            absorbers["Z_ABS"], absorbers["EW_2796"] * (1 + absorbers["Z_ABS"]),
+                            CRITERIA.max_iterations)
         alone.append(np.stack([fits["EW_2796"], fits["EW_2803"]], axis=1))
-        again = refit_beside_neighbours(flux[None], ivar[None], continuum, np.array([0]),
-                                        {name: values[:1] for name, values in fits.items()}, 20)
-        assert again["EW_2796"][0] == fits["EW_2796"][0]
     ratio_found, ratio_alone = np.mean(found, axis=0) / truth[:, 1:], np.mean(alone, axis=0) / truth[:, 1:]
     assert np.all(np.abs(ratio_found - 1) < 0.06), ratio_found
     assert np.all(ratio_alone < 0.93), ratio_alone
+
+
+def test_the_refit_gives_a_broader_2796_line_its_own_width():
+    z_abs, ew_2796, ew_2803 = 1.4, 2.0, 1.6
+    sigma_2796, sigma_2803 = 120.0, 80.0
+    shared, refitted = [], []
+    for seed in range(8):
+        continuum = 10.0 * (WAVE / 5000.0) ** -1.5
+        depth = (doublet_profile(z_abs, ew_2796 * (1 + z_abs), 0.0, sigma_2796)
+                 + doublet_profile(z_abs, 0.0, ew_2803 * (1 + z_abs), sigma_2803))
+        ivar = (40.0 / continuum) ** 2
+        flux = continuum * (1 - depth) + np.random.default_rng(seed).normal(size=WAVE.size) / np.sqrt(ivar)
+        fitted = running_continuum(flux[None], ivar[None])
+        fits = fit_doublets(flux[None], with_continuum_error(ivar[None], fitted), fitted, [0], [z_abs], [2.0],
+                            CRITERIA.max_iterations)
+        again = refit_absorbers(flux[None], ivar[None], fitted, np.array([0]), fits)
+        shared.append([fits["EW_2796"][0], fits["EW_2803"][0]])
+        refitted.append([again["EW_2796"][0], again["EW_2803"][0], again["WIDTH_RATIO"][0]])
+    shared, refitted = np.mean(shared, axis=0), np.mean(refitted, axis=0)
+    assert shared[0] < 0.95 * ew_2796 and shared[1] > 1.05 * ew_2803, shared
+    assert abs(refitted[0] / ew_2796 - 1) < 0.04 and abs(refitted[1] / ew_2803 - 1) < 0.04, refitted
+    assert refitted[2] == pytest.approx(sigma_2803 / sigma_2796, abs=0.08)
 
 
 def test_absorbers_outside_the_window_or_single_lines_are_not_reported():
