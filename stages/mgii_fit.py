@@ -26,7 +26,8 @@ Five steps, each a function on arrays of many spectra at once:
    candidate vetter (`qsopipe.stages.mgii_vetter`), when given, judges the
    candidates that pass.
 5. `refit_absorbers`: each accepted absorber is fitted again with a sigma
-   of its own for each line (saturation broadens 2796) and without the
+   of its own for each line (a saturated 2796 line can be the broader)
+   and without the
    pixels of other absorbers' lines in its fit region, which would pull
    its continuum and EWs low; its EWs, S/N and z are those of this fit.
 
@@ -109,7 +110,7 @@ VETO_REACH_PIX = 2
 VETTER_CIV_ITERATIONS = 8
 #: Line sigmas around another absorber's lines that `refit_absorbers` leaves out of a fit.
 NEIGHBOUR_MASK_SIGMA = 3.0
-#: Range of the 2803 line's sigma over the 2796 line's in `refit_absorbers` (saturation broadens 2796).
+#: Range of the 2803 line's sigma over the 2796 line's in `refit_absorbers` (2796 is never the narrower).
 WIDTH_RATIO_RANGE = (0.5, 1.0)
 #: Levenberg-Marquardt iterations of `refit_absorbers`, which starts from the search's converged fit.
 REFIT_ITERATIONS = 10
@@ -580,7 +581,7 @@ def _first_fit_pixel(z_abs, blue_line):
 
 
 def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations, lines=MGII_DOUBLET,
-                 first_pixel=None, sigma_guess=SIGMA_GUESS_KMS, width_ratio=None):
+                 first_pixel=None):
     """Batched least-squares fit of one doublet (MgII unless `lines` says) near each z_guess[k] in spectrum rows[k].
 
     Levenberg-Marquardt with Marquardt scaling and an analytic Jacobian, at
@@ -598,30 +599,33 @@ def fit_doublets(flux, ivar, continuum, rows, z_guess, ew_guess, max_iterations,
     lines : (blue, red) rest A of the doublet
     first_pixel : int (k,), first pixel of each fit region (None: FIT_HALF_WIDTH_PIX blue of the
         blue line at z_guess); every region spans FIT_REGION_PIX pixels
-    sigma_guess : float or (k,), starting line sigma, km/s
-    width_ratio : None, both lines of one sigma; or (low, high), the red line's sigma over the blue one's
-        is free between these bounds (starting at high). Where it ends on a bound, the errors are those
-        with it fixed there.
 
     Returns
     -------
     dict of (k,) float64 arrays: Z_ABS, Z_ABS_ERR, EW_2796, EW_2796_ERR,
     EW_2803, EW_2803_ERR (rest A; of the blue and red line), SNR_2796,
     SNR_2803, SNR_DOUBLET ((EW_2796 + EW_2803) over its error), COV_EW
-    (k, 2, 2) (rest A^2), SIGMA_KMS (the blue line's), WIDTH_RATIO (1 unless
-    width_ratio), CONTINUUM_SCALE and CONTINUUM_SLOPE (c0, c1 of the
-    continuum correction), CHI2 (over the region) and FITTED (bool, False
-    where the region has fewer than MIN_FIT_PIXELS good pixels).
+    (k, 2, 2) (rest A^2), SIGMA_KMS, WIDTH_RATIO (1: both lines have
+    SIGMA_KMS), CONTINUUM_SCALE and CONTINUUM_SLOPE (c0, c1 of the continuum
+    correction), CHI2 (over the region) and FITTED (bool, False where the
+    region has fewer than MIN_FIT_PIXELS good pixels).
     """
     z_guess = np.asarray(z_guess, np.float64)
     if first_pixel is None:
         first_pixel = _first_fit_pixel(z_guess, lines[0])
     regions = _fit_regions(flux, ivar, continuum, rows, first_pixel, FIT_REGION_PIX)
-    return _fit_in_regions(regions, z_guess, ew_guess, max_iterations, lines, sigma_guess, width_ratio)
+    return _fit_in_regions(regions, z_guess, ew_guess, max_iterations, lines)
 
 
-def _fit_in_regions(regions, z_guess, ew_guess, max_iterations, lines, sigma_guess, width_ratio):
-    """`fit_doublets` on the pixels of its _FitRegions (k of them); arguments and result as there."""
+def _fit_in_regions(regions, z_guess, ew_guess, max_iterations, lines, sigma_guess=SIGMA_GUESS_KMS,
+                    width_ratio=None):
+    """`fit_doublets` on the pixels of its _FitRegions (k of them); arguments and result as there, and:
+
+    sigma_guess : float or (k,), starting line sigma, km/s
+    width_ratio : None, both lines of one sigma; or (low, high), the red line's sigma over the blue one's
+        is free between these bounds (starting at high), and SIGMA_KMS is the blue line's. Where it ends
+        on a bound, the errors are those with it fixed there.
+    """
     k = z_guess.size
     dz = 3 * MGII_DLOGLAM * np.log(10) * (1.0 + z_guess)
     ones = np.ones(k)
@@ -850,10 +854,11 @@ def refit_absorbers(flux, ivar, continuum, rows, fits):
     """The accepted absorbers' fits again, each line with its own width and without its neighbours' lines.
 
     The search's fit gives both lines one sigma, which the criteria judge.
-    In a saturated doublet the stronger 2796 line is the broader (its
-    optical depth is twice 2803's), so one sigma puts EW from 2796 into
-    2803; the refit lets the red line's sigma be WIDTH_RATIO_RANGE times
-    the blue one's. A fit's region (FIT_REGION_PIX pixels) can also hold a
+    In a blend of saturated components the stronger 2796 line can be the
+    broader (its optical depth is twice 2803's), and one sigma then moves EW
+    from 2796 into 2803; the refit lets the red line's sigma be
+    WIDTH_RATIO_RANGE times the blue one's (models/weights/mgii.md measures
+    what this gains and costs). A fit's region (FIT_REGION_PIX pixels) can also hold a
     line of another absorber of the same spectrum (its MgII doublet or a
     companion line: COMPANION_LINES), which the model absorbs by lowering
     the continuum; the refit leaves out the pixels within
