@@ -26,10 +26,10 @@ Five steps, each a function on arrays of many spectra at once:
    candidate vetter (`qsopipe.stages.mgii_vetter`), when given, judges the
    candidates that pass.
 5. `refit_absorbers`: each accepted absorber is fitted again with a sigma
-   of its own for each line (a saturated 2796 line can be the broader)
-   and without the
-   pixels of other absorbers' lines in its fit region, which would pull
-   its continuum and EWs low; its EWs, S/N and z are those of this fit.
+   of its own for each line (a saturated 2796 line can be the broader) and
+   without the pixels of other absorbers' lines in its fit region, which
+   would pull its continuum and EWs low; its EWs, S/N and z are those of
+   this fit.
 
 All thresholds are fields of `DoubletCriteria`, passed explicitly.
 Wavelengths in Angstrom (observed unless named rest), equivalent widths in
